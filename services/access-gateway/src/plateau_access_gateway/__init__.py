@@ -1,0 +1,1 @@
+"""plateau_access_gateway service."""

@@ -1,0 +1,1 @@
+"""plateau_dialer service."""

@@ -1,0 +1,1 @@
+"""plateau_sip_gateway service."""

@@ -1,0 +1,1 @@
+"""plateau_stats_projector service."""
