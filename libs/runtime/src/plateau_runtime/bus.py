@@ -7,6 +7,7 @@ this module holds what both and ``plateau up`` share.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Iterable
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -36,12 +37,11 @@ async def ensure_topics(
         existing = set(await admin.list_topics())
         wanted = [t for t in topics if t not in existing]
         if wanted:
-            try:
+            # Another process may create one in between: that is the goal anyway.
+            with contextlib.suppress(TopicAlreadyExistsError):
                 await admin.create_topics(
                     [NewTopic(t, num_partitions=partitions, replication_factor=1) for t in wanted]
                 )
-            except TopicAlreadyExistsError:
-                pass  # another process created it in between: that is the goal anyway
         return wanted
     finally:
         await admin.close()
