@@ -94,3 +94,15 @@ async def service_pool(service_schema: MigratedSchema) -> AsyncIterator[asyncpg.
 def in_ci() -> bool:
     """CI sets CI=true; there a missing tool must fail a test, never skip it."""
     return os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+_KINDS = {"unit", "integration", "e2e"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test says what it needs: unit, integration or e2e (strict, so none is forgotten)."""
+    unmarked = [i.nodeid for i in items if not _KINDS & {m.name for m in i.iter_markers()}]
+    if unmarked:
+        raise pytest.UsageError(
+            "tests without a unit/integration/e2e marker: " + ", ".join(unmarked[:10])
+        )
