@@ -76,10 +76,12 @@ class Envelope(BaseModel):
     def canonical_json(self) -> bytes:
         """The bytes the tamper-evident hash chain is computed over.
 
-        Keys sorted, no insignificant white space, UTC timestamps with microseconds, so
-        the same event always gives the same bytes whoever serialises it.
+        Keys sorted, no insignificant white space, envelope timestamps always as
+        ``YYYY-MM-DDTHH:MM:SS.ffffffZ``: the same event gives the same bytes whoever
+        serialises it, independent of any library's datetime formatting. ``data`` is
+        already JSON-native (it is stored and read back as JSON).
         """
-        return canonical_json(self.model_dump(mode="json"))
+        return canonical_json(self.model_dump(mode="python"))
 
     def to_message(self) -> bytes:
         """Wire form on the bus: the JSON envelope."""
@@ -100,7 +102,7 @@ def canonical_json(value: Any) -> bytes:
 
 def _json_default(value: Any) -> Any:
     if isinstance(value, datetime):
-        return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+        return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     if isinstance(value, UUID):
         return str(value)
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")

@@ -1,5 +1,5 @@
 """The event catalogue, one module per resource; importing this registers them all."""
 
-from plateau_contracts.events import calls
+from plateau_contracts.events import access, agents, calls, dialer, routing
 
-__all__ = ["calls"]
+__all__ = ["access", "agents", "calls", "dialer", "routing"]

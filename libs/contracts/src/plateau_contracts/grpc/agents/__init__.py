@@ -1,0 +1,1 @@
+"""Generated gRPC stubs of proto/plateau/agents; regenerate, do not edit."""

@@ -1,0 +1,1 @@
+"""Generated gRPC stubs of proto/plateau/agents/v1; regenerate, do not edit."""

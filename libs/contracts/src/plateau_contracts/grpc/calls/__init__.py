@@ -1,0 +1,1 @@
+"""Generated gRPC stubs of proto/plateau/calls; regenerate, do not edit."""

@@ -1,0 +1,1 @@
+"""Generated gRPC stubs of proto/plateau/calls/v1; regenerate, do not edit."""

@@ -1,0 +1,1 @@
+"""Generated gRPC stubs of proto/plateau/campaigns; regenerate, do not edit."""
