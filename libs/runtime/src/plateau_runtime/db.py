@@ -22,6 +22,11 @@ async def _init_connection(conn: Connection) -> None:
         )
 
 
+def _reason(exc: BaseException) -> str:
+    # TimeoutError and some OSErrors stringify to nothing; name the class instead.
+    return str(exc) or exc.__class__.__name__
+
+
 def _where(dsn: str) -> str:
     parts = urlsplit(dsn)
     return f"{parts.hostname or '?'}:{parts.port or 5432}/{parts.path.lstrip('/') or '?'}"
@@ -40,15 +45,16 @@ async def create_pool(
         pool = await asyncpg.create_pool(
             dsn, min_size=min_size, max_size=max_size, init=_init_connection, **kwargs
         )
-    except (OSError, asyncpg.CannotConnectNowError) as exc:
+    except (OSError, TimeoutError, asyncpg.CannotConnectNowError) as exc:
         raise DependencyUnavailableError(
-            f"PostgreSQL at {_where(dsn)} cannot be reached: {exc}",
+            f"PostgreSQL at {_where(dsn)} cannot be reached: {_reason(exc)}",
             "start it (plateau up) or fix PLATEAU_DATABASE_URL",
         ) from None
     except asyncpg.InvalidPasswordError:
         raise DependencyUnavailableError(
-            f"PostgreSQL at {_where(dsn)} refused the password",
-            "check the credentials in PLATEAU_DATABASE_URL",
+            f"PostgreSQL at {_where(dsn)} refused the credentials",
+            "check PLATEAU_DATABASE_URL; a service role exists only once its schema is "
+            "migrated, so run `plateau migrate` first",
         ) from None
     except asyncpg.InvalidCatalogNameError:
         raise DependencyUnavailableError(
@@ -63,9 +69,9 @@ async def connect(dsn: str) -> asyncpg.Connection:
     pool_less: asyncpg.Connection
     try:
         pool_less = await asyncpg.connect(dsn)
-    except (OSError, asyncpg.CannotConnectNowError) as exc:
+    except (OSError, TimeoutError, asyncpg.CannotConnectNowError) as exc:
         raise DependencyUnavailableError(
-            f"PostgreSQL at {_where(dsn)} cannot be reached: {exc}",
+            f"PostgreSQL at {_where(dsn)} cannot be reached: {_reason(exc)}",
             "start it (plateau up) or fix the database URL",
         ) from None
     await _init_connection(pool_less)

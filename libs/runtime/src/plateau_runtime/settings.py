@@ -50,3 +50,17 @@ def load_settings(cls: type[S]) -> S:
             "invalid setting " + "; ".join(problems),
             "fix or unset the environment variable and start again",
         ) from None
+
+
+class ServiceSettings(RuntimeSettings):
+    """A service process's settings: the runtime's, plus where its gRPC server listens."""
+
+    grpc_host: str = Field(
+        default="127.0.0.1", description="Address the gRPC server binds (0.0.0.0 in a pod)."
+    )
+    grpc_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="Port of the gRPC server; unset, the service's well-known port.",
+    )
