@@ -1,0 +1,1 @@
+"""The ``plateau`` command: run the embedded default, check it, apply migrations."""

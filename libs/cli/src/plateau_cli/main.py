@@ -1,0 +1,217 @@
+"""``plateau``: run the embedded default (``up``), check it (``status``), apply migrations
+(``migrate``).
+
+Exit codes: 0 success; 1 already running, unhealthy, or an unexpected error; 2 a problem
+with the input or the environment (bad setting, port in use, unreachable database,
+unusable data directory), always reported as one line saying what to do; 3 not running.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import tempfile
+import traceback
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+
+from plateau_cli.console import Console
+from plateau_cli.home import AlreadyRunningError, Home, NotRunningError, StartingError
+from plateau_cli.platform import Interrupted, Platform, StopSignals
+from plateau_cli.provision import DATABASE, migrate_services
+from plateau_cli.settings import env_name, load_cli_settings
+from plateau_cli.status import collect, render, render_json, summary
+from plateau_runtime.embedded import SUPERUSER
+from plateau_runtime.errors import ConfigurationError, PlateauError
+from plateau_runtime.services import SERVICES, ServiceSpec, service
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_BAD_INPUT = 2
+EXIT_NOT_RUNNING = 3
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    settings = load_cli_settings()
+    home = Home(settings.home)
+    with home.acquire_lock():
+        console = Console(log_path=home.log_path("plateau"))
+        signals = StopSignals()
+        platform = Platform(settings, home, console, signals, with_services=not args.no_services)
+        try:
+            signals.install()
+            platform.start()
+            return platform.supervise()
+        except Interrupted:
+            return EXIT_OK
+        except PlateauError:
+            if signals.requested:
+                return EXIT_OK  # e.g. Ctrl-C also reached initdb, which then failed
+            raise
+        finally:
+            try:
+                platform.stop()
+            finally:
+                signals.restore()
+                console.close()
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    settings = load_cli_settings()
+    home = Home(settings.home)
+    rows = collect(home)
+    if args.json:
+        print(render_json(rows))
+    else:
+        print(render(rows))
+        print(summary(home))
+    return EXIT_OK if all(r.healthy for r in rows) else EXIT_FAILED
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    settings = load_cli_settings()
+    home = Home(settings.home)
+    try:
+        specs: list[ServiceSpec] = [service(args.service)] if args.service else list(SERVICES)
+    except KeyError as exc:
+        raise ConfigurationError(str(exc.args[0]), "use one of the names listed") from None
+    if args.admin_url:
+        admin_dsn = args.admin_url
+        passwords = {s.name: os.environ.get(env_name(s, "DB_PASSWORD"), "") for s in specs}
+        generated = [name for name, password in passwords.items() if not password]
+        if generated:
+            passwords |= {n: home.role_passwords(generated)[n] for n in generated}
+    else:
+        state = home.running_state()
+        pg = state["postgres"]
+        password = home.superuser_password()
+        admin_dsn = (
+            f"postgresql://{SUPERUSER}:{password}@{pg['host']}:{pg['port']}/"
+            f"{pg.get('database', DATABASE)}"
+        )
+        passwords = home.role_passwords(s.name for s in SERVICES)
+    for item in asyncio.run(migrate_services(admin_dsn, specs, passwords)):
+        schema = item.service.service_schema()
+        if item.applied:
+            names = ", ".join(f"{m.source}/{m.version:04d}_{m.name}" for m in item.applied)
+            print(f"{item.service.name}: applied {names} (schema {schema.schema})")
+        else:
+            print(f"{item.service.name}: up to date (schema {schema.schema})")
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="plateau",
+        description="Plateau, an event-sourced contact-centre platform.",
+        epilog="Settings come from PLATEAU_* environment variables; see the README.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    up = commands.add_parser(
+        "up",
+        help="start the embedded default (PostgreSQL, broker, services) until Ctrl-C",
+        description="Start PostgreSQL, the broker and every service on this machine, with "
+        "data under PLATEAU_HOME (.plateau/), and supervise them until Ctrl-C or SIGTERM.",
+    )
+    up.add_argument(
+        "--no-services",
+        action="store_true",
+        help="start only PostgreSQL and the broker (for debugging a service by hand)",
+    )
+    up.set_defaults(handler=cmd_up)
+
+    status = commands.add_parser(
+        "status",
+        help="check each part of the running embedded default",
+        description="Probe PostgreSQL, the broker and each service's gRPC health. Exit 0 when "
+        "all are healthy, 1 otherwise, 3 when nothing is running.",
+    )
+    status.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    status.set_defaults(handler=cmd_status)
+
+    migrate = commands.add_parser(
+        "migrate",
+        help="apply the services' database migrations",
+        description="Create each service's schema and role and apply its pending migrations. "
+        "Without --admin-url, targets the running embedded default. With it, the role "
+        "passwords come from PLATEAU_<SERVICE>_DB_PASSWORD (or are generated into "
+        "PLATEAU_HOME/secrets.json).",
+    )
+    migrate.add_argument(
+        "--service",
+        metavar="NAME",
+        help="only this service: " + ", ".join(s.name for s in SERVICES),
+    )
+    migrate.add_argument(
+        "--admin-url",
+        metavar="DSN",
+        help="postgresql://USER:PASSWORD@HOST:PORT/DATABASE of a role that may create schemas "
+        "and roles",
+    )
+    migrate.set_defaults(handler=cmd_migrate)
+    return parser
+
+
+def _one_line(text: str) -> str:
+    return " ".join(part.strip() for part in text.splitlines() if part.strip())
+
+
+def _crash_log(exc: BaseException) -> Path:
+    """Write the traceback of an unexpected error where the user can find it."""
+    stamp = datetime.now().astimezone().isoformat(timespec="seconds")
+    report = f"{stamp} plateau {' '.join(sys.argv[1:])}\n" + "".join(
+        traceback.format_exception(exc)
+    )
+    home = Path(os.environ.get("PLATEAU_HOME") or ".plateau").expanduser().absolute()
+    for directory in (home / "logs", Path(tempfile.gettempdir())):
+        path = directory / "plateau-crash.log"
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            with path.open("a", encoding="utf-8") as handle:
+                handle.write(report + "\n")
+            return path
+        except OSError:
+            continue
+    return Path("(nowhere: no writable directory)")
+
+
+def _report(exc: PlateauError) -> int:
+    """Print a PlateauError the way its kind deserves; its exit status."""
+    message = _one_line(str(exc))
+    if isinstance(exc, NotRunningError | StartingError):
+        print(message)  # an answer about the state of things, not a failure of the command
+        return EXIT_NOT_RUNNING if isinstance(exc, NotRunningError) else EXIT_FAILED
+    if isinstance(exc, AlreadyRunningError):
+        print(message, file=sys.stderr)
+        return EXIT_FAILED
+    print(f"plateau: {message}", file=sys.stderr)
+    return EXIT_BAD_INPUT
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``plateau`` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.handler(args)
+    except PlateauError as exc:
+        return _report(exc)
+    except (KeyboardInterrupt, Interrupted):
+        return 130
+    except Exception as exc:
+        path = _crash_log(exc)
+        summary = _one_line(f"{exc.__class__.__name__}: {exc}")
+        print(
+            f"plateau: unexpected error: {summary} — the traceback is in {path}; "
+            "please report it with that file",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
