@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -13,6 +14,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import psutil
 
@@ -158,3 +160,17 @@ def snapshot(root: Path) -> dict[str, tuple[int, str]]:
         digest = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "dir"
         result[str(path.relative_to(root))] = (stat.st_mode, digest)
     return result
+
+
+def admin_dsn(home: Path) -> str:
+    """The superuser DSN of the platform running from ``home`` (from its state files)."""
+    state = json.loads((home / "state.json").read_text())
+    password = (home / "pg" / "postgres-superuser").read_text().strip()
+    parts = urlsplit(state["postgres"]["dsn"])
+    netloc = f"{parts.username}:{quote(password, safe='')}@{parts.hostname}:{parts.port}"
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def bootstrap(home: Path) -> str:
+    """The broker address of the platform running from ``home``."""
+    return str(json.loads((home / "state.json").read_text())["broker"]["bootstrap"])

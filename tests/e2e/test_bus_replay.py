@@ -4,16 +4,13 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import shutil
 import time
-from pathlib import Path
-from urllib.parse import quote, urlsplit, urlunsplit
 from uuid import UUID
 
 import pytest
 from aiokafka import AIOKafkaConsumer
-from plateau_e2e import PlateauUp, cli_env, make_home
+from plateau_e2e import PlateauUp, admin_dsn, bootstrap, cli_env, make_home
 
 from plateau_contracts.envelope import Envelope
 from plateau_contracts.events.calls import CallOffered
@@ -22,18 +19,6 @@ from plateau_runtime.db import create_pool
 from plateau_runtime.eventstore import EventStore, NewEvent
 
 pytestmark = pytest.mark.e2e
-
-
-def _admin_dsn(home: Path) -> str:
-    state = json.loads((home / "state.json").read_text())
-    password = (home / "pg" / "postgres-superuser").read_text().strip()
-    parts = urlsplit(state["postgres"]["dsn"])
-    netloc = f"{parts.username}:{quote(password, safe='')}@{parts.hostname}:{parts.port}"
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
-
-
-def _bootstrap(home: Path) -> str:
-    return str(json.loads((home / "state.json").read_text())["broker"]["bootstrap"])
 
 
 async def _record_offered_call(admin_dsn: str) -> UUID:
@@ -78,8 +63,8 @@ def test_a_restarted_platform_republishes_the_stored_events() -> None:
         first = PlateauUp(cli_env(home))
         try:
             assert first.wait_for("Plateau is up"), first.output()[-4000:]
-            event_id = asyncio.run(_record_offered_call(_admin_dsn(home)))
-            assert asyncio.run(_appears_on_the_bus(_bootstrap(home), event_id))
+            event_id = asyncio.run(_record_offered_call(admin_dsn(home)))
+            assert asyncio.run(_appears_on_the_bus(bootstrap(home), event_id))
         finally:
             assert first.stop() == 0
 
@@ -87,7 +72,7 @@ def test_a_restarted_platform_republishes_the_stored_events() -> None:
         try:
             assert second.wait_for("Plateau is up"), second.output()[-4000:]
             assert "relays republish every stored event" in second.output()
-            assert asyncio.run(_appears_on_the_bus(_bootstrap(home), event_id))
+            assert asyncio.run(_appears_on_the_bus(bootstrap(home), event_id))
         finally:
             assert second.stop() == 0
     finally:

@@ -1,5 +1,5 @@
 """``plateau``: run the embedded default (``up``), check it (``status``), apply migrations
-(``migrate``).
+(``migrate``) and verify the event stores' hash chains (``verify``).
 
 Exit codes: 0 success; 1 already running, unhealthy, or an unexpected error; 2 a problem
 with the input or the environment (bad setting, port in use, unreachable database,
@@ -21,7 +21,7 @@ from pathlib import Path
 from plateau_cli.console import Console
 from plateau_cli.home import AlreadyRunningError, Home, NotRunningError, StartingError
 from plateau_cli.platform import Interrupted, Platform, StopSignals
-from plateau_cli.provision import DATABASE, migrate_services
+from plateau_cli.provision import DATABASE, migrate_services, verify_chains
 from plateau_cli.settings import env_name, load_cli_settings
 from plateau_cli.status import collect, render, render_json, summary
 from plateau_runtime.embedded import SUPERUSER
@@ -71,13 +71,27 @@ def cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK if all(r.healthy for r in rows) else EXIT_FAILED
 
 
+def _chosen_services(args: argparse.Namespace) -> list[ServiceSpec]:
+    try:
+        return [service(args.service)] if args.service else list(SERVICES)
+    except KeyError as exc:
+        raise ConfigurationError(str(exc.args[0]), "use one of the names listed") from None
+
+
+def _running_admin_dsn(home: Home) -> str:
+    """The superuser DSN of the running embedded default (``NotRunningError`` otherwise)."""
+    pg = home.running_state()["postgres"]
+    password = home.superuser_password()
+    return (
+        f"postgresql://{SUPERUSER}:{password}@{pg['host']}:{pg['port']}/"
+        f"{pg.get('database', DATABASE)}"
+    )
+
+
 def cmd_migrate(args: argparse.Namespace) -> int:
     settings = load_cli_settings()
     home = Home(settings.home)
-    try:
-        specs: list[ServiceSpec] = [service(args.service)] if args.service else list(SERVICES)
-    except KeyError as exc:
-        raise ConfigurationError(str(exc.args[0]), "use one of the names listed") from None
+    specs = _chosen_services(args)
     if args.admin_url:
         admin_dsn = args.admin_url
         passwords = {s.name: os.environ.get(env_name(s, "DB_PASSWORD"), "") for s in specs}
@@ -85,13 +99,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
         if generated:
             passwords |= {n: home.role_passwords(generated)[n] for n in generated}
     else:
-        state = home.running_state()
-        pg = state["postgres"]
-        password = home.superuser_password()
-        admin_dsn = (
-            f"postgresql://{SUPERUSER}:{password}@{pg['host']}:{pg['port']}/"
-            f"{pg.get('database', DATABASE)}"
-        )
+        admin_dsn = _running_admin_dsn(home)
         passwords = home.role_passwords(s.name for s in SERVICES)
     for item in asyncio.run(migrate_services(admin_dsn, specs, passwords)):
         schema = item.service.service_schema()
@@ -101,6 +109,24 @@ def cmd_migrate(args: argparse.Namespace) -> int:
         else:
             print(f"{item.service.name}: up to date (schema {schema.schema})")
     return EXIT_OK
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    settings = load_cli_settings()
+    specs = _chosen_services(args)
+    admin_dsn = args.admin_url or _running_admin_dsn(Home(settings.home))
+    intact = True
+    for spec, report in asyncio.run(verify_chains(admin_dsn, specs)):
+        head = f"head position {report.head_position}, hash {report.head_hash}"
+        if report.intact:
+            print(f"{spec.name}: intact — {report.events_checked} events, {head}")
+        else:
+            intact = False
+            print(
+                f"{spec.name}: BROKEN at position {report.first_broken_position}: "
+                f"{report.problem} (intact up to {head})"
+            )
+    return EXIT_OK if intact else EXIT_FAILED
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -153,6 +179,24 @@ def build_parser() -> argparse.ArgumentParser:
         "and roles",
     )
     migrate.set_defaults(handler=cmd_migrate)
+
+    verify = commands.add_parser(
+        "verify",
+        help="recompute the services' event-store hash chains",
+        description="Recompute each service's tamper-evident hash chain from its first event "
+        "and report the head it reached, or the first broken position and why. Exit 0 when "
+        "every chain is intact, 1 otherwise. Without --admin-url, on the running embedded "
+        "default.",
+    )
+    verify.add_argument(
+        "--service",
+        metavar="NAME",
+        help="only this service: " + ", ".join(s.name for s in SERVICES),
+    )
+    verify.add_argument(
+        "--admin-url", metavar="DSN", help="postgresql://USER:PASSWORD@HOST:PORT/DATABASE"
+    )
+    verify.set_defaults(handler=cmd_verify)
     return parser
 
 

@@ -10,8 +10,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
-from plateau_runtime.db import connect
+from plateau_runtime.db import connect, create_pool
 from plateau_runtime.errors import DependencyUnavailableError, PlateauError
+from plateau_runtime.eventstore import ChainReport, EventStore
 from plateau_runtime.migrations import Migration, migrate, role_dsn
 from plateau_runtime.services import ServiceSpec
 
@@ -126,3 +127,14 @@ async def republish_to_fresh_broker(admin_dsn: str, services: Iterable[ServiceSp
     finally:
         await conn.close()
     return reset
+
+
+async def verify_chains(
+    admin_dsn: str, services: Iterable[ServiceSpec]
+) -> list[tuple[ServiceSpec, ChainReport]]:
+    """Each service's hash-chain report, read with an administrative role."""
+    pool = await create_pool(admin_dsn, max_size=2)
+    try:
+        return [(spec, await EventStore(pool, spec.schema).verify()) for spec in services]
+    finally:
+        await pool.close()
