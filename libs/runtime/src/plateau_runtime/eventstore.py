@@ -9,11 +9,13 @@ write concurrency but buys three properties everything else relies on:
   at append time over a well-defined order;
 * a batch of appends to several streams lands atomically in one transaction.
 
-Throughput comes from batching (``append_many``), not from parallel writers.
+Throughput comes from batching, not from parallel writers: ``append_many`` for one caller's
+batch, ``GroupCommitter`` for many concurrent callers (group commit).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
@@ -51,6 +53,9 @@ class StreamAppend:
     stream: str
     events: Sequence[NewEvent]
     expected_version: int | None = None
+    #: Trace context of the caller; defaults to the span active at append time. Set when
+    #: the append is carried out by another task (group commit).
+    traceparent: str | None = None
 
 
 @dataclass(frozen=True)
@@ -147,13 +152,35 @@ class EventStore:
             return []
         if conn is not None:
             async with conn.transaction():
-                return await self._append_locked(conn, appends)
+                stored, _ = await self._append_locked(conn, appends, isolate_conflicts=False)
+                return stored
         async with self._pool.acquire() as own, own.transaction():
-            return await self._append_locked(own, appends)
+            stored, _ = await self._append_locked(own, appends, isolate_conflicts=False)
+            return stored
+
+    async def append_each(
+        self, appends: Sequence[StreamAppend]
+    ) -> list[list[StoredEvent] | ConcurrencyError]:
+        """Append several independent requests in one transaction (group commit).
+
+        Unlike ``append_many``, a request whose ``expected_version`` does not hold is
+        refused alone: its slot holds the ``ConcurrencyError`` and the others are recorded.
+        """
+        async with self._pool.acquire() as conn, conn.transaction():
+            stored, conflicts = await self._append_locked(conn, appends, isolate_conflicts=True)
+        results: list[list[StoredEvent] | ConcurrencyError] = []
+        cursor = iter(stored)
+        for index, append in enumerate(appends):
+            conflict = conflicts.get(index)
+            if conflict is not None:
+                results.append(conflict)
+            else:
+                results.append([next(cursor) for _ in append.events])
+        return results
 
     async def _append_locked(
-        self, conn: Connection, appends: Sequence[StreamAppend]
-    ) -> list[StoredEvent]:
+        self, conn: Connection, appends: Sequence[StreamAppend], *, isolate_conflicts: bool
+    ) -> tuple[list[StoredEvent], dict[int, ConcurrencyError]]:
         await conn.execute("select pg_advisory_xact_lock($1)", self._lock)
         head = await conn.fetchrow(
             f"select position, hash from {self._table} order by position desc limit 1"
@@ -170,10 +197,15 @@ class EventStore:
         recorded_at = self._clock()
         traceparent = current_traceparent()
         stored: list[StoredEvent] = []
-        for append in appends:
+        conflicts: dict[int, ConcurrencyError] = {}
+        for index, append in enumerate(appends):
             actual = versions[append.stream]
             if append.expected_version is not None and append.expected_version != actual:
-                raise ConcurrencyError(append.stream, append.expected_version, actual)
+                conflict = ConcurrencyError(append.stream, append.expected_version, actual)
+                if not isolate_conflicts:
+                    raise conflict
+                conflicts[index] = conflict
+                continue
             for new in append.events:
                 actual += 1
                 position += 1
@@ -188,13 +220,15 @@ class EventStore:
                     recorded_at=recorded_at,
                     correlation_id=new.correlation_id,
                     causation_id=new.causation_id,
-                    traceparent=traceparent,
+                    traceparent=append.traceparent or traceparent,
                     data=new.data.model_dump(mode="json"),
                 )
                 link = chain_hash(prev_hash, envelope)
                 stored.append(StoredEvent(position, envelope, prev_hash, link))
                 prev_hash = link
             versions[append.stream] = actual
+        if not stored:
+            return stored, conflicts
         columns = list(
             zip(
                 *[
@@ -231,7 +265,7 @@ class EventStore:
         except asyncpg.UniqueViolationError as exc:
             # Only reachable if someone writes without the lock; still never overwrite.
             raise ConcurrencyError(str(exc.detail or "?"), None, -1) from None
-        return stored
+        return stored, conflicts
 
     async def read_stream(self, stream: str, from_version: int = 1) -> list[StoredEvent]:
         """A stream's events from ``from_version`` on, in order."""
@@ -304,3 +338,57 @@ class EventStore:
             checked += 1
             expected_prev, expected_position = stored.hash, stored.position + 1
         return ChainReport(checked, expected_position - 1, expected_prev.hex())
+
+
+class GroupCommitter:
+    """Turns many concurrent appends into few transactions (group commit).
+
+    Appends to one store are serialised (see the module docstring), so a service that
+    records facts for many calls at once would wait on one commit per fact. The committer
+    queues concurrent requests and records each queue in one ``append_each`` transaction:
+    nobody waits when the store is idle, and under load a commit carries everyone who
+    arrived during the previous one. Each caller still gets its own result, or its own
+    ``ConcurrencyError``.
+    """
+
+    def __init__(self, store: EventStore, *, max_batch: int = 1000) -> None:
+        self._store = store
+        self._max_batch = max_batch
+        self._queue: list[tuple[StreamAppend, asyncio.Future[list[StoredEvent]]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+
+    async def append(
+        self, stream: str, events: Sequence[NewEvent], expected_version: int | None = None
+    ) -> list[StoredEvent]:
+        """Record events as ``EventStore.append`` would, sharing a transaction with others."""
+        if not events:
+            return []
+        future: asyncio.Future[list[StoredEvent]] = asyncio.get_running_loop().create_future()
+        request = StreamAppend(stream, events, expected_version, current_traceparent())
+        self._queue.append((request, future))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush())
+        return await future
+
+    async def _flush(self) -> None:
+        while self._queue:
+            batch, self._queue = (
+                self._queue[: self._max_batch],
+                self._queue[self._max_batch :],
+            )
+            try:
+                results = await self._store.append_each([request for request, _ in batch])
+            except BaseException as exc:
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
+                continue
+            for (_, future), result in zip(batch, results, strict=True):
+                if future.done():  # the caller gave up (cancelled); its events are recorded
+                    continue
+                if isinstance(result, ConcurrencyError):
+                    future.set_exception(result)
+                else:
+                    future.set_result(result)
