@@ -3,20 +3,17 @@ broker, started once per test session through the same launchers ``plateau up`` 
 
 from __future__ import annotations
 
-import os
-import secrets
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
 import pytest
 
-from plateau_runtime.db import connect, create_pool
+from plateau_runtime.db import create_pool
 from plateau_runtime.embedded import EmbeddedBroker, EmbeddedPostgres, free_port
-from plateau_runtime.migrations import ServiceSchema, migrate, role_dsn
+from plateau_runtime.testing import MigratedSchema, make_schema
 
 
 @pytest.fixture(scope="session")
@@ -51,32 +48,6 @@ def broker(work_dir: Path) -> Iterator[EmbeddedBroker]:
     server.stop()
 
 
-@dataclass(frozen=True)
-class MigratedSchema:
-    """A freshly migrated service schema and the DSN of its least-privilege role."""
-
-    service: ServiceSchema
-    dsn: str
-
-    @property
-    def schema(self) -> str:
-        return self.service.schema
-
-
-async def make_schema(
-    admin_dsn: str, migrations_dir: Path | None = None, prefix: str = "t"
-) -> MigratedSchema:
-    """Migrate a uniquely named schema, as a service's would be."""
-    service = ServiceSchema(f"{prefix}_{secrets.token_hex(4)}", migrations_dir)
-    password = secrets.token_urlsafe(16)
-    admin = await connect(admin_dsn)
-    try:
-        await migrate(admin, service, password)
-    finally:
-        await admin.close()
-    return MigratedSchema(service, role_dsn(admin_dsn, service, password))
-
-
 @pytest.fixture
 async def service_schema(admin_dsn: str) -> MigratedSchema:
     """A fresh schema with the runtime's tables, reachable as its service role."""
@@ -89,11 +60,6 @@ async def service_pool(service_schema: MigratedSchema) -> AsyncIterator[asyncpg.
     pool = await create_pool(service_schema.dsn, max_size=20)
     yield pool
     await pool.close()
-
-
-def in_ci() -> bool:
-    """CI sets CI=true; there a missing tool must fail a test, never skip it."""
-    return os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
 
 _KINDS = {"unit", "integration", "e2e"}

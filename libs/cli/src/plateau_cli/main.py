@@ -129,6 +129,20 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return EXIT_OK if intact else EXIT_FAILED
 
 
+def _add_database_target(command: argparse.ArgumentParser, admin_needs: str) -> None:
+    """``--service`` and ``--admin-url``, shared by the commands that work on the schemas."""
+    command.add_argument(
+        "--service",
+        metavar="NAME",
+        help="only this service: " + ", ".join(s.name for s in SERVICES),
+    )
+    command.add_argument(
+        "--admin-url",
+        metavar="DSN",
+        help=f"postgresql://USER:PASSWORD@HOST:PORT/DATABASE of a role that {admin_needs}",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="plateau",
@@ -167,17 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
         "passwords come from PLATEAU_<SERVICE>_DB_PASSWORD (or are generated into "
         "PLATEAU_HOME/secrets.json).",
     )
-    migrate.add_argument(
-        "--service",
-        metavar="NAME",
-        help="only this service: " + ", ".join(s.name for s in SERVICES),
-    )
-    migrate.add_argument(
-        "--admin-url",
-        metavar="DSN",
-        help="postgresql://USER:PASSWORD@HOST:PORT/DATABASE of a role that may create schemas "
-        "and roles",
-    )
+    _add_database_target(migrate, admin_needs="may create schemas and roles")
     migrate.set_defaults(handler=cmd_migrate)
 
     verify = commands.add_parser(
@@ -188,14 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
         "every chain is intact, 1 otherwise. Without --admin-url, on the running embedded "
         "default.",
     )
-    verify.add_argument(
-        "--service",
-        metavar="NAME",
-        help="only this service: " + ", ".join(s.name for s in SERVICES),
-    )
-    verify.add_argument(
-        "--admin-url", metavar="DSN", help="postgresql://USER:PASSWORD@HOST:PORT/DATABASE"
-    )
+    _add_database_target(verify, admin_needs="may read every service's schema")
     verify.set_defaults(handler=cmd_verify)
     return parser
 

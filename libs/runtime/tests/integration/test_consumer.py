@@ -16,12 +16,12 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from structlog.testing import capture_logs
 
-from conftest import MigratedSchema, make_schema
 from plateau_contracts.envelope import Envelope, new_event_id, utc_now
 from plateau_runtime.bus import ensure_topics
 from plateau_runtime.consumer import EventConsumer, apply_once
 from plateau_runtime.db import Connection, create_pool
 from plateau_runtime.embedded import EmbeddedBroker
+from plateau_runtime.testing import MigratedSchema, make_schema
 
 pytestmark = pytest.mark.integration
 

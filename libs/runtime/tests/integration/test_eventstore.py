@@ -9,26 +9,15 @@ from collections import defaultdict
 import asyncpg
 import pytest
 
-from conftest import MigratedSchema, make_schema
-from plateau_contracts.events.calls import CallOffered
 from plateau_runtime.db import connect
 from plateau_runtime.errors import ConcurrencyError
-from plateau_runtime.eventstore import NO_STREAM, EventStore, NewEvent, StreamAppend
+from plateau_runtime.eventstore import NO_STREAM, EventStore, StreamAppend
+from plateau_runtime.testing import MigratedSchema, make_schema, offered_call
 
 pytestmark = pytest.mark.integration
 
 
-def offered(n: int, tenant: str = "acme") -> NewEvent:
-    return NewEvent(
-        CallOffered(
-            call_id=f"c{n}",
-            ani="+242066123456",
-            dnis="+242053000100",
-            trunk="mno",
-            sip_call_id=f"sip-{n}",
-        ),
-        tenant=tenant,
-    )
+offered = offered_call
 
 
 async def test_append_and_read_a_stream(

@@ -12,10 +12,9 @@ import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 
-from conftest import MigratedSchema
-from plateau_contracts.events.calls import CallOffered
 from plateau_runtime.errors import ConcurrencyError
-from plateau_runtime.eventstore import NO_STREAM, EventStore, GroupCommitter, NewEvent
+from plateau_runtime.eventstore import NO_STREAM, EventStore, GroupCommitter
+from plateau_runtime.testing import MigratedSchema, offered_call
 
 pytestmark = pytest.mark.integration
 
@@ -32,17 +31,7 @@ class CountingClock:
         return datetime(2026, 11, 27, tzinfo=UTC) + timedelta(milliseconds=next(self._ticks))
 
 
-def offered(n: int) -> NewEvent:
-    return NewEvent(
-        CallOffered(
-            call_id=f"g{n}",
-            ani="+242066123456",
-            dnis="+242053000100",
-            trunk="mno",
-            sip_call_id=f"g{n}@carrier",
-        ),
-        tenant="acme",
-    )
+offered = offered_call
 
 
 async def test_concurrent_appends_share_transactions_and_each_gets_its_own_events(

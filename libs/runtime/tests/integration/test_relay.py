@@ -25,9 +25,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from opentelemetry import trace
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
-from conftest import MigratedSchema, make_schema
 from plateau_contracts.envelope import Envelope, EventData
-from plateau_contracts.events.calls import CallOffered
 from plateau_contracts.topics import Topic
 from plateau_runtime.consumer import EventConsumer
 from plateau_runtime.db import Connection, create_pool
@@ -35,6 +33,7 @@ from plateau_runtime.embedded import EmbeddedBroker, free_port
 from plateau_runtime.errors import DependencyUnavailableError
 from plateau_runtime.eventstore import EventStore, NewEvent, StreamAppend
 from plateau_runtime.outbox import OutboxRelay, UnpublishableEventError
+from plateau_runtime.testing import MigratedSchema, make_schema, offered_call
 
 pytestmark = pytest.mark.integration
 
@@ -45,17 +44,7 @@ EFFECTS_SQL = (
 )
 
 
-def offered(n: int, tenant: str = "acme") -> NewEvent:
-    return NewEvent(
-        CallOffered(
-            call_id=f"c{n}",
-            ani="+242066123456",
-            dnis="+242053000100",
-            trunk="mno",
-            sip_call_id=f"sip-{n}",
-        ),
-        tenant=tenant,
-    )
+offered = offered_call
 
 
 class NotInCatalogue(EventData):

@@ -11,7 +11,6 @@ import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 
-from conftest import MigratedSchema
 from plateau_contracts.envelope import Envelope
 from plateau_contracts.events.calls import CallOffered
 from plateau_contracts.topics import Topic
@@ -20,6 +19,7 @@ from plateau_runtime.db import Connection
 from plateau_runtime.embedded import EmbeddedBroker
 from plateau_runtime.eventstore import EventStore, NewEvent
 from plateau_runtime.outbox import OutboxRelay
+from plateau_runtime.testing import MigratedSchema
 
 pytestmark = pytest.mark.integration
 
