@@ -24,6 +24,10 @@ Direction = Literal["inbound", "outbound"]
 ControlSource = Literal["softphone", "api"]
 
 
+#: Why SIP dialog tags are recorded.
+_TAG_WHY = "so that after a restart the gateway can still end the SIP dialog (BYE)."
+
+
 class RejectReason(StrEnum):
     """Why the gateway refused an inbound call before offering it."""
 
@@ -90,6 +94,7 @@ class DialRefusalReason(StrEnum):
     CAMPAIGN_NOT_RUNNING = "campaign_not_running"  # campaign paused or stopped
     OUTSIDE_CALLING_WINDOW = "outside_calling_window"
     INVALID_NUMBER = "invalid_number"  # not an E.164 number
+    UNKNOWN_TENANT = "unknown_tenant"  # no customer file was ever injected for this tenant
     OTHER = "other"
 
 
@@ -167,6 +172,12 @@ class CallOffered(CallEvent):
     dnis: str = Field(description="Dialled number (entry point).", examples=["+242053000100"])
     trunk: str = Field(description="Name of the trunk the call arrived on.")
     sip_call_id: str = Field(description="SIP Call-ID of the carrier leg.")
+    sip_remote_tag: str | None = Field(
+        default=None, description="From-tag the carrier chose for the leg, " + _TAG_WHY
+    )
+    sip_local_tag: str | None = Field(
+        default=None, description="To-tag the gateway chose for the leg, " + _TAG_WHY
+    )
 
 
 @event
@@ -186,6 +197,9 @@ class CallRejected(CallEvent):
     ani: str | None = Field(default=None, description="Calling number, when it could be read.")
     dnis: str | None = Field(default=None, description="Dialled number, when it could be read.")
     sip_call_id: str | None = Field(default=None, description="SIP Call-ID, when present.")
+    retry_after_s: int | None = Field(
+        default=None, ge=0, description="Retry-After sent with a 503 (over capacity)."
+    )
     detail: str | None = Field(
         default=None,
         description="Human-readable explanation (e.g. the parse error).",
@@ -206,6 +220,9 @@ class AgentRinging(AgentLegEvent):
         examples=["sip:1001@192.0.2.10:5062;transport=udp"],
     )
     sip_call_id: str = Field(description="SIP Call-ID of the agent leg.")
+    sip_local_tag: str | None = Field(
+        default=None, description="From-tag the gateway chose for the agent leg, " + _TAG_WHY
+    )
     queue_id: Ident | None = Field(
         default=None, description="Queue the call was routed from, as given by ConnectAgent."
     )
@@ -217,6 +234,7 @@ class AgentNoAnswer(AgentLegEvent):
 
     event_type: ClassVar[str] = "call.agent_no_answer"
     rang_ms: Millis = Field(description="How long the softphone rang.", examples=[15000])
+    sip_call_id: str | None = Field(default=None, description="SIP Call-ID of the agent leg.")
 
 
 @event
@@ -228,6 +246,7 @@ class AgentRejected(AgentLegEvent):
     sip_code: SipCode | None = Field(
         default=None, description="Final SIP response from the softphone, if one came."
     )
+    sip_call_id: str | None = Field(default=None, description="SIP Call-ID of the agent leg.")
 
 
 @event
@@ -314,6 +333,13 @@ class CallOriginated(CallEvent):
         default=None, description="Agent to connect on answer (preview or manual dial)."
     )
     sip_call_id: str = Field(description="SIP Call-ID of the carrier leg.")
+    sip_local_tag: str | None = Field(
+        default=None, description="From-tag the gateway chose for the carrier leg, " + _TAG_WHY
+    )
+    agent_leg_sip_call_id: str | None = Field(
+        default=None,
+        description="SIP Call-ID of the agent's own leg when an agent dialled from the softphone.",
+    )
 
 
 @event
