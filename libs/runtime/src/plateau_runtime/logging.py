@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import MutableMapping
-from typing import Any, Literal, TextIO
+from typing import Literal, TextIO
 
 import structlog
 from opentelemetry import trace
@@ -114,12 +113,3 @@ def configure_logging(
 def _is_tty(stream: TextIO) -> bool:
     isatty = getattr(stream, "isatty", None)
     return bool(callable(isatty) and isatty())
-
-
-def get_logger(name: str | None = None, **initial: Any) -> structlog.typing.FilteringBoundLogger:
-    """A bound logger; ``name`` becomes the ``logger`` field when given."""
-    bound: MutableMapping[str, Any] = dict(initial)
-    if name is not None:
-        bound["logger"] = name
-    logger: structlog.typing.FilteringBoundLogger = structlog.get_logger(**bound)
-    return logger

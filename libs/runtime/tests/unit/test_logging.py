@@ -12,7 +12,7 @@ import pytest
 import structlog
 from opentelemetry.sdk.trace import TracerProvider
 
-from plateau_runtime.logging import configure_logging, get_logger
+from plateau_runtime.logging import configure_logging
 
 pytestmark = pytest.mark.unit
 
@@ -41,7 +41,7 @@ def test_a_json_line_carries_service_level_event_time_and_the_active_trace() -> 
     configure_logging("acd", "json", "info", stream=out)
     tracer = TracerProvider().get_tracer("test")
     with tracer.start_as_current_span("route call") as span:
-        get_logger().info("call.routed", queue="care")
+        structlog.get_logger().info("call.routed", queue="care")
     (line,) = lines(out)
     context = span.get_span_context()
     assert line["event"] == "call.routed"
@@ -57,7 +57,7 @@ def test_a_json_line_carries_service_level_event_time_and_the_active_trace() -> 
 def test_no_trace_fields_outside_a_span_and_no_lines_below_the_level() -> None:
     out = io.StringIO()
     configure_logging("dialer", "json", "warning", stream=out)
-    log = get_logger()
+    log = structlog.get_logger()
     log.info("pacing.tick")
     log.warning("pacing.abandon_rate_high", rate=0.04)
     (line,) = lines(out)
@@ -83,7 +83,7 @@ def test_an_exception_is_one_json_line_with_its_traceback() -> None:
     try:
         raise RuntimeError("queue index corrupt")
     except RuntimeError:
-        get_logger().exception("task.crashed")
+        structlog.get_logger().exception("task.crashed")
     (line,) = lines(out)
     assert line["level"] == "error"
     assert "Traceback" in str(line["exception"])
@@ -94,7 +94,7 @@ def test_configuring_twice_does_not_duplicate_lines() -> None:
     out = io.StringIO()
     configure_logging("acd", "json", "info", stream=out)
     configure_logging("acd", "json", "info", stream=out)
-    get_logger().info("once")
+    structlog.get_logger().info("once")
     logging.getLogger("grpc").error("once too")
     assert [line["event"] for line in lines(out)] == ["once", "once too"]
 
@@ -102,12 +102,12 @@ def test_configuring_twice_does_not_duplicate_lines() -> None:
 def test_auto_is_json_in_a_pipe_and_readable_text_on_a_terminal() -> None:
     piped = io.StringIO()
     configure_logging("acd", "auto", "info", stream=piped)
-    get_logger().info("hello")
+    structlog.get_logger().info("hello")
     assert json.loads(piped.getvalue())["event"] == "hello"
 
     terminal = Terminal()
     configure_logging("acd", "auto", "info", stream=terminal)
-    get_logger().info("hello")
+    structlog.get_logger().info("hello")
     text = terminal.getvalue()
     assert "hello" in text
     with pytest.raises(json.JSONDecodeError):
