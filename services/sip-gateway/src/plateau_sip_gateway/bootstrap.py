@@ -2,21 +2,150 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import secrets
+from dataclasses import dataclass, field
+
+import asyncpg
+import structlog
+
+from plateau_runtime.eventstore import EventStore
 from plateau_runtime.service import Components, ServiceHost, ServiceResources
 from plateau_runtime.services import ServiceSpec, service
+from plateau_sip_gateway.adapters.allowlist_feed import allowlist_consumer
+from plateau_sip_gateway.adapters.recorder import Recorder
+from plateau_sip_gateway.b2bua import B2bua
+from plateau_sip_gateway.config import directory_for, load_passwords, load_trunks
+from plateau_sip_gateway.domain.admission import Admission
+from plateau_sip_gateway.domain.allowlist import AllowList
+from plateau_sip_gateway.domain.digest import DigestPolicy
+from plateau_sip_gateway.domain.trunks import TrunkDirectory, TrunksConfig
+from plateau_sip_gateway.entrypoints.call_control import call_control_service
+from plateau_sip_gateway.entrypoints.sip import SipEntrypoint
+from plateau_sip_gateway.keepalive import TrunkKeepAlive
+from plateau_sip_gateway.media import media_from_settings
+from plateau_sip_gateway.registrar_service import RegistrarService
+from plateau_sip_gateway.settings import GatewaySettings, digest_algorithms
+from plateau_sip_gateway.sip.endpoint import Endpoint, EndpointSettings
 
 SPEC: ServiceSpec = service("sip-gateway")
+SWEEP_INTERVAL_S = 5.0
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass
+class Gateway:
+    """The gateway's parts and its SIP life cycle (``run`` is the ``sip`` background task)."""
+
+    settings: GatewaySettings
+    store: EventStore
+    recorder: Recorder
+    registrar: RegistrarService
+    b2bua: B2bua
+    allowlist: AllowList
+    endpoint: Endpoint | None = None
+    keepalive: TrunkKeepAlive | None = None
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @classmethod
+    def build(
+        cls,
+        settings: GatewaySettings,
+        store: EventStore,
+        *,
+        trunks: TrunksConfig | None = None,
+        passwords: dict[str, str] | None = None,
+    ) -> Gateway:
+        algorithms = digest_algorithms(settings.sip_digest_algorithms)
+        realm = settings.sip_realm
+        if passwords is None:
+            passwords = load_passwords(settings.sip_extensions_file, settings.home)
+        key = settings.sip_nonce_secret.encode() or secrets.token_bytes(32)
+        registrar = RegistrarService.create(
+            realm=realm,
+            secrets=[key],
+            directory=directory_for(passwords, realm, algorithms),
+            digest=DigestPolicy(realm, algorithms=algorithms),
+        )
+        trunk_config = trunks or load_trunks(settings.sip_trunks_file, settings.sip_tenant)
+        directory = TrunkDirectory(trunk_config)
+        recorder = Recorder(store)
+        allowlist = AllowList()
+        b2bua = B2bua(
+            trunks=directory,
+            admission=Admission.for_trunks(directory),
+            registrar=registrar.registrar,
+            allowlist=allowlist,
+            recorder=recorder,
+            ring_timeout_s=settings.sip_ring_timeout_s,
+            unknown_source_tenant=settings.sip_tenant,
+        )
+        return cls(settings, store, recorder, registrar, b2bua, allowlist)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Close calls left open, listen for SIP, sweep registrations until ``stop``."""
+        settings = self.settings
+        media = await media_from_settings(settings.sip_rtpengine_enabled, settings.sip_rtpengine_ng)
+        log.info("sip_gateway.media", description=media.description)
+        await self.b2bua.close_open_calls(self.store)
+        endpoint = await Endpoint.listen(
+            EndpointSettings(
+                host=settings.sip_host,
+                udp_port=settings.sip_port,
+                tcp_port=settings.sip_port if settings.sip_tcp else None,
+                advertised_host=settings.sip_advertised_host,
+            )
+        )
+        self.endpoint = endpoint
+        entry = SipEntrypoint(self.b2bua, self.registrar, self.recorder, settings.sip_tenant)
+        endpoint.on_request(entry.handle)
+        self.b2bua.attach(endpoint)
+        log.info(
+            "sip_gateway.listening",
+            udp=endpoint.local_address("UDP"),
+            trunks=[t.name for t in self.b2bua.trunks],
+        )
+        self.keepalive = TrunkKeepAlive(endpoint, self.b2bua.trunks)
+        keepalive = asyncio.create_task(self.keepalive.run(stop))
+        self.ready.set()
+        try:
+            while not stop.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), SWEEP_INTERVAL_S)
+                for event in self.registrar.sweep():
+                    self.recorder.record(settings.sip_tenant, [event])
+        finally:
+            keepalive.cancel()
+            # Bindings live in memory: softphones must register again after a restart.
+            for event in self.registrar.registrar.unregister_all("gateway_restart"):
+                self.recorder.record(settings.sip_tenant, [event])
+            self.b2bua.attach(None)
+            await self.b2bua.stop()
+            await endpoint.close()
+            await media.close()
+            await self.recorder.drain()
+
+
+def gateway_components(gateway: Gateway, pool: asyncpg.Pool) -> Components:
+    """The gRPC service and background tasks of a built gateway."""
+    feed = allowlist_consumer(pool, gateway.settings.kafka_bootstrap, gateway.allowlist)
+    return Components(
+        grpc_services=[call_control_service(gateway.b2bua)],
+        tasks={"sip": gateway.run, "allowlist-feed": feed.run},
+    )
 
 
 def wire(resources: ServiceResources) -> Components:
-    """The SIP gateway's gRPC servicers and background tasks, built on the host's resources.
-
-    Only health and reflection so far; wired here as they arrive:
-    its SIP transport and `CallControl` servicer.
-    """
-    return Components()
+    """The SIP gateway's ``CallControl`` servicer and its SIP and allow-list tasks."""
+    settings = resources.settings
+    if not isinstance(settings, GatewaySettings):
+        settings = GatewaySettings.model_validate(settings.model_dump())
+    gateway = Gateway.build(settings, resources.store)
+    return gateway_components(gateway, resources.pool)
 
 
 def build_host() -> ServiceHost:
     """The host that runs the SIP gateway (``python -m plateau_sip_gateway``)."""
-    return ServiceHost(SPEC, wire)
+    return ServiceHost(SPEC, wire, settings_type=GatewaySettings)
