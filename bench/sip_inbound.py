@@ -301,9 +301,13 @@ async def gateway(
 
 
 def spawn_gateway(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    # Unbuffered, so that the log shows what the gateway did even when a run is stopped.
     with log.open("wb") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "plateau_sip_gateway"], env=env, stdout=out, stderr=out
+            [sys.executable, "-m", "plateau_sip_gateway"],
+            env={**env, "PYTHONUNBUFFERED": "1"},
+            stdout=out,
+            stderr=out,
         )
 
 
