@@ -10,7 +10,6 @@ import importlib.util
 import os
 import pwd
 import secrets
-import shutil
 import signal
 import socket
 import subprocess
@@ -344,8 +343,3 @@ class EmbeddedBroker:
         if self.process is not None:
             self.process.stop(signal.SIGTERM, grace=5)
             self.process = None
-
-
-def which_or_none(name: str) -> str | None:
-    """``shutil.which`` re-exported so callers do not import shutil just for it."""
-    return shutil.which(name)
