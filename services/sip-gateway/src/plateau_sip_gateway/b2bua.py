@@ -12,9 +12,22 @@ module sends what the decision implies on the other leg:
   ``call.connected``; 486/603/480... -> ``call.agent_rejected``; ring timeout -> CANCEL,
   ``call.agent_no_answer``; both leave the caller waiting with ringback;
 * caller CANCEL -> CANCEL the ringing agent, 487, ``call.ended``;
-* BYE from either side -> BYE the other, ``call.ended``; ``hangup`` ends every leg.
+* BYE from either side -> BYE the other, ``call.ended``; ``hangup`` ends every leg;
+* ``originate`` (an allowed number only) -> INVITE without SDP to the tenant's trunk,
+  ``call.originated``; the customer's 200 carries the SDP offer and its ACK waits for an
+  agent's answer (RFC 3725 flow I), so the customer is never answered with media that
+  goes nowhere; ``call.dial_completed``; no agent connected within 2 s -> the answer is
+  ACKed with every stream refused, BYE, ``call.compliance_abandoned``;
+* an agent's softphone dialling an allowed number -> the same INVITE to the trunk, with the
+  softphone's SDP; provisional and final responses are relayed back to it;
+* ``hold``/``resume`` -> re-INVITE of the customer (every stream inactive, then the agent's
+  SDP again); ``transfer`` -> to an agent or a queue the gateway releases the agent leg and
+  the call waits again (the new agent's SDP reaches the customer in a re-INVITE); to a
+  number the customer's leg is REFERred to the carrier (RFC 3515) and leaves Plateau. A
+  softphone's own REFER takes the same path.
 
-Media is signalling-only here: SDP passes through untouched.
+Media is signalling-only here: SDP passes through, with the customer-facing ``o=`` line
+re-stamped so the customer sees one session however many agents it meets (``sdp.Origin``).
 """
 
 from __future__ import annotations
@@ -26,16 +39,18 @@ import time
 import uuid
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import structlog
 
-from plateau_contracts.events.calls import DialRequester, EndCause
+from plateau_contracts.events.calls import DialOutcome, DialRequester, EndCause, TransferTarget
 from plateau_runtime.eventstore import EventStore
 from plateau_sip_gateway.adapters.recorder import Recorder
 from plateau_sip_gateway.domain.admission import Admission, AdmissionToken
-from plateau_sip_gateway.domain.allowlist import AllowList, Refused
+from plateau_sip_gateway.domain.allowlist import Allowed, AllowList, Refused
 from plateau_sip_gateway.domain.call import (
+    TALKING_PHASES,
+    AbandonForCompliance,
     BridgeAgent,
     CallDomainError,
     CallState,
@@ -49,14 +64,17 @@ from plateau_sip_gateway.domain.call import (
     HangupReason,
     Hold,
     OfferCall,
+    Originate,
     Phase,
     RecordDialRefusal,
     RecordRejection,
     ReportAgentUnavailable,
+    ResolveDial,
     Resume,
     RingAgent,
     StaleAgentLegError,
     TearDown,
+    Transfer,
     close_for_restart,
     decide,
     evolve,
@@ -64,6 +82,7 @@ from plateau_sip_gateway.domain.call import (
 )
 from plateau_sip_gateway.domain.registrar import Registrar
 from plateau_sip_gateway.domain.trunks import InboundRefused, TrunkDirectory
+from plateau_sip_gateway.sdp import Origin, is_hold, rejecting_answer, with_direction
 from plateau_sip_gateway.sip import Headers, SipRequest, SipResponse, SipUri, parse_uri
 from plateau_sip_gateway.sip.endpoint import Destination, Endpoint
 from plateau_sip_gateway.sip.transaction import (
@@ -76,7 +95,11 @@ from plateau_sip_gateway.sip.transport import Source
 
 log = structlog.get_logger(__name__)
 
-ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER"
+ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, REFER, NOTIFY"
+COMPLIANCE_WINDOW_S = 2.0
+"""A live outbound answer must reach an agent within this, or it is abandoned (DESIGN §4)."""
+DIAL_RING_TIMEOUT_S = 30.0
+IN_DIALOG_TIMEOUT_S = 40.0  # longer than Timer B/F: the transaction always ends first
 
 
 class CallNotFoundError(LookupError):
@@ -87,12 +110,16 @@ class GatewayNotReadyError(RuntimeError):
     """SIP is not listening yet (the gateway is starting or stopping)."""
 
 
-class DialNotAllowedError(PermissionError):
-    """A dial the allow-list refused; ``reason`` is the recorded refusal reason."""
+class NoOutboundTrunkError(RuntimeError):
+    """The tenant has no enabled trunk with an outbound address to dial on."""
 
-    def __init__(self, message: str, reason: str) -> None:
-        super().__init__(message)
-        self.reason = reason
+
+class TrunkFullError(RuntimeError):
+    """The trunk has no free slot for another call (admission control)."""
+
+
+class SessionChangeError(RuntimeError):
+    """The customer refused a re-INVITE or REFER, or another one is under way."""
 
 
 @dataclass
@@ -133,13 +160,19 @@ class Dialog:
 
 @dataclass
 class Call:
-    """A call in progress: its recorded state and its live SIP legs."""
+    """A call in progress: its recorded state and its live SIP legs.
+
+    ``caller`` is the customer's leg whatever the direction: the caller of an inbound call,
+    the called party of an outbound one. Exactly one of ``invite`` (inbound: the gateway
+    is the customer leg's UAS) and ``dial`` (outbound: its UAC) is set.
+    """
 
     tenant: str
     state: CallState
-    invite: InviteServerTransaction
     caller: Dialog
     token: AdmissionToken | None
+    invite: InviteServerTransaction | None = None
+    dial: InviteClientTransaction | None = None
     version: int = 0
     agent_tx: InviteClientTransaction | None = None
     agent: Dialog | None = None
@@ -147,6 +180,16 @@ class Call:
     ring_started: float = 0.0
     legs: set[str] = field(default_factory=set)  # agent legs' SIP Call-IDs
     reinviting: bool = False  # a re-INVITE is being relayed (another one gets 491)
+    customer_sdp: tuple[bytes, str | None] = (b"", None)  # the customer's latest SDP
+    agent_sdp: tuple[bytes, str | None] = (b"", None)  # the connected agent's latest SDP
+    origin: Origin = field(default_factory=Origin)  # the customer-facing o= line
+    # Outbound, RFC 3725 flow I: the customer's 2xx whose ACK (carrying the agent's SDP
+    # answer) waits until an agent answers; then the ACK that was sent, for retransmissions.
+    unacked: SipResponse | None = None
+    customer_ack: SipRequest | None = None
+    answered_at: float = 0.0
+    dial_given_up: bool = False  # the ring timeout CANCELled the dial
+    softphone: InviteServerTransaction | None = None  # an agent's own dial: its INVITE
 
     @property
     def call_id(self) -> str:
@@ -167,12 +210,13 @@ def _ip_literal(host: str) -> bool:
     return True
 
 
-def _is_hold(sdp: bytes) -> bool:
-    """Whether an offer puts the other side on hold (RFC 3264 §8.4, or RFC 2543's 0.0.0.0)."""
-    lines = [line.strip() for line in sdp.decode(errors="replace").splitlines()]
-    return any(line in ("a=sendonly", "a=inactive") for line in lines) or any(
-        line.startswith("c=IN IP4 0.0.0.0") for line in lines
-    )
+def _dial_outcome(status: int) -> DialOutcome:
+    """What the carrier's final error to a dial means for the campaign."""
+    if status in (486, 600):
+        return DialOutcome.BUSY
+    if status in (408, 480, 487):
+        return DialOutcome.NO_ANSWER
+    return DialOutcome.FAILED
 
 
 def _sdp(message: SipRequest | SipResponse) -> tuple[bytes, str | None]:
@@ -209,6 +253,9 @@ class B2bua:
         self._calls: dict[str, Call] = {}
         self._by_sip_call_id: dict[str, Call] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        # Which agent the acd last connected on each extension: how a softphone's own dial
+        # or REFER names its agent (the gateway knows extensions, the acd knows agents).
+        self._agent_on_extension: dict[str, str] = {}
 
     # -- life cycle --------------------------------------------------------------------
 
@@ -335,7 +382,9 @@ class B2bua:
             routes=tuple(str(r) for r in request.record_routes),
             cseq=0,
         )
-        call = Call(decision.tenant, CallState(), tx, caller, admitted)
+        call = Call(
+            decision.tenant, CallState(), caller, admitted, invite=tx, customer_sdp=_sdp(request)
+        )
         self._apply(
             call,
             OfferCall(
@@ -380,6 +429,7 @@ class B2bua:
 
     def _caller_cancelled(self, call: Call, cancel: NonInviteServerTransaction) -> None:
         cancel.respond(cancel.create_response(200))
+        assert call.invite is not None
         if call.invite.final_sent or call.state.phase is Phase.ENDED:
             return
         call.invite.respond(call.invite.create_response(487))
@@ -442,14 +492,16 @@ class B2bua:
             destination=destination,
         )
         invite = dialog._build("INVITE", 1).with_header("Contact", f"<sip:gw@{host}:{port}>")
-        body, content_type = _sdp(call.invite.request)
+        body, content_type = call.customer_sdp
         if body:
             invite = invite.with_body(body, content_type or "application/sdp")
         self._apply(
             call, RingAgent(agent_id, extension, binding.contact, sip_call_id, queue_id or None)
         )
+        self._agent_on_extension[extension] = agent_id
         tx = endpoint.send_request(invite, destination)
         assert isinstance(tx, InviteClientTransaction)
+        tx.on_response = self._reack(dialog)
         call.agent_tx, call.agent = tx, dialog
         call.legs.add(sip_call_id)
         self._by_sip_call_id[sip_call_id] = call
@@ -520,7 +572,8 @@ class B2bua:
             except StaleAgentLegError:
                 self._spawn(self._bye(dialog))
                 return
-            self._answer_caller(call, response)
+            call.agent_sdp = _sdp(response)
+            self._bridge_customer(call)
             return
         if not self._ringing(call, dialog.sip_call_id):
             return  # the 487 to our own CANCEL, or a leg already given up
@@ -529,17 +582,82 @@ class B2bua:
         call.agent_tx = None
         self._apply(call, FailAgentLeg(dialog.sip_call_id, response.status))
 
-    def _answer_caller(self, call: Call, agent_answer: SipResponse) -> None:
+    def _reack(self, dialog: Dialog) -> Callable[[SipResponse], None]:
+        """A response callback that ACKs retransmitted 2xx (our ACK was lost, §13.2.2.4)."""
+
+        def on_response(response: SipResponse) -> None:
+            if 200 <= response.status < 300 and dialog.remote_tag == response.to.tag:
+                self.endpoint.send_raw(dialog.ack(response.cseq.number), dialog.destination)
+
+        return on_response
+
+    def _contact(self, dialog: Dialog) -> str:
         endpoint = self.endpoint
-        host = endpoint.advertised_host
-        port = endpoint.local_address(call.caller.destination.transport)[1]
-        body, content_type = _sdp(agent_answer)
-        ok = call.invite.create_response(200, headers=(("Contact", f"<sip:gw@{host}:{port}>"),))
-        ok = ok.with_header("Allow", ALLOW)
+        port = endpoint.local_address(dialog.destination.transport)[1]
+        return f"<sip:gw@{endpoint.advertised_host}:{port}>"
+
+    def _to_customer(self, call: Call, sdp: tuple[bytes, str | None]) -> tuple[bytes, str]:
+        """SDP for the customer's leg, under the one origin the customer knows."""
+        body, content_type = sdp
+        return (call.origin.stamp(body) if body else b""), content_type or "application/sdp"
+
+    def _bridge_customer(self, call: Call) -> None:
+        """Give the customer the connected agent's SDP: the 200 to an inbound caller, the
+        held ACK of an outbound answer, or a re-INVITE once the customer has talked to
+        someone else (a transfer)."""
+        body, content_type = self._to_customer(call, call.agent_sdp)
+        if call.invite is not None and not call.invite.final_sent:
+            ok = call.invite.create_response(
+                200, headers=(("Contact", self._contact(call.caller)),)
+            )
+            ok = ok.with_header("Allow", ALLOW)
+            if body:
+                ok = ok.with_body(body, content_type)
+            acked = self.endpoint.send_2xx(call.invite, ok)
+            acked.add_done_callback(lambda done: self._caller_acked(call, done))
+        elif call.unacked is not None:
+            self._ack_customer(call, body, content_type)
+        else:
+            self._spawn(self._reoffer_quietly(call, body, content_type))
+
+    def _ack_customer(self, call: Call, body: bytes, content_type: str) -> None:
+        """ACK the customer's held 2xx with ``body`` as the answer to its offer."""
+        response, call.unacked = call.unacked, None
+        assert response is not None
+        ack = call.caller.ack(response.cseq.number)
         if body:
-            ok = ok.with_body(body, content_type or "application/sdp")
-        acked = endpoint.send_2xx(call.invite, ok)
-        acked.add_done_callback(lambda done: self._caller_acked(call, done))
+            ack = ack.with_body(body, content_type)
+        call.customer_ack = ack
+        self.endpoint.send_raw(ack, call.caller.destination)
+
+    async def _reoffer_quietly(self, call: Call, body: bytes, content_type: str) -> None:
+        await self._reoffer_customer(call, body, content_type)
+
+    async def _reoffer_customer(self, call: Call, body: bytes, content_type: str) -> bool:
+        """Re-INVITE the customer with ``body``; whether it accepted (its SDP is kept)."""
+        if call.reinviting:
+            log.warning("sip_gateway.reinvite_collision", call_id=call.call_id)
+            return False
+        call.reinviting = True
+        request = call.caller.request("INVITE").with_header("Contact", self._contact(call.caller))
+        if body:
+            request = request.with_body(body, content_type)
+        try:
+            async with asyncio.timeout(IN_DIALOG_TIMEOUT_S):
+                _, response = await self.endpoint.request(request, call.caller.destination)
+        finally:
+            call.reinviting = False
+        if not 200 <= response.status < 300:
+            log.warning(
+                "sip_gateway.customer_refused_reinvite",
+                call_id=call.call_id,
+                status=response.status,
+            )
+            return False
+        self.endpoint.send_raw(call.caller.ack(request.cseq.number), call.caller.destination)
+        if response.body:
+            call.customer_sdp = _sdp(response)
+        return True
 
     def _caller_acked(self, call: Call, done: asyncio.Future[SipRequest | None]) -> None:
         """§13.3.1.4: no ACK for our 2xx within 64*T1 -> the call is torn down (BYE both)."""
@@ -557,30 +675,291 @@ class B2bua:
         async with asyncio.timeout(40):
             await self.endpoint.request(dialog.request("BYE"), dialog.destination)
 
+    # -- outbound ----------------------------------------------------------------------
+
+    def originate(
+        self,
+        tenant: str,
+        allowed: Allowed,
+        *,
+        attempt_id: str,
+        requested_by: DialRequester,
+        ring_timeout_s: float | None = None,
+        agent_id: str | None = None,
+    ) -> str:
+        """Dial a number the allow-list allowed (``CallControl.Originate``); the call id.
+
+        The INVITE carries no SDP: the customer's 2xx brings the offer, and its ACK waits
+        for the answer of the agent the acd or the dialer connects (RFC 3725 flow I). No
+        agent within ``COMPLIANCE_WINDOW_S`` of the answer: the call is abandoned.
+        """
+        return self._dial(
+            tenant,
+            allowed,
+            attempt_id=attempt_id,
+            requested_by=requested_by,
+            ring_timeout_s=ring_timeout_s,
+            agent_id=agent_id,
+        )
+
+    def dial_for_softphone(
+        self,
+        tx: InviteServerTransaction,
+        tenant: str,
+        allowed: Allowed,
+        *,
+        extension: str,
+        source: Source,
+    ) -> str:
+        """An agent's softphone dialled an allowed number: INVITE the customer with the
+        softphone's SDP and relay the answers back to it; the call id."""
+        request = tx.request
+        agent = Dialog(
+            sip_call_id=request.call_id,
+            local=f"<{request.to.uri}>",
+            local_tag=tx.to_tag or self.endpoint.new_tag(),
+            remote=f"<{request.from_.uri}>",
+            remote_tag=request.from_.tag,
+            target=str(request.contacts[0].uri if request.contacts else request.from_.uri),
+            destination=_destination(source),
+            routes=tuple(str(r) for r in request.record_routes),
+            cseq=0,
+        )
+        return self._dial(
+            tenant,
+            allowed,
+            attempt_id=f"softphone-{request.call_id}"[:64],
+            requested_by=DialRequester.AGENT_SOFTPHONE,
+            agent_id=self._agent_on_extension.get(extension, extension),
+            softphone=(tx, agent, extension),
+        )
+
+    def _dial(
+        self,
+        tenant: str,
+        allowed: Allowed,
+        *,
+        attempt_id: str,
+        requested_by: DialRequester,
+        ring_timeout_s: float | None = None,
+        agent_id: str | None = None,
+        softphone: tuple[InviteServerTransaction, Dialog, str] | None = None,
+    ) -> str:
+        endpoint = self.endpoint
+        trunk = self.trunks.outbound_for(tenant)
+        if trunk is None:
+            raise NoOutboundTrunkError(
+                f"tenant {tenant} has no enabled trunk with an outbound address"
+            )
+        token = self.admission.admit(trunk.name)
+        if isinstance(token, InboundRefused):
+            raise TrunkFullError(f"{token.detail}; retry in {token.retry_after_s} s")
+        target = trunk.outbound[0]
+        destination = Destination(target.transport.upper(), target.host, target.port)
+        dialog = Dialog(
+            sip_call_id=f"{uuid.uuid4().hex}@plateau",
+            local=f"<sip:plateau@{endpoint.advertised_host}>",
+            local_tag=endpoint.new_tag(),
+            remote=f"<sip:{allowed.number}@{target.host}>",
+            remote_tag=None,
+            target=f"sip:{allowed.number}@{target.host}:{target.port}",
+            destination=destination,
+        )
+        invite = dialog._build("INVITE", 1).with_header("Contact", self._contact(dialog))
+        if softphone is not None:
+            body, content_type = _sdp(softphone[0].request)
+            if body:
+                invite = invite.with_body(body, content_type or "application/sdp")
+        call = Call(tenant, CallState(), dialog, token)
+        self._apply(
+            call,
+            Originate(
+                call_id=self._new_call_id(),
+                campaign_id=allowed.campaign_id,
+                contact_id=allowed.contact_id,
+                attempt_id=attempt_id,
+                number=allowed.number,
+                list_version=allowed.list_version,
+                trunk=trunk.name,
+                requested_by=requested_by,
+                sip_call_id=dialog.sip_call_id,
+                agent_id=agent_id,
+                agent_extension=softphone[2] if softphone else None,
+                agent_leg_sip_call_id=softphone[0].request.call_id if softphone else None,
+            ),
+        )
+        self._calls[call.call_id] = call
+        self._by_sip_call_id[dialog.sip_call_id] = call
+        if softphone is not None:
+            call.softphone, call.agent = softphone[0], softphone[1]
+            self._by_sip_call_id[softphone[0].request.call_id] = call
+            softphone[0].on_cancel = lambda cancel: self._softphone_cancelled(call, cancel)
+        tx = endpoint.send_request(invite, destination)
+        assert isinstance(tx, InviteClientTransaction)
+        tx.on_response = self._reack_customer(call)
+        call.dial = tx
+        call.ring_started = time.monotonic()
+        timeout = ring_timeout_s or DIAL_RING_TIMEOUT_S
+        call.ring_task = asyncio.create_task(self._dial_timer(call, timeout))
+        self._spawn(self._follow_dial(call, tx))
+        log.info("sip_gateway.dialling", call_id=call.call_id, trunk=trunk.name)
+        return call.call_id
+
+    def _reack_customer(self, call: Call) -> Callable[[SipResponse], None]:
+        """ACK the customer's retransmitted 2xx once its ACK is known (ours was lost)."""
+
+        def on_response(response: SipResponse) -> None:
+            if 200 <= response.status < 300 and call.customer_ack is not None:
+                self.endpoint.send_raw(call.customer_ack, call.caller.destination)
+
+        return on_response
+
+    def _ring_ms(self, call: Call) -> int:
+        return int((time.monotonic() - call.ring_started) * 1000)
+
+    async def _dial_timer(self, call: Call, timeout: float) -> None:
+        await asyncio.sleep(timeout)
+        if call.state.phase is Phase.DIALLING and call.dial is not None:
+            call.dial_given_up = True
+            self._cancel_dial(call)
+
+    def _cancel_dial(self, call: Call) -> None:
+        tx = call.dial
+        if tx is not None and tx.final is None:
+            self._spawn(self._send_cancel(tx, call.caller.destination))
+
+    async def _follow_dial(self, call: Call, tx: InviteClientTransaction) -> None:
+        async with contextlib.aclosing(tx.responses()) as responses:
+            async for response in responses:
+                if response.is_final:
+                    self._dial_final(call, response)
+                elif call.softphone is not None and response.status > 100:
+                    self._relay_progress(call, response)
+
+    def _relay_progress(self, call: Call, response: SipResponse) -> None:
+        """Ringing or early media from the customer's network, passed to the softphone."""
+        assert call.softphone is not None
+        progress = call.softphone.create_response(response.status, response.reason)
+        body, content_type = _sdp(response)
+        if body:
+            progress = progress.with_body(body, content_type or "application/sdp")
+        call.softphone.respond(progress)
+
+    def _dial_final(self, call: Call, response: SipResponse) -> None:
+        dialog = call.caller
+        status = response.status
+        if 200 <= status < 300:
+            dialog.remote_tag = response.to.tag
+            if response.contacts:
+                dialog.target = str(response.contacts[0].uri)
+            dialog.routes = tuple(str(r) for r in reversed(response.record_routes))
+            call.customer_sdp = _sdp(response)
+            call.unacked = response
+            if call.state.phase is not Phase.DIALLING:
+                # Answered as the gateway gave up on it (hang-up, timeout crossing the 2xx).
+                self._release_customer(call, answered=True, code=None)
+                return
+            self._answered(call)
+            return
+        if call.state.phase is not Phase.DIALLING:
+            return  # the 487 to a CANCEL after the call was hung up
+        if call.dial_given_up:
+            outcome, code = DialOutcome.NO_ANSWER, None
+        else:
+            outcome, code = _dial_outcome(status), status
+        if call.softphone is not None and not call.softphone.final_sent:
+            relayed = status if status < 500 or status in (503, 600, 603) else 503
+            call.softphone.respond(call.softphone.create_response(relayed))
+        self._apply(call, ResolveDial(outcome, sip_code=code, ring_ms=self._ring_ms(call)))
+
+    def _answered(self, call: Call) -> None:
+        """A live answer: a softphone's dial is bridged now; any other waits for an agent."""
+        if call.ring_task is not None:
+            call.ring_task.cancel()
+        ring_ms = self._ring_ms(call)
+        call.answered_at = time.monotonic()
+        if call.softphone is not None:
+            # The customer's SDP answers the softphone's offer: ACK as is, 200 the agent.
+            self._ack_customer(call, b"", "")
+            body, content_type = call.customer_sdp
+            ok = call.softphone.create_response(
+                200, headers=(("Contact", self._contact(call.caller)),)
+            )
+            ok = ok.with_header("Allow", ALLOW)
+            if body:
+                ok = ok.with_body(body, content_type or "application/sdp")
+            self.endpoint.send_2xx(call.softphone, ok)
+            self._apply(call, ResolveDial(DialOutcome.ANSWERED, ring_ms=ring_ms))
+            return
+        self._apply(call, ResolveDial(DialOutcome.ANSWERED, ring_ms=ring_ms))
+        call.ring_task = asyncio.create_task(self._compliance_timer(call))
+
+    async def _compliance_timer(self, call: Call) -> None:
+        await asyncio.sleep(COMPLIANCE_WINDOW_S)
+        if call.state.phase not in (Phase.WAITING, Phase.AGENT_RINGING):
+            return
+        if call.state.ever_connected:
+            return
+        waited_ms = int((time.monotonic() - call.answered_at) * 1000)
+        self._cancel_agent(call)
+        offer, content_type = call.customer_sdp
+        if call.unacked is not None:
+            self._ack_customer(call, rejecting_answer(offer) if offer else b"", content_type or "")
+        self._apply(call, AbandonForCompliance(waited_ms, message_played=False))
+        self._spawn(self._bye(call.caller))
+
+    def _softphone_cancelled(self, call: Call, cancel: NonInviteServerTransaction) -> None:
+        """The agent gave up on its own dial before the customer answered."""
+        cancel.respond(cancel.create_response(200))
+        softphone = call.softphone
+        if softphone is None or softphone.final_sent or call.state.phase is not Phase.DIALLING:
+            return
+        softphone.respond(softphone.create_response(487))
+        self._cancel_dial(call)
+        self._apply(call, HangUpByAgent())
+
     # -- in-dialog requests ------------------------------------------------------------
 
+    def _leg_of(self, call: Call, sip_call_id: str) -> str | None:
+        """``customer``, ``agent`` (the current agent leg) or None (a leg the call left)."""
+        if sip_call_id == call.caller.sip_call_id:
+            return "customer"
+        if call.agent is not None and sip_call_id == call.agent.sip_call_id:
+            return "agent"
+        return None
+
     def bye(self, tx: ServerTransaction) -> None:
-        """A BYE from the caller or the connected agent."""
-        call = self._by_sip_call_id.get(tx.request.call_id)
+        """A BYE from the customer, the current agent, or an agent the call has left."""
+        sip_call_id = tx.request.call_id
+        call = self._by_sip_call_id.get(sip_call_id)
         if call is None:
             tx.respond(tx.create_response(481))
             return
         tx.respond(tx.create_response(200))
-        from_agent = tx.request.call_id != call.caller.sip_call_id
-        if call.state.phase not in (Phase.CONNECTED, Phase.HELD):
-            if not from_agent:
-                # A BYE before our 2xx was ACKed, or while waiting: the caller has gone.
-                self._cancel_agent(call)
-                with contextlib.suppress(CallDomainError):
-                    self._apply(call, HangUpByCaller())
+        leg = self._leg_of(call, sip_call_id)
+        phase = call.state.phase
+        if leg is None:
+            # An agent the call was transferred away from, hanging up its old leg.
+            self._by_sip_call_id.pop(sip_call_id, None)
+            call.legs.discard(sip_call_id)
             return
-        if from_agent:
-            self._apply(call, HangUpByAgent())
-            self._spawn(self._bye(call.caller))
-        else:
+        if leg == "agent":
+            if phase in TALKING_PHASES:
+                self._apply(call, HangUpByAgent())
+                self._spawn(self._bye(call.caller))
+            return
+        if phase in TALKING_PHASES:
             self._apply(call, HangUpByCaller())
             if call.agent is not None:
                 self._spawn(self._bye(call.agent))
+            return
+        if phase in (Phase.WAITING, Phase.AGENT_RINGING):
+            # The customer has gone before an agent was connected: BYE before our 2xx was
+            # ACKed, after a transfer, or an outbound answer still waiting for an agent.
+            self._cancel_agent(call)
+            call.unacked = None
+            with contextlib.suppress(CallDomainError):
+                self._apply(call, HangUpByCaller())
 
     def reinvite(self, tx: InviteServerTransaction) -> None:
         """A re-INVITE (hold, resume, session refresh) from either side: relayed to the
@@ -589,13 +968,16 @@ class B2bua:
         if call is None:
             tx.respond(tx.create_response(481))
             return
+        leg = self._leg_of(call, tx.request.call_id)
+        if leg is None:
+            tx.respond(tx.create_response(481))  # a leg the call has left
+            return
         phase = call.state.phase
-        if phase not in (Phase.CONNECTED, Phase.HELD) or call.agent is None or call.reinviting:
+        if phase not in TALKING_PHASES or call.agent is None or call.reinviting:
             tx.respond(tx.create_response(491))  # a session change is already under way
             return
-        from_agent = tx.request.call_id != call.caller.sip_call_id
         call.reinviting = True
-        self._spawn(self._relay_reinvite(call, tx, from_agent))
+        self._spawn(self._relay_reinvite(call, tx, from_agent=leg == "agent"))
 
     async def _relay_reinvite(
         self, call: Call, tx: InviteServerTransaction, from_agent: bool
@@ -603,14 +985,13 @@ class B2bua:
         assert call.agent is not None
         other = call.caller if from_agent else call.agent
         endpoint = self.endpoint
-        host = endpoint.advertised_host
-        port = endpoint.local_address(other.destination.transport)[1]
-        request = other.request("INVITE").with_header("Contact", f"<sip:gw@{host}:{port}>")
-        body, content_type = _sdp(tx.request)
+        request = other.request("INVITE").with_header("Contact", self._contact(other))
+        offer = _sdp(tx.request)
+        body, content_type = self._to_customer(call, offer) if from_agent else offer
         if body:
             request = request.with_body(body, content_type or "application/sdp")
         try:
-            async with asyncio.timeout(40):
+            async with asyncio.timeout(IN_DIALOG_TIMEOUT_S):
                 _, response = await endpoint.request(request, other.destination)
         finally:
             call.reinviting = False
@@ -618,17 +999,97 @@ class B2bua:
             tx.respond(tx.create_response(response.status, response.reason))
             return
         endpoint.send_raw(other.ack(request.cseq.number), other.destination)
-        answer, answer_type = _sdp(response)
-        ok = tx.create_response(200, headers=(("Contact", f"<sip:gw@{host}:{port}>"),))
-        if answer:
-            ok = ok.with_body(answer, answer_type or "application/sdp")
+        answer = _sdp(response)
+        if from_agent:
+            call.agent_sdp, call.customer_sdp = offer, answer
+            answer_body, answer_type = answer
+        else:
+            call.customer_sdp, call.agent_sdp = offer, answer
+            answer_body, answer_type = self._to_customer(call, answer)
+        ok = tx.create_response(200, headers=(("Contact", self._contact(other)),))
+        if answer_body:
+            ok = ok.with_body(answer_body, answer_type or "application/sdp")
         endpoint.send_2xx(tx, ok)
         if from_agent and call.state.phase is not Phase.ENDED:
-            holding = _is_hold(body)
+            holding = is_hold(offer[0])
             if holding and call.state.phase is Phase.CONNECTED:
                 self._apply(call, Hold(via="softphone"))
             elif not holding and call.state.phase is Phase.HELD:
                 self._apply(call, Resume(via="softphone"))
+
+    def refer(self, tx: ServerTransaction) -> None:
+        """A softphone's blind transfer (REFER from the connected agent, RFC 3515).
+
+        Refer-To names an entry point (-> its queue), an extension the acd has connected an
+        agent on (-> that agent) or a number (-> allow-list, then the carrier). Accepted
+        with 202 and a final NOTIFY; the agent's leg is then released by the gateway.
+        """
+        call = self._by_sip_call_id.get(tx.request.call_id)
+        if call is None or self._leg_of(call, tx.request.call_id) != "agent":
+            tx.respond(tx.create_response(481))
+            return
+        refer_to = tx.request.headers.get("Refer-To") or tx.request.headers.get("r")
+        try:
+            uri = parse_uri(refer_to.strip().lstrip("<").split(">")[0]) if refer_to else None
+        except ValueError:
+            uri = None
+        user = uri.user if isinstance(uri, SipUri) else None
+        if not user:
+            tx.respond(tx.create_response(400, "Missing or Malformed Refer-To"))
+            return
+        assert call.agent is not None
+        target = self._refer_target(call, user)
+        if isinstance(target, Refused):
+            requester = call.state.agent.extension if call.state.agent else "softphone"
+            self.refuse_dial(
+                call.tenant,
+                target,
+                requested_by=DialRequester.AGENT_SOFTPHONE,
+                requester=requester or "softphone",
+                sip_code=403,
+            )
+            tx.respond(tx.create_response(403, "Number Not Allowed"))
+            return
+        try:
+            decide(call.state, Transfer(target, via="softphone"))
+        except CallDomainError as exc:
+            tx.respond(tx.create_response(403, str(exc)[:80]))
+            return
+        tx.respond(tx.create_response(202))
+        agent = call.agent
+        self._spawn(self._notify_refer_done(agent))
+        extension = user if target.kind == "agent" else None
+        self._spawn(self._transfer(call, target, via="softphone", extension=extension))
+
+    def _refer_target(self, call: Call, user: str) -> TransferTarget | Refused:
+        trunk = self.trunks.get(call.state.trunk or "")
+        if trunk is not None:
+            entry_point = self.trunks.entry_point(trunk, user)
+            if entry_point is not None:
+                return TransferTarget(kind="queue", queue_id=entry_point)
+        agent_id = self._agent_on_extension.get(user)
+        if agent_id is not None and self.registrar.lookup(user, self._clock()):
+            return TransferTarget(kind="agent", agent_id=agent_id)
+        decision = self.allowlist.check(call.tenant, None, user)
+        if isinstance(decision, Refused):
+            return decision
+        return TransferTarget(kind="number", number=decision.number)
+
+    async def _notify_refer_done(self, agent: Dialog) -> None:
+        """The implicit subscription's last NOTIFY: the transfer was accepted (RFC 3515)."""
+        notify = agent.request("NOTIFY").with_header("Event", "refer")
+        notify = notify.with_header("Subscription-State", "terminated;reason=noresource")
+        notify = notify.with_header("Contact", self._contact(agent))
+        notify = notify.with_body(b"SIP/2.0 200 OK\r\n", "message/sipfrag;version=2.0")
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(IN_DIALOG_TIMEOUT_S):
+                await self.endpoint.request(notify, agent.destination)
+
+    def notify(self, tx: ServerTransaction) -> None:
+        """NOTIFY of a REFER the gateway sent to the carrier: acknowledged, nothing more
+        (the call has left Plateau once the carrier accepted the REFER)."""
+        known = tx.request.call_id in self._by_sip_call_id
+        tx.respond(tx.create_response(200 if known else 481))
 
     # -- API ---------------------------------------------------------------------------
 
@@ -638,14 +1099,127 @@ class B2bua:
         phase = call.state.phase
         if phase is Phase.AGENT_RINGING:
             self._cancel_agent(call)
+        if phase is Phase.DIALLING:
+            self._cancel_dial(call)
+        answered = call.state.customer_answered
         events = self._apply(call, HangUp(reason))
         code = events[-1].sip_code if events else None  # type: ignore[union-attr]
-        if phase in (Phase.CONNECTED, Phase.HELD):
-            self._spawn(self._bye(call.caller))
-            if call.agent is not None:
-                self._spawn(self._bye(call.agent))
-        elif not call.invite.final_sent:
+        self._release_customer(call, answered, code)
+        if phase in TALKING_PHASES and call.agent is not None:
+            self._spawn(self._bye(call.agent))
+        if call.softphone is not None and not call.softphone.final_sent:
+            call.softphone.respond(call.softphone.create_response(487))
+
+    def _release_customer(self, call: Call, answered: bool, code: int | None) -> None:
+        """Take the customer's leg down, however far it got."""
+        if call.invite is not None and not call.invite.final_sent:
             call.invite.respond(call.invite.create_response(code or 480))
+        elif call.unacked is not None:
+            offer, content_type = call.customer_sdp
+            self._ack_customer(call, rejecting_answer(offer) if offer else b"", content_type or "")
+            self._spawn(self._bye(call.caller))
+        elif answered:
+            self._spawn(self._bye(call.caller))
+
+    def hold(self, tenant: str, call_id: str) -> None:
+        """Put the customer on hold (``CallControl.Hold``): a re-INVITE with every stream
+        inactive; ``call.held`` once the customer accepted it."""
+        call = self.find(tenant, call_id)
+        decide(call.state, Hold(via="api"))  # FAILED_PRECONDITION unless connected
+        if call.reinviting:
+            raise SessionChangeError("a session change is under way; retry in a moment")
+        body, content_type = call.agent_sdp
+        held = with_direction(body, "inactive") if body else b""
+        self._spawn(self._change_hold(call, held, content_type, Hold(via="api")))
+
+    def resume(self, tenant: str, call_id: str) -> None:
+        """Take the customer off hold (``CallControl.Resume``): the agent's SDP again."""
+        call = self.find(tenant, call_id)
+        decide(call.state, Resume(via="api"))  # FAILED_PRECONDITION unless held
+        if call.reinviting:
+            raise SessionChangeError("a session change is under way; retry in a moment")
+        body, content_type = call.agent_sdp
+        self._spawn(self._change_hold(call, body, content_type, Resume(via="api")))
+
+    async def _change_hold(
+        self, call: Call, body: bytes, content_type: str | None, command: Hold | Resume
+    ) -> None:
+        stamped, stamped_type = self._to_customer(call, (body, content_type))
+        if await self._reoffer_customer(call, stamped, stamped_type):
+            with contextlib.suppress(CallDomainError):  # the call ended meanwhile
+                self._apply(call, command)
+
+    async def transfer(
+        self,
+        tenant: str,
+        call_id: str,
+        target: TransferTarget,
+        *,
+        extension: str | None = None,
+    ) -> None:
+        """Blind-transfer a call (``CallControl.Transfer``); a number must be allowed
+        (``DialNotAllowed`` otherwise) and is handed to the carrier with REFER."""
+        call = self.find(tenant, call_id)
+        decide(call.state, Transfer(target, via="api"))  # FAILED_PRECONDITION if not now
+        if target.kind == "agent" and not extension:
+            raise ValueError("a transfer to an agent needs the agent's extension")
+        await self._transfer(call, target, via="api", extension=extension)
+
+    async def _transfer(
+        self,
+        call: Call,
+        target: TransferTarget,
+        *,
+        via: Literal["api", "softphone"],
+        extension: str | None = None,
+    ) -> None:
+        if target.kind == "number":
+            await self._refer_customer(call, target, via)
+            return
+        talking = call.state.phase in TALKING_PHASES
+        old_agent = call.agent if talking else None
+        self._apply(call, Transfer(target, via=via))
+        if old_agent is not None:
+            self._spawn(self._bye(old_agent))
+        if target.kind == "agent":
+            assert target.agent_id is not None
+            ext = extension or next(
+                (e for e, a in self._agent_on_extension.items() if a == target.agent_id), ""
+            )
+            self.connect_agent(call.tenant, call.call_id, agent_id=target.agent_id, extension=ext)
+        elif talking and call.agent_sdp[0]:
+            # Waiting for the acd again: nothing flows until the next agent answers.
+            body, content_type = call.agent_sdp
+            inactive = self._to_customer(call, (with_direction(body, "inactive"), content_type))
+            await self._reoffer_customer(call, *inactive)
+
+    async def _refer_customer(
+        self, call: Call, target: TransferTarget, via: Literal["api", "softphone"]
+    ) -> None:
+        """Hand the customer to the carrier for a number (RFC 3515): on 2xx the call has
+        left Plateau and both legs are released."""
+        trunk = self.trunks.get(call.state.trunk or "")
+        host = trunk.outbound[0].host if trunk is not None and trunk.outbound else None
+        host = host or call.caller.destination.host
+        refer = call.caller.request("REFER").with_header(
+            "Refer-To", f"<sip:{target.number}@{host}>"
+        )
+        refer = refer.with_header("Referred-By", self._contact(call.caller))
+        refer = refer.with_header("Contact", self._contact(call.caller))
+        async with asyncio.timeout(IN_DIALOG_TIMEOUT_S):
+            _, response = await self.endpoint.request(refer, call.caller.destination)
+        if not 200 <= response.status < 300:
+            raise SessionChangeError(
+                f"the carrier refused the transfer to {target.number}: "
+                f"{response.status} {response.reason}"
+            )
+        if call.state.phase is Phase.ENDED:
+            return
+        agent = call.agent if call.state.phase in TALKING_PHASES else None
+        self._apply(call, Transfer(target, via=via))
+        self._spawn(self._bye(call.caller))
+        if agent is not None:
+            self._spawn(self._bye(agent))
 
     def refuse_dial(
         self,

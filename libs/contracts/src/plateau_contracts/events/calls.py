@@ -340,6 +340,11 @@ class CallOriginated(CallEvent):
         default=None,
         description="SIP Call-ID of the agent's own leg when an agent dialled from the softphone.",
     )
+    agent_extension: str | None = Field(
+        default=None,
+        description="Extension of the softphone that dialled, when an agent dialled from it.",
+        examples=["1001"],
+    )
 
 
 @event

@@ -313,6 +313,10 @@ class Originate:
     sip_call_id: str
     caller_id: str | None = None
     agent_id: str | None = None
+    # An agent dialling from the softphone: that softphone's leg is the agent leg from the
+    # start, so a live answer connects the call at once.
+    agent_extension: str | None = None
+    agent_leg_sip_call_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -466,6 +470,8 @@ def _decide_start(
                     requested_by=command.requested_by,
                     agent_id=command.agent_id,
                     sip_call_id=command.sip_call_id,
+                    agent_leg_sip_call_id=command.agent_leg_sip_call_id,
+                    agent_extension=command.agent_extension,
                 )
             ]
 
@@ -593,7 +599,18 @@ def _decide_outbound(state: CallState, command: ResolveDial | AbandonForComplian
                 ring_ms=command.ring_ms,
             )
             if command.outcome is DialOutcome.ANSWERED:
-                return [completed]
+                if state.agent is None:
+                    return [completed]
+                # The agent dialled from the softphone: its leg is bridged as it answers.
+                return [
+                    completed,
+                    CallConnected(
+                        call_id=call_id,
+                        agent_id=state.agent.agent_id,
+                        extension=state.agent.extension,
+                        media="direct",
+                    ),
+                ]
             by = (
                 EndedBy.CALLER
                 if command.sip_code is not None and command.outcome is not DialOutcome.MACHINE
@@ -657,6 +674,9 @@ def _decide_end(
             code = CALLER_CANCELLED_CODE if unanswered_inbound else None
             return [_ended(state, EndCause.CALLER_HANGUP, EndedBy.CALLER, code)]
         case HangUpByAgent():
+            if state.phase is Phase.DIALLING and state.agent is not None:
+                # The agent gave up on its own dial before the customer answered.
+                return [_ended(state, EndCause.AGENT_HANGUP, EndedBy.AGENT)]
             _require(state, "hang up for the agent", Phase.CONNECTED, Phase.HELD)
             return [_ended(state, EndCause.AGENT_HANGUP, EndedBy.AGENT)]
         case HangUp():
@@ -768,6 +788,7 @@ def _evolve_start(
                 attempt_id=event.attempt_id,
                 requested_by=event.requested_by,
                 preset_agent_id=event.agent_id,
+                agent=_softphone_leg(event),
             )
         case DialRefused():
             _require(state, action, Phase.NEW)
@@ -813,7 +834,13 @@ def _evolve_agent_leg(
                 state, phase=Phase.WAITING, agent=None, last_agent_sip_code=event.sip_code
             )
         case CallConnected():
-            _require_ringing_agent(state, action, event.agent_id)
+            softphone_dial = (
+                state.phase is Phase.WAITING
+                and state.agent is not None
+                and state.agent.agent_id == event.agent_id
+            )
+            if not softphone_dial:
+                _require_ringing_agent(state, action, event.agent_id)
             return replace(
                 state,
                 phase=Phase.CONNECTED,
@@ -868,6 +895,15 @@ def _evolve_progress(
                 ended_by=event.ended_by,
                 final_sip_code=event.sip_code,
             )
+
+
+def _softphone_leg(event: CallOriginated) -> AgentLeg | None:
+    """The agent leg of a dial placed from a softphone (the leg that asked for it)."""
+    if event.agent_leg_sip_call_id is None or event.agent_id is None:
+        return None
+    return AgentLeg(
+        event.agent_id, event.agent_extension or "", "", event.agent_leg_sip_call_id, None
+    )
 
 
 def _require_ringing_agent(state: CallState, action: str, agent_id: str) -> None:

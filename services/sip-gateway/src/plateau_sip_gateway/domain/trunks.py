@@ -431,6 +431,19 @@ class TrunkDirectory:
                 return trunk
         return None
 
+    def entry_point(self, trunk: TrunkConfig, dialled: str) -> str | None:
+        """The entry point ``dialled`` (E.164 or national) leads to on ``trunk``, if any."""
+        e164 = try_normalise(dialled, trunk.region)
+        return trunk.entry_points.get(e164) if e164 is not None else None
+
+    def outbound_for(self, tenant: str) -> TrunkConfig | None:
+        """The trunk the tenant's outbound calls leave on: its first enabled trunk that has
+        an outbound address, in configuration order."""
+        for trunk in self._by_name.values():
+            if trunk.tenant == tenant and trunk.enabled and trunk.outbound:
+                return trunk
+        return None
+
     def classify(self, source: str | IPAddress, dnis: str | None) -> InboundDecision:
         """Decide on an inbound INVITE from ``source`` (IP) to ``dnis`` (as received)."""
         trunk = self.trunk_for_source(source)

@@ -7,12 +7,19 @@ from typing import Any
 
 import grpc
 
-from plateau_contracts.events.calls import DialRequester
+from plateau_contracts.events.calls import DialRequester, TransferTarget
 from plateau_contracts.grpc.calls.v1 import call_control_pb2 as pb
 from plateau_contracts.grpc.calls.v1 import call_control_pb2_grpc as pb_grpc
 from plateau_runtime.grpc_server import GrpcService, current_tenant
-from plateau_sip_gateway.b2bua import B2bua, CallNotFoundError, GatewayNotReadyError
-from plateau_sip_gateway.domain.allowlist import Refused
+from plateau_sip_gateway.b2bua import (
+    B2bua,
+    CallNotFoundError,
+    GatewayNotReadyError,
+    NoOutboundTrunkError,
+    SessionChangeError,
+    TrunkFullError,
+)
+from plateau_sip_gateway.domain.allowlist import Allowed, Refused
 from plateau_sip_gateway.domain.call import CallDomainError, HangupReason
 
 SERVICE_NAME = "plateau.calls.v1.CallControl"
@@ -105,36 +112,95 @@ class CallControlServicer(pb_grpc.CallControlServicer):
                 contact_id=request.contact_id or None,
                 attempt_id=request.attempt_id or None,
             )
-            event_reason = decision.to_event(
-                "-", requested_by=requested_by, requester="-"
-            ).reason.value
-            context.set_trailing_metadata(((REFUSAL_METADATA_KEY, event_reason),))
-            await context.abort(
-                grpc.StatusCode.PERMISSION_DENIED,
-                f"number {request.number} may not be dialled: {decision.detail}",
+            await _deny(context, decision, request.number)
+        assert isinstance(decision, Allowed)
+        try:
+            call_id = self._b2bua.originate(
+                tenant,
+                decision,
+                attempt_id=request.attempt_id or request.request_id or "-",
+                requested_by=requested_by,
+                ring_timeout_s=request.ring_timeout.ToTimedelta().total_seconds() or None,
+                agent_id=request.agent_id or None,
             )
-        await context.abort(
-            grpc.StatusCode.UNIMPLEMENTED, "placing allowed outbound calls is not built yet"
-        )
-        raise AssertionError  # abort raises
+        except Exception as exc:
+            await _abort_for(context, exc)
+        answer = pb.OriginateResponse(call_id=call_id)
+        self._remember(key, answer)
+        return answer
 
     async def Transfer(
         self, request: pb.TransferRequest, context: grpc.aio.ServicerContext
     ) -> pb.TransferResponse:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "blind transfer is not built yet")
-        raise AssertionError  # abort raises
+        tenant = await _tenant(context)
+        key = (tenant, "Transfer", request.request_id)
+        if request.request_id and key in self._answers:
+            return self._answers[key]  # type: ignore[no-any-return]
+        kind = request.WhichOneof("target")
+        extension: str | None = None
+        if kind == "agent":
+            if not request.agent.agent_id or not request.agent.extension:
+                await context.abort(
+                    grpc.StatusCode.INVALID_ARGUMENT, "an agent target needs agent_id and extension"
+                )
+            target = TransferTarget(kind="agent", agent_id=request.agent.agent_id)
+            extension = request.agent.extension
+        elif kind == "queue_id":
+            target = TransferTarget(kind="queue", queue_id=request.queue_id)
+        elif kind == "number":
+            decision = self._b2bua.allowlist.check(tenant, None, request.number)
+            if isinstance(decision, Refused):
+                self._b2bua.refuse_dial(
+                    tenant,
+                    decision,
+                    requested_by=DialRequester.INTEGRATOR,
+                    requester=f"transfer of {request.call_id}",
+                )
+                await _deny(context, decision, request.number)
+            assert isinstance(decision, Allowed)
+            target = TransferTarget(kind="number", number=decision.number)
+        else:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, "set one target: agent, queue_id or number"
+            )
+            raise AssertionError  # abort raises
+        try:
+            await self._b2bua.transfer(tenant, request.call_id, target, extension=extension)
+        except Exception as exc:
+            await _abort_for(context, exc)
+        answer = pb.TransferResponse()
+        self._remember(key, answer)
+        return answer
 
     async def Hold(
         self, request: pb.HoldRequest, context: grpc.aio.ServicerContext
     ) -> pb.HoldResponse:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "hold is not built yet")
-        raise AssertionError  # abort raises
+        tenant = await _tenant(context)
+        key = (tenant, "Hold", request.request_id)
+        if request.request_id and key in self._answers:
+            return self._answers[key]  # type: ignore[no-any-return]
+        try:
+            self._b2bua.hold(tenant, request.call_id)
+        except Exception as exc:
+            await _abort_for(context, exc)
+        answer = pb.HoldResponse()
+        self._remember(key, answer)
+        return answer
 
     async def Resume(
         self, request: pb.ResumeRequest, context: grpc.aio.ServicerContext
     ) -> pb.ResumeResponse:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "resume is not built yet")
-        raise AssertionError  # abort raises
+        tenant = await _tenant(context)
+        key = (tenant, "Resume", request.request_id)
+        if request.request_id and key in self._answers:
+            return self._answers[key]  # type: ignore[no-any-return]
+        try:
+            self._b2bua.resume(tenant, request.call_id)
+        except Exception as exc:
+            await _abort_for(context, exc)
+        answer = pb.ResumeResponse()
+        self._remember(key, answer)
+        return answer
 
     def _remember(self, key: tuple[str, str, str], answer: Any) -> None:
         if not key[2]:
@@ -154,13 +220,30 @@ async def _tenant(context: grpc.aio.ServicerContext) -> str:
     return tenant
 
 
+async def _deny(context: grpc.aio.ServicerContext, refused: Refused, number: str) -> None:
+    """PERMISSION_DENIED with the recorded refusal reason in the trailing metadata."""
+    reason = refused.to_event("-", requested_by=DialRequester.DIALER, requester="-").reason
+    context.set_trailing_metadata(((REFUSAL_METADATA_KEY, reason.value),))
+    await context.abort(
+        grpc.StatusCode.PERMISSION_DENIED, f"number {number} may not be dialled: {refused.detail}"
+    )
+
+
 async def _abort_for(context: grpc.aio.ServicerContext, exc: Exception) -> None:
     if isinstance(exc, CallNotFoundError):
         await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
     if isinstance(exc, CallDomainError):
         await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
-    if isinstance(exc, GatewayNotReadyError):
+    if isinstance(exc, GatewayNotReadyError | NoOutboundTrunkError):
         await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+    if isinstance(exc, TrunkFullError):
+        await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
+    if isinstance(exc, SessionChangeError):
+        await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+    if isinstance(exc, ValueError):
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+    if isinstance(exc, TimeoutError):
+        await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "the carrier did not answer")
     raise exc
 
 

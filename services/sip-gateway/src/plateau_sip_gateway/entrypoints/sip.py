@@ -9,7 +9,7 @@ import structlog
 
 from plateau_contracts.events.calls import DialRequester
 from plateau_sip_gateway.adapters.recorder import Recorder
-from plateau_sip_gateway.b2bua import ALLOW, B2bua
+from plateau_sip_gateway.b2bua import ALLOW, B2bua, NoOutboundTrunkError, TrunkFullError
 from plateau_sip_gateway.domain.allowlist import Refused
 from plateau_sip_gateway.registrar_service import RegistrarService
 from plateau_sip_gateway.sip import SipResponse, SipUri
@@ -69,6 +69,10 @@ class SipEntrypoint:
                 self._b2bua.inbound(tx, source)
         elif method == "BYE":
             self._b2bua.bye(tx)
+        elif method == "REFER":
+            self._b2bua.refer(tx)
+        elif method == "NOTIFY":
+            self._b2bua.notify(tx)
         elif method == "OPTIONS":
             tx.respond(tx.create_response(200, headers=(("Allow", ALLOW),)))
         else:
@@ -104,5 +108,10 @@ class SipEntrypoint:
             )
             tx.respond(tx.create_response(FORBIDDEN_DIAL_CODE))
             return
-        # Allowed numbers need the outbound leg (Originate's), not built yet.
-        tx.respond(tx.create_response(501, "Softphone Dialling Not Implemented Yet"))
+        try:
+            self._b2bua.dial_for_softphone(
+                tx, self._tenant, decision, extension=username, source=source
+            )
+        except (NoOutboundTrunkError, TrunkFullError) as exc:
+            log.warning("sip_gateway.softphone_dial_failed", extension=username, error=str(exc))
+            tx.respond(tx.create_response(503, "No Outbound Capacity"))
