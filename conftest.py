@@ -13,6 +13,7 @@ import pytest
 
 from plateau_runtime.db import create_pool
 from plateau_runtime.embedded import EmbeddedBroker, EmbeddedPostgres, free_port
+from plateau_runtime.services import SERVICES
 from plateau_runtime.testing import MigratedSchema, make_schema
 
 
@@ -49,9 +50,22 @@ def broker(work_dir: Path) -> Iterator[EmbeddedBroker]:
 
 
 @pytest.fixture
-async def service_schema(admin_dsn: str) -> MigratedSchema:
-    """A fresh schema with the runtime's tables, reachable as its service role."""
-    return await make_schema(admin_dsn)
+async def service_schema(admin_dsn: str, request: pytest.FixtureRequest) -> MigratedSchema:
+    """A fresh schema with the runtime's tables, reachable as its service role; in a
+    service's own tests (``services/<name>/tests``), with that service's migrations too."""
+    return await make_schema(admin_dsn, _service_migrations(request.path))
+
+
+def _service_migrations(test_path: Path) -> Path | None:
+    root = Path(__file__).resolve().parent
+    try:
+        parts = test_path.resolve().relative_to(root).parts
+    except ValueError:
+        return None
+    if len(parts) < 2 or parts[0] != "services":
+        return None
+    spec = next((s for s in SERVICES if s.name == parts[1]), None)
+    return spec.migrations_dir() if spec is not None else None
 
 
 @pytest.fixture

@@ -42,7 +42,8 @@ from plateau_contracts.grpc.calls.v1 import call_control_pb2_grpc as pb_grpc
 from plateau_runtime.bus import ensure_topics
 from plateau_runtime.db import connect
 from plateau_runtime.embedded import EmbeddedBroker, EmbeddedPostgres
-from plateau_runtime.migrations import ServiceSchema, migrate, role_dsn
+from plateau_runtime.migrations import migrate, role_dsn
+from plateau_runtime.services import service as service_spec
 
 SECONDS = 5
 TALK_MS = 500
@@ -241,10 +242,10 @@ async def gateway(
     admin_dsn: str, broker: EmbeddedBroker, work: Path, password: str
 ) -> AsyncIterator[tuple[psutil.Process, int, int, str]]:
     role_password = secrets.token_urlsafe(16)
-    service = ServiceSchema("sip_gateway", None)
+    schema = service_spec("sip-gateway").service_schema()
     admin = await connect(admin_dsn)
     try:
-        await migrate(admin, service, role_password)
+        await migrate(admin, schema, role_password)
     finally:
         await admin.close()
     tenant = "bench"
@@ -269,7 +270,7 @@ async def gateway(
     env = {k: v for k, v in os.environ.items() if not k.startswith("PLATEAU_")}
     env.update(
         PLATEAU_HOME=str(work / "home"),
-        PLATEAU_DATABASE_URL=role_dsn(admin_dsn, service, role_password),
+        PLATEAU_DATABASE_URL=role_dsn(admin_dsn, schema, role_password),
         PLATEAU_KAFKA_BOOTSTRAP=broker.bootstrap,
         PLATEAU_GRPC_PORT=str(grpc_port),
         PLATEAU_SIP_PORT=str(sip_port),

@@ -38,7 +38,8 @@ from plateau_contracts.grpc.calls.v1 import call_control_pb2_grpc as pb_grpc
 from plateau_runtime.bus import ensure_topics
 from plateau_runtime.db import connect
 from plateau_runtime.embedded import EmbeddedBroker
-from plateau_runtime.migrations import ServiceSchema, migrate, role_dsn
+from plateau_runtime.migrations import migrate, role_dsn
+from plateau_runtime.services import service as service_spec
 
 pytestmark = pytest.mark.e2e
 
@@ -163,10 +164,10 @@ async def gateway_process(
 ) -> AsyncIterator[GatewayProcess]:
     """``python -m plateau_sip_gateway`` on free ports, for a tenant of its own."""
     password = secrets.token_urlsafe(16)
-    service = ServiceSchema("sip_gateway", None)
+    schema = service_spec("sip-gateway").service_schema()
     admin = await connect(admin_dsn)
     try:
-        await migrate(admin, service, password)
+        await migrate(admin, schema, password)
     finally:
         await admin.close()
     tenant = f"e2e-{secrets.token_hex(3)}"
@@ -194,7 +195,7 @@ async def gateway_process(
     env = {k: v for k, v in os.environ.items() if not k.startswith("PLATEAU_")}
     env.update(
         PLATEAU_HOME=str(workdir / "home"),
-        PLATEAU_DATABASE_URL=role_dsn(admin_dsn, service, password),
+        PLATEAU_DATABASE_URL=role_dsn(admin_dsn, schema, password),
         PLATEAU_KAFKA_BOOTSTRAP=broker.bootstrap,
         PLATEAU_GRPC_PORT=str(grpc_port),
         PLATEAU_SIP_PORT=str(sip_port),

@@ -284,6 +284,22 @@ class EventStore:
         )
         return int(value)
 
+    async def unfinished_streams(
+        self, opening: Sequence[str], closing: Sequence[str]
+    ) -> list[tuple[str, str]]:
+        """``(stream, tenant)`` of each stream with an event of an ``opening`` type and none
+        of a ``closing`` type: the processes a crash left open, found without reading
+        every event (a service may index ``events (type, stream)`` to keep it quick)."""
+        rows = await self._pool.fetch(
+            f"select distinct o.stream, o.tenant from {self._table} o "
+            "where o.type = any($1::text[]) and not exists ("
+            f"select 1 from {self._table} c where c.stream = o.stream "
+            "and c.type = any($2::text[])) order by o.stream",
+            list(opening),
+            list(closing),
+        )
+        return [(row["stream"], row["tenant"]) for row in rows]
+
     async def read_all(
         self, after_position: int = 0, limit: int = 1000, conn: Connection | None = None
     ) -> list[StoredEvent]:

@@ -9,9 +9,10 @@ from collections import defaultdict
 import asyncpg
 import pytest
 
+from plateau_contracts.events.calls import CallEnded, EndCause, EndedBy
 from plateau_runtime.db import connect
 from plateau_runtime.errors import ConcurrencyError
-from plateau_runtime.eventstore import NO_STREAM, EventStore, StreamAppend
+from plateau_runtime.eventstore import NO_STREAM, EventStore, NewEvent, StreamAppend
 from plateau_runtime.testing import MigratedSchema, make_schema, offered_call
 
 pytestmark = pytest.mark.integration
@@ -33,6 +34,19 @@ async def test_append_and_read_a_stream(
     assert events[2].prev_hash == events[1].hash
     assert await store.stream_version("call-1") == 3
     assert await store.stream_version("call-unknown") == 0
+
+
+async def test_unfinished_streams_are_those_opened_and_never_closed(
+    service_pool: asyncpg.Pool, service_schema: MigratedSchema
+) -> None:
+    store = EventStore(service_pool, service_schema.schema)
+    ended = CallEnded(call_id="c-2", cause=EndCause.CALLER_HANGUP, ended_by=EndedBy.CALLER)
+    await store.append("call-1", [offered(1)], expected_version=NO_STREAM)
+    await store.append("call-2", [offered(2), NewEvent(ended, tenant="acme")])
+    await store.append("call-3", [offered(3)], expected_version=NO_STREAM)
+    unfinished = await store.unfinished_streams(["call.offered"], ["call.ended"])
+    assert unfinished == [("call-1", "acme"), ("call-3", "acme")]
+    assert await store.unfinished_streams(["call.originated"], ["call.ended"]) == []
 
 
 async def test_a_stale_expected_version_is_a_retryable_conflict(

@@ -43,7 +43,15 @@ from typing import Any, Literal
 
 import structlog
 
-from plateau_contracts.events.calls import DialOutcome, DialRequester, EndCause, TransferTarget
+from plateau_contracts.events.calls import (
+    CallEnded,
+    CallOffered,
+    CallOriginated,
+    DialOutcome,
+    DialRequester,
+    EndCause,
+    TransferTarget,
+)
 from plateau_runtime.eventstore import EventStore
 from plateau_sip_gateway.adapters.recorder import Recorder
 from plateau_sip_gateway.domain.admission import Admission, AdmissionToken
@@ -100,6 +108,11 @@ COMPLIANCE_WINDOW_S = 2.0
 """A live outbound answer must reach an agent within this, or it is abandoned (DESIGN §4)."""
 DIAL_RING_TIMEOUT_S = 30.0
 IN_DIALOG_TIMEOUT_S = 40.0  # longer than Timer B/F: the transaction always ends first
+
+
+# A call's stream opens with one of these and, once over, holds the closing event.
+_CALL_OPENERS = (CallOffered.event_type, CallOriginated.event_type)
+_CALL_CLOSERS = (CallEnded.event_type,)
 
 
 class CallNotFoundError(LookupError):
@@ -274,26 +287,24 @@ class B2bua:
         return len(self._calls)
 
     async def close_open_calls(self, store: EventStore) -> int:
-        """Close every call the store still shows open (``gateway_restart``); how many."""
+        """Close every call the store still shows open (``gateway_restart``); how many.
+
+        Only the streams that started and never ended are read, so a restart does not
+        replay the whole history (the gateway's migration indexes events by type)."""
         from plateau_contracts.catalogue import parse
 
-        streams: dict[str, tuple[str, list[Event], int]] = {}
-        async for stored in store.iterate():
-            envelope = stored.envelope
-            if not envelope.stream.startswith("call-"):
-                continue
-            tenant, events, _ = streams.get(envelope.stream, (envelope.tenant, [], 0))
-            events.append(parse(envelope))  # type: ignore[arg-type]
-            streams[envelope.stream] = (tenant, events, envelope.stream_version)
+        open_streams = await store.unfinished_streams(_CALL_OPENERS, _CALL_CLOSERS)
         closed = 0
-        for stream, (tenant, events, version) in streams.items():
+        for stream, tenant in open_streams:
+            stored = await store.read_stream(stream)
             try:
-                ending = close_for_restart(fold(events))
+                state = fold(parse(e.envelope) for e in stored)  # type: ignore[misc]
+                ending = close_for_restart(state)
             except CallDomainError:
                 log.exception("sip_gateway.corrupt_call_stream", stream=stream)
                 continue
             if ending:
-                await self.recorder.append(tenant, ending, expected_version=version)
+                await self.recorder.append(tenant, ending, expected_version=len(stored))
                 closed += 1
         if closed:
             log.warning("sip_gateway.closed_for_restart", calls=closed)

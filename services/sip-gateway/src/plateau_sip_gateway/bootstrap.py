@@ -13,7 +13,7 @@ import structlog
 from plateau_runtime.eventstore import EventStore
 from plateau_runtime.service import Components, ServiceHost, ServiceResources
 from plateau_runtime.services import ServiceSpec, service
-from plateau_sip_gateway.adapters.allowlist_feed import allowlist_consumer
+from plateau_sip_gateway.adapters.allowlist_feed import allowlist_consumer, load_allowlist
 from plateau_sip_gateway.adapters.recorder import Recorder
 from plateau_sip_gateway.b2bua import B2bua
 from plateau_sip_gateway.config import directory_for, load_passwords, load_trunks
@@ -129,11 +129,32 @@ class Gateway:
 
 
 def gateway_components(gateway: Gateway, pool: asyncpg.Pool) -> Components:
-    """The gRPC service and background tasks of a built gateway."""
+    """The gRPC service and background tasks of a built gateway.
+
+    The kept allow-list is loaded before SIP listens (``Originate`` answers UNAVAILABLE
+    until then) and before the feed applies newer facts on top of it.
+    """
     feed = allowlist_consumer(pool, gateway.settings.kafka_bootstrap, gateway.allowlist)
+    loaded = asyncio.Event()
+
+    async def follow_dialer(stop: asyncio.Event) -> None:
+        facts = await load_allowlist(pool, gateway.allowlist)
+        log.info("sip_gateway.allowlist_loaded", facts=facts)
+        loaded.set()
+        await feed.run(stop)
+
+    async def sip(stop: asyncio.Event) -> None:
+        waiting = asyncio.ensure_future(loaded.wait())
+        stopping = asyncio.ensure_future(stop.wait())
+        await asyncio.wait([waiting, stopping], return_when=asyncio.FIRST_COMPLETED)
+        waiting.cancel()
+        stopping.cancel()
+        if not stop.is_set():
+            await gateway.run(stop)
+
     return Components(
         grpc_services=[call_control_service(gateway.b2bua)],
-        tasks={"sip": gateway.run, "allowlist-feed": feed.run},
+        tasks={"sip": sip, "allowlist-feed": follow_dialer},
     )
 
 

@@ -24,8 +24,8 @@ from plateau_contracts.grpc.calls.v1 import call_control_pb2 as pb
 from plateau_runtime.bus import ensure_topics
 from plateau_runtime.embedded import EmbeddedBroker
 from plateau_runtime.testing import MigratedSchema
-from plateau_sip_gateway.adapters.allowlist_feed import allowlist_consumer
-from plateau_sip_gateway.domain.allowlist import Allowed
+from plateau_sip_gateway.adapters.allowlist_feed import allowlist_consumer, load_allowlist
+from plateau_sip_gateway.domain.allowlist import Allowed, AllowList, Refused
 
 pytestmark = pytest.mark.integration
 
@@ -204,3 +204,15 @@ async def test_a_softphone_dialling_an_arbitrary_number_gets_403_recorded(
     assert event["requested_by"] == "agent_softphone" and event["requester"] == EXTENSION
     assert event["sip_code"] == 403
     assert event["reason"] == "not_in_contact_list"
+
+
+async def test_the_allow_list_is_kept_and_reloaded_after_a_restart(
+    gw: RunningGateway, service_pool: asyncpg.Pool
+) -> None:
+    # A restarted gateway starts from an empty list and reads back what it kept.
+    restarted = AllowList()
+    assert isinstance(restarted.check(TENANT, CAMPAIGN, ALLOWED), Refused)
+    assert await load_allowlist(service_pool, restarted) == 2
+    allowed = restarted.check(TENANT, CAMPAIGN, ALLOWED)
+    assert isinstance(allowed, Allowed) and allowed.contact_id == "ct-1"
+    assert isinstance(restarted.check(TENANT, CAMPAIGN, "+242066999999"), Refused)

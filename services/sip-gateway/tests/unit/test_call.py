@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -353,6 +355,52 @@ def test_outbound_live_answer_connected_to_an_agent() -> None:
     ended = only_end(call.events)
     assert (ended.cause, ended.sip_code) == (EndCause.CALLER_HANGUP, None)
     assert fold(call.events) == call.state
+
+
+SOFTPHONE_DIAL = replace(
+    ORIGINATE,
+    requested_by=DialRequester.AGENT_SOFTPHONE,
+    agent_id="a-1001",
+    agent_extension="1001",
+    agent_leg_sip_call_id="softphone-1@agent",
+)
+
+
+def test_a_softphone_dial_is_connected_to_its_agent_as_the_customer_answers() -> None:
+    call = Call()
+    (originated,) = call(SOFTPHONE_DIAL)
+    assert isinstance(originated, CallOriginated)
+    assert originated.agent_leg_sip_call_id == "softphone-1@agent"
+    assert call.state.agent is not None and call.state.connected_agent is None
+    completed, connected = call(ResolveDial(DialOutcome.ANSWERED, ring_ms=4_000))
+    assert isinstance(completed, DialCompleted) and isinstance(connected, CallConnected)
+    assert (connected.agent_id, connected.extension) == ("a-1001", "1001")
+    assert call.state.phase is Phase.CONNECTED and call.state.connected_agent == "a-1001"
+    (ended,) = call(HangUpByAgent())
+    assert isinstance(ended, CallEnded) and ended.agent_id == "a-1001"
+    assert fold(call.events) == call.state
+
+
+def test_an_agent_giving_up_on_its_own_dial_ends_it() -> None:
+    call = Call()
+    call(SOFTPHONE_DIAL)
+    (ended,) = call(HangUpByAgent())
+    assert isinstance(ended, CallEnded)
+    assert (ended.cause, ended.ended_by) == (EndCause.AGENT_HANGUP, EndedBy.AGENT)
+    # Nobody else may hang up "for the agent" while a dial without one rings.
+    other = Call()
+    other(ORIGINATE)
+    with pytest.raises(IllegalCallTransitionError, match="dialling"):
+        other(HangUpByAgent())
+
+
+def test_a_softphone_dial_the_customer_refuses_ends_without_connecting() -> None:
+    call = Call()
+    call(SOFTPHONE_DIAL)
+    completed, ended = call(ResolveDial(DialOutcome.BUSY, sip_code=486))
+    assert isinstance(completed, DialCompleted) and completed.outcome is DialOutcome.BUSY
+    assert isinstance(ended, CallEnded) and ended.agent_id is None
+    assert not call.state.ever_connected
 
 
 @pytest.mark.parametrize(

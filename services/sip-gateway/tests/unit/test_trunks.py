@@ -249,3 +249,37 @@ def test_a_disabled_trunk_answers_503_without_retry_after(directory: TrunkDirect
         503,
         None,
     )
+
+
+def test_outbound_calls_leave_on_the_tenants_first_enabled_trunk_with_an_address() -> None:
+    directory = TrunkDirectory(
+        [
+            trunk("inbound-only", source_networks=["10.0.0.0/24"]),
+            trunk(
+                "off",
+                enabled=False,
+                source_networks=["10.0.1.0/24"],
+                outbound=[{"host": "10.0.1.1"}],
+            ),
+            trunk("out", source_networks=["10.0.2.0/24"], outbound=[{"host": "10.0.2.1"}]),
+            trunk(
+                "other-tenant",
+                tenant="globex",
+                source_networks=["10.0.3.0/24"],
+                entry_points={"+242053000999": "support"},
+                outbound=[{"host": "10.0.3.1"}],
+            ),
+        ]
+    )
+    found = directory.outbound_for("acme")
+    assert found is not None and found.name == "out"
+    assert directory.outbound_for("nobody") is None
+
+
+def test_an_entry_point_is_found_from_a_number_in_any_format(directory: TrunkDirectory) -> None:
+    wholesale = directory.get("wholesale")
+    assert wholesale is not None
+    assert directory.entry_point(wholesale, "053000100") == "sales"
+    assert directory.entry_point(wholesale, "+242053000100") == "sales"
+    assert directory.entry_point(wholesale, "+242053000999") is None
+    assert directory.entry_point(wholesale, "not a number") is None

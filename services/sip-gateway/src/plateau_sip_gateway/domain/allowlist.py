@@ -171,7 +171,7 @@ class AllowList:
             key = (item.tenant, item.stream)
             if item.stream_version <= self._stream_versions.get(key, 0):
                 return False
-            if not _is_allow_list_type(item.type):
+            if not is_allow_list_type(item.type):
                 return False
             event = parse(item)
             self._stream_versions[key] = item.stream_version
@@ -325,5 +325,5 @@ _ALLOW_LIST_TYPES = frozenset(
 )
 
 
-def _is_allow_list_type(event_type: str) -> bool:
+def is_allow_list_type(event_type: str) -> bool:
     return event_type in _ALLOW_LIST_TYPES

@@ -101,6 +101,10 @@ class CallControlServicer(pb_grpc.CallControlServicer):
         key = (tenant, "Originate", request.request_id)
         if request.request_id and key in self._answers:
             return self._answers[key]  # type: ignore[no-any-return]
+        try:
+            _ = self._b2bua.endpoint  # not listening yet: the allow-list may not be loaded
+        except GatewayNotReadyError as exc:
+            await _abort_for(context, exc)
         decision = self._b2bua.allowlist.check(tenant, request.campaign_id or None, request.number)
         if isinstance(decision, Refused):
             self._b2bua.refuse_dial(
