@@ -189,7 +189,8 @@ class Call:
     version: int = 0
     agent_tx: InviteClientTransaction | None = None
     agent: Dialog | None = None
-    ring_task: asyncio.Task[None] | None = None
+    ring_task: asyncio.Task[None] | None = None  # the agent's or the dialled customer's
+    compliance_task: asyncio.Task[None] | None = None  # outbound: 2 s to connect an agent
     ring_started: float = 0.0
     legs: set[str] = field(default_factory=set)  # agent legs' SIP Call-IDs
     reinviting: bool = False  # a re-INVITE is being relayed (another one gets 491)
@@ -313,8 +314,9 @@ class B2bua:
     async def stop(self) -> None:
         """Cancel timers; calls in progress are closed at the next start."""
         for call in list(self._calls.values()):
-            if call.ring_task is not None:
-                call.ring_task.cancel()
+            for timer in (call.ring_task, call.compliance_task):
+                if timer is not None:
+                    timer.cancel()
         for task in list(self._tasks):
             task.cancel()
 
@@ -348,8 +350,9 @@ class B2bua:
         if call.token is not None:
             self.admission.release(call.token)
             call.token = None
-        if call.ring_task is not None and call.ring_task is not asyncio.current_task():
-            call.ring_task.cancel()
+        for task in (call.ring_task, call.compliance_task):
+            if task is not None and task is not asyncio.current_task():
+                task.cancel()
 
     def _record_alone(self, tenant: str, command: RecordRejection | RecordDialRefusal) -> None:
         events = decide(CallState(), command)
@@ -804,6 +807,7 @@ class B2bua:
         if softphone is not None:
             call.softphone, call.agent = softphone[0], softphone[1]
             self._by_sip_call_id[softphone[0].request.call_id] = call
+            call.legs.add(softphone[0].request.call_id)
             softphone[0].on_cancel = lambda cancel: self._softphone_cancelled(call, cancel)
         tx = endpoint.send_request(invite, destination)
         assert isinstance(tx, InviteClientTransaction)
@@ -903,7 +907,7 @@ class B2bua:
             self._apply(call, ResolveDial(DialOutcome.ANSWERED, ring_ms=ring_ms))
             return
         self._apply(call, ResolveDial(DialOutcome.ANSWERED, ring_ms=ring_ms))
-        call.ring_task = asyncio.create_task(self._compliance_timer(call))
+        call.compliance_task = asyncio.create_task(self._compliance_timer(call))
 
     async def _compliance_timer(self, call: Call) -> None:
         await asyncio.sleep(COMPLIANCE_WINDOW_S)
@@ -939,15 +943,43 @@ class B2bua:
             return "agent"
         return None
 
-    def bye(self, tx: ServerTransaction) -> None:
-        """A BYE from the customer, the current agent, or an agent the call has left."""
-        sip_call_id = tx.request.call_id
-        call = self._by_sip_call_id.get(sip_call_id)
+    def _in_dialog(self, tx: ServerTransaction, source: Source) -> tuple[Call, str | None] | None:
+        """The call of an in-dialog request and its leg, or None once answered (481 for
+        an unknown dialog; 403 when it comes from outside the leg's peer: the customer's
+        trunk networks, or the address the agent's leg is sent to)."""
+        call = self._by_sip_call_id.get(tx.request.call_id)
         if call is None:
             tx.respond(tx.create_response(481))
+            return None
+        leg = self._leg_of(call, tx.request.call_id)
+        host = source.remote[0]
+        if leg == "customer":
+            trunk = self.trunks.trunk_for_source(host)
+            trusted = trunk is not None and trunk.name == call.state.trunk
+        elif leg == "agent":
+            assert call.agent is not None
+            trusted = host == call.agent.destination.host
+        else:
+            trusted = True  # a leg the call has left: answered, and nothing changes
+        if not trusted:
+            log.warning(
+                "sip_gateway.in_dialog_from_stranger",
+                method=tx.request.method,
+                call_id=call.call_id,
+                source=host,
+            )
+            tx.respond(tx.create_response(403))
+            return None
+        return call, leg
+
+    def bye(self, tx: ServerTransaction, source: Source) -> None:
+        """A BYE from the customer, the current agent, or an agent the call has left."""
+        found = self._in_dialog(tx, source)
+        if found is None:
             return
+        call, leg = found
+        sip_call_id = tx.request.call_id
         tx.respond(tx.create_response(200))
-        leg = self._leg_of(call, sip_call_id)
         phase = call.state.phase
         if leg is None:
             # An agent the call was transferred away from, hanging up its old leg.
@@ -972,14 +1004,13 @@ class B2bua:
             with contextlib.suppress(CallDomainError):
                 self._apply(call, HangUpByCaller())
 
-    def reinvite(self, tx: InviteServerTransaction) -> None:
+    def reinvite(self, tx: InviteServerTransaction, source: Source) -> None:
         """A re-INVITE (hold, resume, session refresh) from either side: relayed to the
         other leg, its answer relayed back; an agent's hold or resume is recorded."""
-        call = self._by_sip_call_id.get(tx.request.call_id)
-        if call is None:
-            tx.respond(tx.create_response(481))
+        found = self._in_dialog(tx, source)
+        if found is None:
             return
-        leg = self._leg_of(call, tx.request.call_id)
+        call, leg = found
         if leg is None:
             tx.respond(tx.create_response(481))  # a leg the call has left
             return
@@ -1028,16 +1059,19 @@ class B2bua:
             elif not holding and call.state.phase is Phase.HELD:
                 self._apply(call, Resume(via="softphone"))
 
-    def refer(self, tx: ServerTransaction) -> None:
+    def refer(self, tx: ServerTransaction, source: Source) -> None:
         """A softphone's blind transfer (REFER from the connected agent, RFC 3515).
 
         Refer-To names an entry point (-> its queue), an extension the acd has connected an
         agent on (-> that agent) or a number (-> allow-list, then the carrier). Accepted
         with 202 and a final NOTIFY; the agent's leg is then released by the gateway.
         """
-        call = self._by_sip_call_id.get(tx.request.call_id)
-        if call is None or self._leg_of(call, tx.request.call_id) != "agent":
-            tx.respond(tx.create_response(481))
+        found = self._in_dialog(tx, source)
+        if found is None:
+            return
+        call, leg = found
+        if leg != "agent":
+            tx.respond(tx.create_response(403, "Only the Connected Agent May Transfer"))
             return
         refer_to = tx.request.headers.get("Refer-To") or tx.request.headers.get("r")
         try:

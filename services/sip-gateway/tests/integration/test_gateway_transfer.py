@@ -384,3 +384,37 @@ async def test_a_softphone_refer_to_a_number_outside_the_file_is_refused_and_rec
     [recorded] = await gw.events(stream)
     assert recorded["requested_by"] == "agent_softphone" and recorded["requester"] == FIRST
     assert recorded["sip_code"] == 403
+
+
+async def test_a_bye_from_a_stranger_who_learnt_the_call_id_is_refused(
+    gw: RunningGateway, tmp_path: Path
+) -> None:
+    first = await agent(gw, tmp_path, FIRST, agent_answers())
+    call_id, phone = await connected_call(gw, tmp_path, carrier())
+    [offered] = [e for e in await gw.events(f"call-{call_id}") if e["type"] == "call.offered"]
+    stranger = f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="stranger hangs up someone else's call">
+  <send retrans="500"><![CDATA[
+BYE sip:{DNIS}@[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: <sip:242066123456@[local_ip]>;tag=guess
+To: <sip:{DNIS}@[remote_ip]>;tag=guess
+Call-ID: [call_id]
+CSeq: 9 BYE
+Max-Forwards: 70
+Content-Length: 0
+]]></send>
+  <recv response="403"/>
+</scenario>"""
+    # 127.0.0.2 is loopback too, but on no trunk's networks (the trunk is 127.0.0.1/32);
+    # -cid_str makes sipp use the carrier's Call-ID, so it can match the response.
+    scenario = write(tmp_path, "stranger.xml", stranger)
+    call_id_format = ["-cid_str", str(offered["sip_call_id"])]
+    code, output = await run_sipp(
+        ["-sf", scenario, "-m", "1", *call_id_format, gw.sip_target], tmp_path, ip="127.0.0.2"
+    )
+    assert code == 0, f"the stranger's BYE was not refused with 403:\n{output}"
+    assert (await types_of(gw, call_id))[-1] == "call.connected"
+    await gw.hangup(call_id)
+    await succeeded(phone, first)
+    assert (await types_of(gw, call_id))[-1] == "call.ended"

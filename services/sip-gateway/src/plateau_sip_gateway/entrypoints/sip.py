@@ -62,15 +62,15 @@ class SipEntrypoint:
         elif method == "INVITE":
             assert isinstance(tx, InviteServerTransaction)
             if request.to.tag is not None:
-                self._b2bua.reinvite(tx)
+                self._b2bua.reinvite(tx, source)
             elif self._is_softphone(source):
                 self._softphone_dial(tx, source)
             else:
                 self._b2bua.inbound(tx, source)
         elif method == "BYE":
-            self._b2bua.bye(tx)
+            self._b2bua.bye(tx, source)
         elif method == "REFER":
-            self._b2bua.refer(tx)
+            self._b2bua.refer(tx, source)
         elif method == "NOTIFY":
             self._b2bua.notify(tx)
         elif method == "OPTIONS":
