@@ -13,6 +13,7 @@ from plateau_contracts.envelope import Envelope, EventData, new_event_id
 from plateau_contracts.events.calls import DialRefusalReason, DialRequester
 from plateau_contracts.events.common import StreamedEvent
 from plateau_contracts.events.dialer import (
+    CampaignCreated,
     CampaignPaused,
     CampaignResumed,
     CampaignStarted,
@@ -329,3 +330,112 @@ def test_bare_contact_facts_are_order_insensitive_and_idempotent(
     withdrawn_in_newest = any(w for w, version in facts if version == newest)
     decision = reference.check("acme", "cmp-1", NUMBER)
     assert isinstance(decision, Refused) is withdrawn_in_newest
+
+
+# -- calling windows ------------------------------------------------------------------------
+
+
+def created(
+    campaign: str = "cmp-1",
+    start: str = "08:00",
+    end: str = "20:00",
+    days: tuple[str, ...] = ("mon", "tue", "wed", "thu", "fri", "sat"),
+    zone: str = "Africa/Brazzaville",
+) -> CampaignCreated:
+    return CampaignCreated.model_validate(
+        {
+            "campaign_id": campaign,
+            "name": "renewals",
+            "queue_id": "q-out",
+            "pacing": "predictive",
+            "max_abandon_rate": 0.03,
+            "max_attempts": 3,
+            "retry_after_s": 3600,
+            "ring_timeout_s": 25,
+            "calling_window": {"start": start, "end": end, "days": days, "time_zone": zone},
+        }
+    )
+
+
+class Clock:
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@pytest.mark.parametrize(
+    ("utc", "open_"),
+    [
+        # Brazzaville is UTC+1 all year: 08:00-20:00 local is 07:00-19:00 UTC.
+        (datetime(2026, 5, 4, 6, 59, tzinfo=UTC), False),  # Monday 07:59 local
+        (datetime(2026, 5, 4, 7, 0, tzinfo=UTC), True),  # Monday 08:00 local: opens
+        (datetime(2026, 5, 4, 18, 59, tzinfo=UTC), True),
+        (datetime(2026, 5, 4, 19, 0, tzinfo=UTC), False),  # 20:00 local: no dial starts
+        (datetime(2026, 5, 10, 10, 0, tzinfo=UTC), False),  # Sunday
+        (datetime(2026, 5, 9, 23, 30, tzinfo=UTC), False),  # Saturday UTC, Sunday 00:30 local
+    ],
+)
+def test_an_active_campaign_dials_only_inside_its_calling_window(
+    record: Recorder, utc: datetime, open_: bool
+) -> None:
+    clock = Clock(utc)
+    allowlist = AllowList(clock=clock)
+    for event in (created(), started(), allowed()):
+        allowlist.apply(record("acme", event))
+    for campaign in ("cmp-1", None):  # Originate names it; a softphone dial does not
+        decision = allowlist.check("acme", campaign, NUMBER)
+        if open_:
+            assert isinstance(decision, Allowed)
+        else:
+            assert reason_of(decision) is RefusalReason.OUTSIDE_CALLING_WINDOW
+
+
+def test_a_window_past_midnight_belongs_to_the_day_it_opened(record: Recorder) -> None:
+    clock = Clock(datetime(2026, 5, 8, 22, 30, tzinfo=UTC))  # Friday 23:30 local
+    allowlist = AllowList(clock=clock)
+    friday_night = created(start="22:00", end="02:00", days=("fri",))
+    for event in (friday_night, started(), allowed()):
+        allowlist.apply(record("acme", event))
+    assert isinstance(allowlist.check("acme", "cmp-1", NUMBER), Allowed)
+    clock.now = datetime(2026, 5, 9, 0, 30, tzinfo=UTC)  # Saturday 01:30 local: still Friday's
+    assert isinstance(allowlist.check("acme", "cmp-1", NUMBER), Allowed)
+    clock.now = datetime(2026, 5, 9, 1, 0, tzinfo=UTC)  # Saturday 02:00 local: closed
+    assert reason_of(allowlist.check("acme", "cmp-1", NUMBER)) is (
+        RefusalReason.OUTSIDE_CALLING_WINDOW
+    )
+    clock.now = datetime(2026, 5, 9, 21, 30, tzinfo=UTC)  # Saturday 22:30: not a Friday
+    assert reason_of(allowlist.check("acme", "cmp-1", NUMBER)) is (
+        RefusalReason.OUTSIDE_CALLING_WINDOW
+    )
+
+
+def test_an_agent_dial_passes_when_any_active_campaign_of_the_number_is_open(
+    record: Recorder,
+) -> None:
+    clock = Clock(datetime(2026, 5, 4, 20, 0, tzinfo=UTC))  # Monday 21:00 local
+    allowlist = AllowList(clock=clock)
+    for event in (
+        created("day"),
+        created("evening", start="18:00", end="22:00", days=("mon",)),
+        started("day"),
+        started("evening"),
+        allowed(campaign="day", contact="ct-d"),
+        allowed(campaign="evening", contact="ct-e"),
+    ):
+        allowlist.apply(record("acme", event))
+    decision = allowlist.check("acme", None, NUMBER)
+    assert isinstance(decision, Allowed) and decision.campaign_id == "evening"
+    assert reason_of(allowlist.check("acme", "day", NUMBER)) is (
+        RefusalReason.OUTSIDE_CALLING_WINDOW
+    )
+
+
+def test_a_window_in_an_unknown_time_zone_is_never_open(record: Recorder) -> None:
+    allowlist = AllowList(clock=Clock(T))
+    for event in (created(zone="Mars/Olympus_Mons"), started(), allowed()):
+        allowlist.apply(record("acme", event))
+    assert reason_of(allowlist.check("acme", "cmp-1", NUMBER)) is (
+        RefusalReason.OUTSIDE_CALLING_WINDOW
+    )

@@ -10,7 +10,9 @@ Only a number that is currently an allowed contact (``contact.allowed``, not sin
 
 A campaign is active after ``campaign.started`` or ``campaign.resumed``, inactive when
 created, paused or stopped; a stop is final (a later start or resume is ignored: the
-dialer's contract says a stopped campaign's contacts may no longer be dialled).
+dialer's contract says a stopped campaign's contacts may no longer be dialled). An active
+campaign still dials only inside the calling window its ``campaign.created`` gave, read
+in the window's time zone on the injected clock (``outside_calling_window``).
 
 Numbers are compared in E.164 after ``numbers.normalise`` (national formats in ``CG``),
 so ``06 612 34 56``, ``066123456``, ``00242066123456`` and ``+242066123456`` are one
@@ -31,13 +33,17 @@ thousands of numbers) and an immutable copy per event would cost a copy per even
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from plateau_contracts.catalogue import parse
 from plateau_contracts.envelope import Envelope, EventData
 from plateau_contracts.events.calls import DialRefusalReason, DialRefused, DialRequester
 from plateau_contracts.events.dialer import (
+    CallingWindow,
     CampaignCreated,
     CampaignPaused,
     CampaignResumed,
@@ -68,6 +74,7 @@ class RefusalReason(StrEnum):
     UNKNOWN_CAMPAIGN = "unknown_campaign"  # the named campaign is not one of the tenant's
     UNKNOWN_TENANT = "unknown_tenant"  # the tenant has no campaign and no contact at all
     MALFORMED_NUMBER = "malformed_number"  # not a telephone number
+    OUTSIDE_CALLING_WINDOW = "outside_calling_window"  # allowed, but not at this hour
 
 
 #: How each refusal is recorded in ``call.dial_refused`` (its ``reason`` enum is coarser).
@@ -78,6 +85,7 @@ DIAL_REFUSAL_REASON = {
     RefusalReason.UNKNOWN_CAMPAIGN: DialRefusalReason.UNKNOWN_CAMPAIGN,
     RefusalReason.UNKNOWN_TENANT: DialRefusalReason.NOT_IN_CONTACT_LIST,
     RefusalReason.MALFORMED_NUMBER: DialRefusalReason.INVALID_NUMBER,
+    RefusalReason.OUTSIDE_CALLING_WINDOW: DialRefusalReason.OUTSIDE_CALLING_WINDOW,
 }
 
 
@@ -142,9 +150,34 @@ class _Contact:
         )
 
 
+_WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+def in_window(window: CallingWindow, at: datetime) -> bool:
+    """Whether a dial may start at ``at`` (aware): on an allowed day, from ``start`` up to
+    but not including ``end``, in the window's time zone. A window whose end is before its
+    start runs past midnight; the day that counts is the day it opened."""
+    try:
+        zone = ZoneInfo(window.time_zone)
+    except (ZoneInfoNotFoundError, ValueError):
+        return False  # a zone nobody can read is never open: refusing is the safe side
+    local = at.astimezone(zone)
+    moment = local.time().replace(tzinfo=None)
+    if window.start <= window.end:
+        opened_on = local if window.start <= moment < window.end else None
+    elif moment >= window.start:
+        opened_on = local
+    elif moment < window.end:
+        opened_on = local - timedelta(days=1)
+    else:
+        opened_on = None
+    return opened_on is not None and _WEEKDAYS[opened_on.weekday()] in window.days
+
+
 class _Tenant:
     def __init__(self) -> None:
         self.campaigns: dict[str, CampaignStatus] = {}
+        self.windows: dict[str, CallingWindow] = {}  # from campaign.created
         self.known_campaigns: set[str] = set()  # named by any fact, lifecycle or contact
         # number (E.164) -> campaign -> latest fact about that contact
         self.contacts: dict[str, dict[str, _Contact]] = {}
@@ -156,8 +189,13 @@ _LIFECYCLE = (CampaignCreated, CampaignStarted, CampaignPaused, CampaignResumed,
 class AllowList:
     """The tenants' dialable numbers, projected from ``plateau.dialer`` events."""
 
-    def __init__(self, default_region: str = DEFAULT_REGION) -> None:
+    def __init__(
+        self,
+        default_region: str = DEFAULT_REGION,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
         self._region = default_region
+        self._clock = clock
         self._tenants: dict[str, _Tenant] = {}
         self._stream_versions: dict[tuple[str, str], int] = {}
 
@@ -181,7 +219,8 @@ class AllowList:
         return self._apply(tenant, item)
 
     def check(self, tenant: str, campaign_id: str | None, number: str) -> Decision:
-        """Whether ``tenant`` may dial ``number`` now, for ``campaign_id`` or any campaign."""
+        """Whether ``tenant`` may dial ``number`` now, for ``campaign_id`` or any campaign:
+        an allowed contact of an active campaign whose calling window is open."""
         try:
             e164 = normalise(number, self._region)
         except MalformedNumberError as exc:
@@ -237,7 +276,24 @@ class AllowList:
                 f"{e164} was withdrawn from campaign {campaign_id!r} ({contact.withdrawn})",
                 number,
             )
+        if not self._window_open(state, campaign_id):
+            return Refused(
+                RefusalReason.OUTSIDE_CALLING_WINDOW,
+                f"campaign {campaign_id!r} may not dial now: its calling window is "
+                f"{self._describe(state, campaign_id)}",
+                number,
+            )
         return Allowed(e164, campaign_id, contact.contact_id, contact.list_version)
+
+    def _window_open(self, state: _Tenant, campaign_id: str) -> bool:
+        window = state.windows.get(campaign_id)
+        return window is None or in_window(window, self._clock())
+
+    @staticmethod
+    def _describe(state: _Tenant, campaign_id: str) -> str:
+        window = state.windows[campaign_id]
+        days = ",".join(window.days)
+        return f"{days} {window.start:%H:%M}-{window.end:%H:%M} {window.time_zone}"
 
     def _check_any(
         self, state: _Tenant, e164: str, number: str, contacts: dict[str, _Contact]
@@ -247,9 +303,21 @@ class AllowList:
             for campaign, contact in contacts.items()
             if contact.withdrawn is None
         )
-        for campaign, contact in allowed:
-            if state.campaigns.get(campaign) is CampaignStatus.ACTIVE:
+        active = [
+            (campaign, contact)
+            for campaign, contact in allowed
+            if state.campaigns.get(campaign) is CampaignStatus.ACTIVE
+        ]
+        for campaign, contact in active:
+            if self._window_open(state, campaign):
                 return Allowed(e164, campaign, contact.contact_id, contact.list_version)
+        if active:
+            names = ", ".join(repr(campaign) for campaign, _ in active)
+            return Refused(
+                RefusalReason.OUTSIDE_CALLING_WINDOW,
+                f"{e164} is only in campaigns outside their calling window now: {names}",
+                number,
+            )
         if allowed:
             names = ", ".join(repr(campaign) for campaign, _ in allowed)
             return Refused(
@@ -288,6 +356,7 @@ class AllowList:
             return False
         new: CampaignStatus
         if isinstance(event, CampaignCreated):
+            state.windows[event.campaign_id] = event.calling_window
             new = current or CampaignStatus.CREATED
         elif isinstance(event, CampaignStarted | CampaignResumed):
             new = CampaignStatus.ACTIVE
