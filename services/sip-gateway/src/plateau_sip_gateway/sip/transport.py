@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import socket as sockets
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -31,6 +32,12 @@ Address = tuple[str, int]
 ErrorCallback = Callable[[BaseException], None]
 
 _WRITE_BUFFER_LIMIT = 1 << 20  # a peer that leaves 1 MiB unread is dropped
+
+#: What the UDP socket asks the kernel to buffer. The usual default (~208 KiB, about a
+#: hundred datagrams) overflows in bursts (a few hundred agent legs answered at once), and
+#: a dropped 180/200 makes Timer A retransmit INVITEs the far end may not absorb. The
+#: kernel caps the request at ``net.core.rmem_max``.
+UDP_RECEIVE_BUFFER = 4 << 20
 
 
 @dataclass(frozen=True, eq=False)
@@ -143,9 +150,12 @@ class UdpTransport:
     name = "UDP"
     reliable = False
 
-    def __init__(self, host: str, port: int = 0) -> None:
+    def __init__(
+        self, host: str, port: int = 0, *, receive_buffer: int = UDP_RECEIVE_BUFFER
+    ) -> None:
         self._host = host
         self._port = port
+        self._receive_buffer = receive_buffer
         self._socket: asyncio.DatagramTransport | None = None
         self._sink: MessageSink | None = None
         self._local: Address = (host, port)
@@ -164,6 +174,10 @@ class UdpTransport:
         self._socket = transport
         sockname = transport.get_extra_info("sockname")
         self._local = (str(sockname[0]), int(sockname[1]))
+        raw = transport.get_extra_info("socket")
+        if raw is not None and self._receive_buffer > 0:
+            with contextlib.suppress(OSError):
+                raw.setsockopt(sockets.SOL_SOCKET, sockets.SO_RCVBUF, self._receive_buffer)
 
     def _received(self, data: bytes, remote: Address) -> None:
         self.stats.datagrams_received += 1
