@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
 from uuid import UUID
@@ -134,6 +135,10 @@ class EventStore:
     def schema(self) -> str:
         return self._schema
 
+    def connection(self) -> AbstractAsyncContextManager[Connection]:
+        """A connection of the store's pool, for a series of ``append_each`` calls."""
+        return self._pool.acquire()
+
     async def append(
         self,
         stream: str,
@@ -159,14 +164,18 @@ class EventStore:
             return stored
 
     async def append_each(
-        self, appends: Sequence[StreamAppend]
+        self, appends: Sequence[StreamAppend], conn: Connection | None = None
     ) -> list[list[StoredEvent] | ConcurrencyError]:
         """Append several independent requests in one transaction (group commit).
 
         Unlike ``append_many``, a request whose ``expected_version`` does not hold is
         refused alone: its slot holds the ``ConcurrencyError`` and the others are recorded.
+        With ``conn`` (not in a transaction), the transaction is opened on it.
         """
-        async with self._pool.acquire() as conn, conn.transaction():
+        if conn is None:
+            async with self._pool.acquire() as own:
+                return await self.append_each(appends, own)
+        async with conn.transaction():
             stored, conflicts = await self._append_locked(conn, appends, isolate_conflicts=True)
         results: list[list[StoredEvent] | ConcurrencyError] = []
         cursor = iter(stored)
@@ -181,19 +190,25 @@ class EventStore:
     async def _append_locked(
         self, conn: Connection, appends: Sequence[StreamAppend], *, isolate_conflicts: bool
     ) -> tuple[list[StoredEvent], dict[int, ConcurrencyError]]:
+        # The lock first, in a statement of its own: the read below must take its snapshot
+        # after the lock is held, or it could miss the previous holder's commit.
         await conn.execute("select pg_advisory_xact_lock($1)", self._lock)
-        head = await conn.fetchrow(
-            f"select position, hash from {self._table} order by position desc limit 1"
-        )
-        position, prev_hash = (head["position"], bytes(head["hash"])) if head else (0, GENESIS_HASH)
         streams = sorted({a.stream for a in appends})
         versions: dict[str, int] = {s: 0 for s in streams}
+        position, prev_hash = 0, GENESIS_HASH
+        # The head of the log and the streams' versions in one round trip.
         for row in await conn.fetch(
-            f"select stream, max(stream_version) as v from {self._table} "
-            "where stream = any($1::text[]) group by stream",
+            "select * from (select null::text as stream, position as v, hash "
+            f"from {self._table} order by position desc limit 1) as head "
+            "union all "
+            "select stream, max(stream_version)::bigint, null::bytea "
+            f"from {self._table} where stream = any($1::text[]) group by stream",
             streams,
         ):
-            versions[row["stream"]] = row["v"]
+            if row["stream"] is None:
+                position, prev_hash = row["v"], bytes(row["hash"])
+            else:
+                versions[row["stream"]] = row["v"]
         recorded_at = self._clock()
         traceparent = current_traceparent()
         stored: list[StoredEvent] = []
@@ -387,20 +402,43 @@ class GroupCommitter:
         return await future
 
     async def _flush(self) -> None:
+        # One connection for as long as requests keep coming: under load a commit follows
+        # another, and releasing to the pool in between would cost a reset round trip each.
+        while self._queue:
+            try:
+                async with self._store.connection() as conn:
+                    await self._flush_on(conn)
+            except BaseException as exc:
+                # No connection (or cancelled): fail everyone still waiting.
+                waiting, self._queue = self._queue, []
+                for _, future in waiting:
+                    if future.done():
+                        continue
+                    if isinstance(exc, asyncio.CancelledError):
+                        future.cancel()
+                    else:
+                        future.set_exception(exc)
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
+                return
+
+    async def _flush_on(self, conn: Connection) -> None:
+        """Commit queued requests on ``conn`` until none are left, or one batch failed
+        (then the connection goes back to the pool and the next batch takes another)."""
         while self._queue:
             batch, self._queue = (
                 self._queue[: self._max_batch],
                 self._queue[self._max_batch :],
             )
             try:
-                results = await self._store.append_each([request for request, _ in batch])
+                results = await self._store.append_each([request for request, _ in batch], conn)
             except BaseException as exc:
                 for _, future in batch:
                     if not future.done():
                         future.set_exception(exc)
                 if isinstance(exc, asyncio.CancelledError):
                     raise
-                continue
+                return
             for (_, future), result in zip(batch, results, strict=True):
                 if future.done():  # the caller gave up (cancelled); its events are recorded
                     continue

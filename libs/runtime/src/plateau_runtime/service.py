@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -114,6 +115,31 @@ async def check_migrated(pool: asyncpg.Pool, spec: ServiceSpec) -> None:
         raise MigrationError(f"schema {schema!r} lacks migrations {names}", _MIGRATE_HINT)
 
 
+#: Allocations (net of deallocations) between two collections of the youngest generation;
+#: CPython's default is 700. See ``tune_garbage_collector``.
+GC_YOUNG_THRESHOLD = 7_000
+
+
+def tune_garbage_collector() -> None:
+    """Fewer, cheaper pauses of the cyclic garbage collector in a running service.
+
+    A full collection stops the event loop for as long as it takes to scan every tracked
+    object. Measured in the sip-gateway at 150 calls/s (bench/sip_inbound.py): with the
+    defaults one came every ~2 s and stopped the loop for 100-360 ms, growing with the
+    heap, which was the whole tail of the post-dial delay (p99 158 ms at 150 calls/s,
+    392 ms at 200). What starting allocated (modules, schemas, the wiring: ~70,000
+    objects) is frozen out of every scan, and the youngest generation is collected 10
+    times less often, so full collections come 10 times less often (p99 12-22 ms at
+    150-200 calls/s). A full collection still scans what the service holds alive (for
+    the gateway, transactions kept 32 s by RFC 3261's timers), so it still pauses
+    (~450 ms at 150 calls/s, every ~20 s): holding fewer objects is the remaining cure.
+    """
+    gc.collect()
+    gc.freeze()
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
+
+
 class BackgroundTaskError(Exception):
     """A background task crashed or returned while the service was meant to run."""
 
@@ -178,7 +204,7 @@ class ServiceHost:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, on_signal, signum)
         try:
-            await self.serve(stop)
+            await self.serve(stop, freeze_heap=True)
         except (PlateauError, BackgroundTaskError):
             raise
         except Exception:
@@ -189,11 +215,12 @@ class ServiceHost:
                 loop.remove_signal_handler(signum)
         return EXIT_OK
 
-    async def serve(self, stop: asyncio.Event) -> None:
+    async def serve(self, stop: asyncio.Event, *, freeze_heap: bool = False) -> None:
         """Start everything, run until ``stop`` is set, stop everything.
 
         Raises the ``PlateauError`` that prevented the start or ended a task, or
         ``BackgroundTaskError`` when a background task crashed or returned early.
+        ``freeze_heap`` (the process's own run): ``tune_garbage_collector`` once started.
         """
         settings = load_settings(self._settings_type)
         configure_logging(self.spec.name, settings.log_format, settings.log_level)
@@ -209,6 +236,8 @@ class ServiceHost:
             with contextlib.suppress(asyncio.CancelledError):
                 await starting
             if not stop.is_set():
+                if freeze_heap:
+                    tune_garbage_collector()
                 await self._supervise(running, stopped)
         finally:
             stopped.cancel()

@@ -1,14 +1,13 @@
 """Helpers for the gateway's tests with real peers: a gateway in-process on free loopback
-ports (SIP, gRPC, the real event store), sipp scenarios written to a temp dir, bounded
-waits and event-order checks read back from the store.
+ports (SIP, gRPC, the real event store), bounded waits and event-order checks read back
+from the store. The sipp scenarios and processes live in ``plateau_sip_gateway.testing
+.sipp`` (shared with the end-to-end tests and the benchmark) and are re-exported here.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import shutil
-import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -26,24 +25,56 @@ from plateau_sip_gateway.bootstrap import Gateway
 from plateau_sip_gateway.domain.trunks import TrunksConfig
 from plateau_sip_gateway.entrypoints.call_control import call_control_service
 from plateau_sip_gateway.settings import GatewaySettings
+from plateau_sip_gateway.testing.sipp import (
+    ACK_2XX,
+    AGENT_SDP,
+    BYE,
+    INVITE,
+    SDP,
+    Sipp,
+    agent_answers,
+    agent_rejects,
+    agent_rings_out,
+    carrier_cancels,
+    carrier_hears_bye,
+    carrier_refused,
+    carrier_talks,
+    free_port,
+    register,
+    run_sipp,
+    start_sipp,
+    write,
+)
+
+__all__ = [
+    "ACK_2XX",
+    "AGENT_SDP",
+    "BYE",
+    "DNIS",
+    "INVITE",
+    "SDP",
+    "TENANT",
+    "RunningGateway",
+    "Sipp",
+    "agent_answers",
+    "agent_rejects",
+    "agent_rings_out",
+    "carrier_cancels",
+    "carrier_hears_bye",
+    "carrier_refused",
+    "carrier_talks",
+    "free_port",
+    "register",
+    "run_sipp",
+    "running_gateway",
+    "start_sipp",
+    "trunks",
+    "wait_until",
+    "write",
+]
 
 TENANT = "demo"
 DNIS = "053000100"
-SIPP_TIMEOUT = 120.0
-
-
-def tool(name: str, package: str) -> str:
-    """The path of a peer binary; a missing one fails the test (in CI and outside it)."""
-    path = shutil.which(name)
-    if path is None:
-        pytest.fail(f"{name} is not installed: install the Debian package {package}")
-    return path
-
-
-def free_port(kind: socket.SocketKind = socket.SOCK_DGRAM, host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 def trunks(max_calls: int = 100, network: str = "127.0.0.1/32") -> TrunksConfig:
@@ -170,331 +201,3 @@ async def wait_until(
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
         await asyncio.sleep(0.05)
-
-
-# -- sipp ---------------------------------------------------------------------------------
-
-
-@dataclass
-class Sipp:
-    process: asyncio.subprocess.Process
-    port: int
-    started: float
-
-    async def result(self, timeout: float = SIPP_TIMEOUT) -> tuple[int, str]:
-        try:
-            async with asyncio.timeout(timeout):
-                output, _ = await self.process.communicate()
-        except TimeoutError:
-            self.process.kill()
-            output, _ = await self.process.communicate()
-        code = self.process.returncode if self.process.returncode is not None else -1
-        return code, output.decode(errors="replace")[-4000:]
-
-    def kill(self) -> None:
-        if self.process.returncode is None:
-            self.process.kill()
-
-
-async def start_sipp(
-    args: list[str], cwd: Path, *, port: int | None = None, ip: str = "127.0.0.1"
-) -> Sipp:
-    port = port or free_port(host=ip)
-    process = await asyncio.create_subprocess_exec(
-        tool("sipp", "sip-tester"),
-        *args,
-        "-i",
-        ip,
-        "-p",
-        str(port),
-        "-nostdin",
-        "-mp",
-        str(free_port(host=ip)),
-        "-timeout",
-        f"{int(SIPP_TIMEOUT) - 10}s",
-        "-timeout_error",
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-        cwd=cwd,
-    )
-    return Sipp(process, port, time.monotonic())
-
-
-async def run_sipp(args: list[str], cwd: Path, **kwargs: object) -> tuple[int, str]:
-    sipp = await start_sipp(args, cwd, **kwargs)  # type: ignore[arg-type]
-    return await sipp.result()
-
-
-def write(cwd: Path, name: str, text: str) -> str:
-    path = cwd / name
-    path.write_text(text.strip() + "\n", encoding="utf-8")
-    return str(path)
-
-
-SDP = """v=0
-o=user1 53655765 2353687637 IN IP[local_ip_type] [local_ip]
-s=-
-c=IN IP[media_ip_type] [media_ip]
-t=0 0
-m=audio [media_port] RTP/AVP 0
-a=rtpmap:0 PCMU/8000"""
-
-INVITE = (
-    """
-    <send retrans="500">
-      <![CDATA[
-INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-From: <sip:242066123456@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
-To: <sip:[service]@[remote_ip]:[remote_port]>
-Call-ID: [call_id]
-CSeq: 1 INVITE
-Contact: <sip:carrier@[local_ip]:[local_port]>
-Max-Forwards: 70
-Content-Type: application/sdp
-Content-Length: [len]
-
-"""
-    + SDP
-    + """
-      ]]>
-    </send>
-    <recv response="100" optional="true"/>
-    <recv response="180"/>
-"""
-)
-
-ACK_2XX = """
-    <send>
-      <![CDATA[
-ACK sip:[service]@[remote_ip]:[remote_port] SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-From: <sip:242066123456@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
-To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
-Call-ID: [call_id]
-CSeq: 1 ACK
-Max-Forwards: 70
-Content-Length: 0
-      ]]>
-    </send>
-"""
-
-BYE = """
-    <send retrans="500">
-      <![CDATA[
-BYE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-From: <sip:242066123456@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
-To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
-Call-ID: [call_id]
-CSeq: 2 BYE
-Max-Forwards: 70
-Content-Length: 0
-      ]]>
-    </send>
-    <recv response="200" crlf="true"/>
-"""
-
-ACK_ERROR = """
-    <send>
-      <![CDATA[
-ACK sip:[service]@[remote_ip]:[remote_port] SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-From: <sip:242066123456@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
-To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
-Call-ID: [call_id]
-CSeq: 1 ACK
-Max-Forwards: 70
-Content-Length: 0
-      ]]>
-    </send>
-"""
-
-
-def carrier_talks(pause_ms: int = 500, answer_timeout_ms: int = 30000) -> str:
-    """Carrier: INVITE, ringback, 200 (once an agent answers), ACK, talk, BYE."""
-    return f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
-<scenario name="carrier talks">
-{INVITE}
-    <recv response="180" optional="true"/>
-    <recv response="200" rtd="true" timeout="{answer_timeout_ms}"/>
-{ACK_2XX}
-    <pause milliseconds="{pause_ms}"/>
-{BYE}
-</scenario>"""
-
-
-def carrier_hears_bye(answer_timeout_ms: int = 30000) -> str:
-    """Carrier: INVITE, ringback, 200, ACK, then the gateway hangs up (BYE)."""
-    return f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
-<scenario name="carrier hears bye">
-{INVITE}
-    <recv response="180" optional="true"/>
-    <recv response="200" timeout="{answer_timeout_ms}"/>
-{ACK_2XX}
-    <recv request="BYE" timeout="{answer_timeout_ms}"/>
-    <send><![CDATA[
-SIP/2.0 200 OK
-[last_Via:]
-[last_From:]
-[last_To:]
-[last_Call-ID:]
-[last_CSeq:]
-Content-Length: 0
-]]></send>
-</scenario>"""
-
-
-def carrier_cancels(after_ms: int) -> str:
-    """Carrier: INVITE, ringback, hang up before an answer (CANCEL), 487, ACK."""
-    return f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
-<scenario name="carrier cancels">
-{INVITE}
-    <pause milliseconds="{after_ms}"/>
-    <send retrans="500"><![CDATA[
-CANCEL sip:[service]@[remote_ip]:[remote_port] SIP/2.0
-[last_Via:]
-From: <sip:242066123456@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
-To: <sip:[service]@[remote_ip]:[remote_port]>
-Call-ID: [call_id]
-CSeq: 1 CANCEL
-Max-Forwards: 70
-Content-Length: 0
-]]></send>
-    <recv response="200"/>
-    <recv response="487"/>
-{ACK_ERROR}
-</scenario>"""
-
-
-def carrier_refused(code: int, ringback: bool = False, timeout_ms: int = 30000) -> str:
-    """Carrier: INVITE answered with ``code`` (after ringback or not), ACK."""
-    ring = INVITE if ringback else INVITE.replace('<recv response="180"/>', "")
-    return f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
-<scenario name="carrier refused {code}">
-{ring}
-    <recv response="{code}" timeout="{timeout_ms}"/>
-{ACK_ERROR}
-</scenario>"""
-
-
-def register(extension: str, password: str, contact_port: int) -> str:
-    """An agent's REGISTER with digest auth, binding a contact on ``contact_port``."""
-    message = f"""
-REGISTER sip:[remote_ip]:[remote_port] SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-From: <sip:{extension}@[remote_ip]>;tag=[pid]r[call_number]
-To: <sip:{extension}@[remote_ip]>
-Call-ID: [call_id]
-CSeq: [cseq] REGISTER
-Contact: <sip:{extension}@127.0.0.1:{contact_port}>
-Max-Forwards: 70
-Expires: 3600
-"""
-    return f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
-<scenario name="register {extension}">
-  <send retrans="500"><![CDATA[{message}Content-Length: 0
-]]></send>
-  <recv response="401" auth="true"/>
-  <send retrans="500"><![CDATA[{message}[authentication username={extension} password={password}]
-Content-Length: 0
-]]></send>
-  <recv response="200"/>
-</scenario>"""
-
-
-AGENT_SDP = SDP.replace("user1", "agent")
-
-
-def agent_answers() -> str:
-    """Agent softphone: INVITE -> 180, 200; ACK; then BYE from either side."""
-    return _agent(
-        f"""
-  <send><![CDATA[
-SIP/2.0 200 OK
-[last_Via:]
-[last_From:]
-[last_To:];tag=[pid]a[call_number]
-[last_Call-ID:]
-[last_CSeq:]
-Contact: <sip:agent@[local_ip]:[local_port]>
-Content-Type: application/sdp
-Content-Length: [len]
-
-{AGENT_SDP}
-]]></send>
-  <recv request="ACK"/>
-  <recv request="BYE"/>
-  <send><![CDATA[
-SIP/2.0 200 OK
-[last_Via:]
-[last_From:]
-[last_To:]
-[last_Call-ID:]
-[last_CSeq:]
-Content-Length: 0
-]]></send>"""
-    )
-
-
-def agent_rings_out() -> str:
-    """Agent softphone that rings until the gateway CANCELs: 200 to CANCEL, 487, ACK."""
-    return _agent(
-        """
-  <recv request="CANCEL"/>
-  <send><![CDATA[
-SIP/2.0 200 OK
-[last_Via:]
-[last_From:]
-[last_To:];tag=[pid]a[call_number]
-[last_Call-ID:]
-[last_CSeq:]
-Content-Length: 0
-]]></send>
-  <send><![CDATA[
-SIP/2.0 487 Request Terminated
-[last_Via:]
-[last_From:]
-[last_To:];tag=[pid]a[call_number]
-[last_Call-ID:]
-CSeq: 1 INVITE
-Content-Length: 0
-]]></send>
-  <recv request="ACK"/>"""
-    )
-
-
-def agent_rejects(code: int = 486) -> str:
-    """Agent softphone that refuses the call with ``code``."""
-    return _agent(
-        f"""
-  <send><![CDATA[
-SIP/2.0 {code} Busy Here
-[last_Via:]
-[last_From:]
-[last_To:];tag=[pid]a[call_number]
-[last_Call-ID:]
-[last_CSeq:]
-Content-Length: 0
-]]></send>
-  <recv request="ACK"/>"""
-    )
-
-
-def _agent(after_ringing: str) -> str:
-    return f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
-<scenario name="agent">
-  <recv request="INVITE"/>
-  <send><![CDATA[
-SIP/2.0 180 Ringing
-[last_Via:]
-[last_From:]
-[last_To:];tag=[pid]a[call_number]
-[last_Call-ID:]
-[last_CSeq:]
-Contact: <sip:agent@[local_ip]:[local_port]>
-Content-Length: 0
-]]></send>
-{after_ringing}
-</scenario>"""

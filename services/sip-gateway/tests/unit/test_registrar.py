@@ -274,3 +274,52 @@ def test_bindings_stay_bounded_and_each_lapse_is_reported_exactly_once(
         kinds = [type(e) for e in events[aor]]
         for first, second in itertools.pairwise(kinds):
             assert not (first is ExtensionUnregistered and second is ExtensionUnregistered)
+
+
+def _bound_by_scan(registrar: Registrar, source: tuple[str, int], now: float) -> bool:
+    return any(
+        binding.source == source
+        for aor in registrar.extensions()
+        for binding in registrar.lookup(aor, now)
+    )
+
+
+SOURCES = [("192.0.2.10", 5062), ("192.0.2.11", 5060), ("192.0.2.12", 5060)]
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["1001", "1002"]),
+            st.sampled_from([PHONE, DESK]),
+            st.sampled_from(SOURCES),
+            st.sampled_from([0, 60, 120]),
+            st.integers(min_value=0, max_value=200),
+        ),
+        max_size=12,
+    )
+)
+@settings(max_examples=200, deadline=None)
+def test_bound_from_agrees_with_a_scan_of_every_binding(
+    steps: list[tuple[str, str, tuple[str, int], int, int]],
+) -> None:
+    registrar = Registrar()
+    now = T0
+    for cseq, (aor, contact, source, expires, later) in enumerate(steps, start=1):
+        now += later
+        request = RegisterRequest(
+            aor=aor,
+            call_id=f"{aor}-{source}",
+            cseq=cseq,
+            contacts=(ContactRequest(contact),),
+            expires=expires,
+            source=source,
+        )
+        registrar.register(request, now)
+        if later % 3 == 0:
+            registrar.sweep(now)
+        for probe in SOURCES:
+            for at in (now, now + 61, now + 121):
+                assert registrar.bound_from(probe, at) == _bound_by_scan(registrar, probe, at)
+    registrar.unregister_all("gateway_restart")
+    assert not any(registrar.bound_from(probe, now) for probe in SOURCES)

@@ -151,6 +151,9 @@ class Registrar:
         self.policy = policy or RegistrarPolicy()
         self._same = same_contact
         self._bindings: dict[str, tuple[Binding, ...]] = {}
+        # Extensions by the address their bindings registered from: which requests come
+        # from a softphone is asked on every INVITE, and must not scan every extension.
+        self._by_source: dict[tuple[str, int], set[str]] = {}
 
     # queries -----------------------------------------------------------------------
 
@@ -159,6 +162,14 @@ class Registrar:
         live = [b for b in self._bindings.get(aor, ()) if b.live(now)]
         live.sort(key=lambda b: (-(1.0 if b.q is None else b.q), -b.updated_at))
         return tuple(live)
+
+    def bound_from(self, source: tuple[str, int], now: float) -> bool:
+        """Whether a live binding registered from ``source`` (a softphone's address)."""
+        for aor in self._by_source.get(source, ()):
+            for binding in self._bindings.get(aor, ()):
+                if binding.source == source and binding.live(now):
+                    return True
+        return False
 
     def extensions(self) -> tuple[str, ...]:
         """Extensions holding bindings (some possibly lapsed until the next sweep)."""
@@ -195,10 +206,7 @@ class Registrar:
             )
         if before and not after:
             events.append(ExtensionUnregistered(extension=request.aor, reason="unregistered"))
-        if after:
-            self._bindings[request.aor] = after
-        else:
-            self._bindings.pop(request.aor, None)
+        self._set(request.aor, after)
         return Registered(self.lookup(request.aor, now), tuple(events))
 
     def sweep(self, now: float) -> list[ExtensionUnregistered]:
@@ -212,6 +220,7 @@ class Registrar:
         """Drop every binding (shutdown, or closing what a previous process left open)."""
         events = [ExtensionUnregistered(extension=aor, reason=reason) for aor in self._bindings]
         self._bindings.clear()
+        self._by_source.clear()
         return events
 
     # internals ---------------------------------------------------------------------
@@ -223,10 +232,27 @@ class Registrar:
         live = tuple(b for b in bindings if b.live(now))
         if live:
             if len(live) != len(bindings):
-                self._bindings[aor] = live
+                self._set(aor, live)
             return []
-        del self._bindings[aor]
+        self._set(aor, ())
         return [ExtensionUnregistered(extension=aor, reason="expired")]
+
+    def _set(self, aor: str, bindings: tuple[Binding, ...]) -> None:
+        """Replace the bindings of ``aor`` (none: forget it), keeping the source index."""
+        for old in self._bindings.get(aor, ()):
+            if old.source is not None:
+                aors = self._by_source.get(old.source)
+                if aors is not None:
+                    aors.discard(aor)
+                    if not aors:
+                        del self._by_source[old.source]
+        if bindings:
+            self._bindings[aor] = bindings
+            for new in bindings:
+                if new.source is not None:
+                    self._by_source.setdefault(new.source, set()).add(aor)
+        else:
+            self._bindings.pop(aor, None)
 
     def _apply(
         self, request: RegisterRequest, before: tuple[Binding, ...], now: float

@@ -12,8 +12,11 @@ its own failure while it is still sending.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+import functools
 import ipaddress
+import socket as sockets
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -31,6 +34,12 @@ Address = tuple[str, int]
 ErrorCallback = Callable[[BaseException], None]
 
 _WRITE_BUFFER_LIMIT = 1 << 20  # a peer that leaves 1 MiB unread is dropped
+
+#: What the UDP socket asks the kernel to buffer. The usual default (~208 KiB, about a
+#: hundred datagrams) overflows in bursts (a few hundred agent legs answered at once), and
+#: a dropped 180/200 makes Timer A retransmit INVITEs the far end may not absorb. The
+#: kernel caps the request at ``net.core.rmem_max``.
+UDP_RECEIVE_BUFFER = 4 << 20
 
 
 @dataclass(frozen=True, eq=False)
@@ -85,6 +94,7 @@ class Transport(Protocol):
         ...
 
 
+@functools.lru_cache(maxsize=4096)  # a few peers, asked for on every message
 def normalise_host(host: str) -> str:
     """An IP literal without IPv6 brackets, in canonical form; other text unchanged."""
     text = host[1:-1] if host.startswith("[") and host.endswith("]") else host
@@ -124,29 +134,35 @@ class TransportStats:
 # UDP --------------------------------------------------------------------------------------
 
 
-class _DatagramProtocol(asyncio.DatagramProtocol):
-    def __init__(self, owner: UdpTransport) -> None:
-        self._owner = owner
-
-    def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
-        self._owner._received(data, (str(addr[0]), int(addr[1])))
-
-    def error_received(self, exc: Exception) -> None:
-        # An ICMP error for some earlier datagram: not attributable to a transaction.
-        self._owner.stats.send_errors += 1
-        log.debug("sip.udp.error_received", error=repr(exc))
+#: At most this many datagrams are read per readiness of the socket. asyncio's datagram
+#: transport reads one per loop iteration, so a backlog of N datagrams waited N iterations
+#: (each as long as everything else the loop had to do): the post-dial delay's tail.
+_UDP_READ_BATCH = 64
+_UDP_MAX_DATAGRAM = 65535
 
 
 class UdpTransport:
-    """SIP over UDP on one socket: every request and response leaves from it."""
+    """SIP over UDP on one socket: every request and response leaves from it.
+
+    The socket is driven with ``add_reader`` rather than asyncio's datagram transport, so
+    that each readiness drains up to ``_UDP_READ_BATCH`` datagrams; a send the kernel
+    cannot take at once is queued and flushed when the socket is writable.
+    """
 
     name = "UDP"
     reliable = False
 
-    def __init__(self, host: str, port: int = 0) -> None:
+    def __init__(
+        self, host: str, port: int = 0, *, receive_buffer: int = UDP_RECEIVE_BUFFER
+    ) -> None:
         self._host = host
         self._port = port
-        self._socket: asyncio.DatagramTransport | None = None
+        self._receive_buffer = receive_buffer
+        self._sock: sockets.socket | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._backlog: collections.deque[tuple[bytes, Address, ErrorCallback | None]] = (
+            collections.deque()
+        )
         self._sink: MessageSink | None = None
         self._local: Address = (host, port)
         self.stats = TransportStats()
@@ -157,13 +173,39 @@ class UdpTransport:
 
     async def start(self, sink: MessageSink) -> None:
         loop = asyncio.get_running_loop()
+        host = normalise_host(self._host)
+        family = sockets.AF_INET6 if ":" in host else sockets.AF_INET
+        sock = sockets.socket(family, sockets.SOCK_DGRAM)
+        try:
+            sock.setblocking(False)
+            if self._receive_buffer > 0:
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(sockets.SOL_SOCKET, sockets.SO_RCVBUF, self._receive_buffer)
+            sock.bind((host, self._port))
+        except BaseException:
+            sock.close()
+            raise
         self._sink = sink
-        transport, _ = await loop.create_datagram_endpoint(
-            lambda: _DatagramProtocol(self), local_addr=(self._host, self._port)
-        )
-        self._socket = transport
-        sockname = transport.get_extra_info("sockname")
+        self._sock, self._loop = sock, loop
+        sockname = sock.getsockname()
         self._local = (str(sockname[0]), int(sockname[1]))
+        loop.add_reader(sock.fileno(), self._read_ready)
+
+    def _read_ready(self) -> None:
+        sock = self._sock
+        for _ in range(_UDP_READ_BATCH):
+            if sock is None or self._sock is not sock:
+                return  # closed by what the last datagram caused
+            try:
+                data, addr = sock.recvfrom(_UDP_MAX_DATAGRAM)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                # An ICMP error for some earlier datagram: not attributable to a transaction.
+                self.stats.send_errors += 1
+                log.debug("sip.udp.error_received", error=repr(exc))
+                continue
+            self._received(data, (str(addr[0]), int(addr[1])))
 
     def _received(self, data: bytes, remote: Address) -> None:
         self.stats.datagrams_received += 1
@@ -178,23 +220,55 @@ class UdpTransport:
         connection: TcpConnection | None = None,
         on_error: ErrorCallback | None = None,
     ) -> None:
-        socket = self._socket
-        if socket is None or socket.is_closing():
+        sock = self._sock
+        if sock is None:
             self.stats.send_errors += 1
             _report_later(on_error, ConnectionError("the UDP transport is closed"))
             return
+        if self._backlog:
+            self._backlog.append((data, address, on_error))
+            return
         try:
-            socket.sendto(data, address)
+            sock.sendto(data, address)
+        except (BlockingIOError, InterruptedError):
+            self._backlog.append((data, address, on_error))
+            assert self._loop is not None
+            self._loop.add_writer(sock.fileno(), self._write_ready)
+            return
         except (OSError, ValueError, TypeError) as exc:
             self.stats.send_errors += 1
             _report_later(on_error, exc)
             return
         self.stats.messages_sent += 1
 
+    def _write_ready(self) -> None:
+        sock = self._sock
+        while sock is not None and self._backlog:
+            data, address, on_error = self._backlog[0]
+            try:
+                sock.sendto(data, address)
+            except (BlockingIOError, InterruptedError):
+                return
+            except (OSError, ValueError, TypeError) as exc:
+                self.stats.send_errors += 1
+                _report_later(on_error, exc)
+            else:
+                self.stats.messages_sent += 1
+            self._backlog.popleft()
+        if sock is not None and self._loop is not None:
+            self._loop.remove_writer(sock.fileno())
+
     async def close(self) -> None:
-        if self._socket is not None:
-            self._socket.close()
-            self._socket = None
+        sock, self._sock = self._sock, None
+        if sock is None:
+            return
+        if self._loop is not None:
+            self._loop.remove_reader(sock.fileno())
+            self._loop.remove_writer(sock.fileno())
+        for _, _, on_error in self._backlog:
+            _report_later(on_error, ConnectionError("the UDP transport is closed"))
+        self._backlog.clear()
+        sock.close()
 
 
 # TCP --------------------------------------------------------------------------------------
