@@ -146,6 +146,18 @@ class RunningGateway:
             for e in await self.store.read_stream(stream)
         ]
 
+    async def types_of(self, call_id: str) -> list[str]:
+        """The event types of one call, in order."""
+        return [str(e["type"]) for e in await self.events(f"call-{call_id}")]
+
+    async def wait_for(self, call_id: str, event_type: str, count: int = 1) -> None:
+        """Wait until the call has recorded ``event_type`` (``count`` times)."""
+
+        async def seen() -> bool:
+            return (await self.types_of(call_id)).count(event_type) >= count
+
+        await wait_until(seen, 30, event_type)
+
     async def offered_calls(self) -> list[str]:
         return [
             s.removeprefix("call-")

@@ -6,7 +6,6 @@ INVITE carries no SDP, the customer's 200 the offer, our ACK the agent's answer.
 
 from __future__ import annotations
 
-import re
 import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -25,8 +24,8 @@ from sip_gateway_harness import (
     running_gateway,
     start_sipp,
     wait_until,
+    write,
 )
-from sip_gateway_harness import write as write_file
 
 from plateau_contracts.events.dialer import CampaignStarted, ContactAllowed
 from plateau_contracts.grpc.calls.v1 import call_control_pb2 as pb
@@ -40,16 +39,6 @@ PASSWORD = secrets.token_urlsafe(12)
 ALLOWED = "+242066123456"
 CAMPAIGN = "cmp-out"
 METADATA = (("x-plateau-tenant", TENANT),)
-
-
-def write(cwd: Path, name: str, scenario: str) -> str:
-    """Write a scenario; sipp refuses variables that are assigned and never read, so the
-    ones only assigned by ``check_it`` regexps are declared read."""
-    checked = sorted(set(re.findall(r'assign_to="(\w+)"', scenario)))
-    if checked:
-        reference = f'  <Reference variables="{",".join(checked)}"/>\n</scenario>'
-        scenario = scenario.replace("</scenario>", reference)
-    return write_file(cwd, name, scenario)
 
 
 def outbound_trunk(customer_port: int) -> TrunksConfig:
@@ -180,17 +169,6 @@ async def originate(gw: RunningGateway, number: str = ALLOWED, ring_s: float = 1
     return str(response.call_id)
 
 
-async def types_of(gw: RunningGateway, call_id: str) -> list[str]:
-    return [str(e["type"]) for e in await gw.events(f"call-{call_id}")]
-
-
-async def wait_for(gw: RunningGateway, call_id: str, event_type: str) -> None:
-    async def seen() -> bool:
-        return event_type in await types_of(gw, call_id)
-
-    await wait_until(seen, 30, event_type)
-
-
 async def test_an_allowed_number_is_dialled_answered_and_bridged_to_an_agent(
     gw: RunningGateway, tmp_path: Path, customer_port: int
 ) -> None:
@@ -218,9 +196,9 @@ async def test_an_allowed_number_is_dialled_answered_and_bridged_to_an_agent(
         port=customer_port,
     )
     call_id = await originate(gw)
-    await wait_for(gw, call_id, "call.dial_completed")
+    await gw.wait_for(call_id, "call.dial_completed")
     await gw.connect_agent(call_id, EXTENSION, agent="a-5")
-    await wait_for(gw, call_id, "call.connected")
+    await gw.wait_for(call_id, "call.connected")
     await gw.hangup(call_id)
 
     code, output = await phone.result()
@@ -258,7 +236,7 @@ async def test_a_live_answer_without_an_agent_is_abandoned_after_two_seconds(
     call_id = await originate(gw)
     code, output = await phone.result()
     assert code == 0, f"the customer's side failed:\n{output}"
-    await wait_for(gw, call_id, "call.ended")
+    await gw.wait_for(call_id, "call.ended")
     events = await gw.events(f"call-{call_id}")
     assert [e["type"] for e in events] == [
         "call.originated",
@@ -287,7 +265,7 @@ async def test_a_busy_customer_ends_the_dial_with_its_code(
     call_id = await originate(gw)
     code, output = await phone.result()
     assert code == 0, f"the customer's side failed:\n{output}"
-    await wait_for(gw, call_id, "call.ended")
+    await gw.wait_for(call_id, "call.ended")
     events = await gw.events(f"call-{call_id}")
     assert [e["type"] for e in events] == [
         "call.originated",
@@ -324,7 +302,7 @@ Content-Length: 0
     call_id = await originate(gw, ring_s=1)
     code, output = await phone.result()
     assert code == 0, f"the customer's side failed:\n{output}"
-    await wait_for(gw, call_id, "call.ended")
+    await gw.wait_for(call_id, "call.ended")
     events = await gw.events(f"call-{call_id}")
     assert [e["type"] for e in events][1:] == ["call.dial_completed", "call.ended"]
     assert events[1]["outcome"] == "no_answer" and events[1]["sip_code"] is None

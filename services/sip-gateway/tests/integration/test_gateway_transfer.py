@@ -7,7 +7,6 @@ a softphone's own REFER to an entry point puts the call back in its queue."""
 
 from __future__ import annotations
 
-import re
 import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -31,8 +30,8 @@ from sip_gateway_harness import (
     running_gateway,
     start_sipp,
     wait_until,
+    write,
 )
-from sip_gateway_harness import write as write_file
 
 from plateau_contracts.events.dialer import CampaignStarted, ContactAllowed
 from plateau_contracts.grpc.calls.v1 import call_control_pb2 as pb
@@ -44,16 +43,6 @@ FIRST, SECOND = "1006", "1007"
 PASSWORDS = {FIRST: secrets.token_urlsafe(12), SECOND: secrets.token_urlsafe(12)}
 ALLOWED = "+242066123456"
 METADATA = (("x-plateau-tenant", TENANT),)
-
-
-def write(cwd: Path, name: str, scenario: str) -> str:
-    """Write a scenario, declaring the variables only ``check_it`` regexps assign as read
-    (sipp refuses variables that are assigned and never read)."""
-    checked = sorted(set(re.findall(r'assign_to="(\w+)"', scenario)) - {"gw_from", "gw_uri"})
-    if checked:
-        reference = f'  <Reference variables="{",".join(checked)}"/>\n</scenario>'
-        scenario = scenario.replace("</scenario>", reference)
-    return write_file(cwd, name, scenario)
 
 
 OK = """
@@ -156,19 +145,8 @@ async def connected_call(
     await wait_until(offered, what="call.offered")
     [call_id] = await gw.offered_calls()
     await gw.connect_agent(call_id, FIRST, agent="a-first")
-    await wait_for(gw, call_id, "call.connected")
+    await gw.wait_for(call_id, "call.connected")
     return call_id, phone
-
-
-async def types_of(gw: RunningGateway, call_id: str) -> list[str]:
-    return [str(e["type"]) for e in await gw.events(f"call-{call_id}")]
-
-
-async def wait_for(gw: RunningGateway, call_id: str, event_type: str, count: int = 1) -> None:
-    async def seen() -> bool:
-        return (await types_of(gw, call_id)).count(event_type) >= count
-
-    await wait_until(seen, 30, event_type)
 
 
 async def succeeded(*phones: Sipp) -> None:
@@ -187,12 +165,12 @@ async def test_hold_and_resume_over_grpc_re_invite_the_customer(
     )
     call_id, phone = await connected_call(gw, tmp_path, scenario)
     await gw.stub.Hold(pb.HoldRequest(request_id="h1", call_id=call_id), metadata=METADATA)
-    await wait_for(gw, call_id, "call.held")
+    await gw.wait_for(call_id, "call.held")
     with pytest.raises(grpc.aio.AioRpcError) as twice:
         await gw.stub.Hold(pb.HoldRequest(request_id="h2", call_id=call_id), metadata=METADATA)
     assert twice.value.code() is grpc.StatusCode.FAILED_PRECONDITION
     await gw.stub.Resume(pb.ResumeRequest(request_id="r1", call_id=call_id), metadata=METADATA)
-    await wait_for(gw, call_id, "call.resumed")
+    await gw.wait_for(call_id, "call.resumed")
     await gw.hangup(call_id)
     await succeeded(phone, first)
     events = await gw.events(f"call-{call_id}")
@@ -220,7 +198,7 @@ async def test_transfer_to_another_agent_releases_the_first_and_bridges_the_seco
         agent=pb.AgentTarget(agent_id="a-second", extension=SECOND),
     )
     await gw.stub.Transfer(request, metadata=METADATA)
-    await wait_for(gw, call_id, "call.connected", count=2)
+    await gw.wait_for(call_id, "call.connected", count=2)
     await gw.hangup(call_id)
     await succeeded(phone, first, second)
     events = await gw.events(f"call-{call_id}")
@@ -335,7 +313,7 @@ async def test_a_softphone_refer_to_an_entry_point_puts_the_call_back_in_its_que
 ) -> None:
     first = await agent(gw, tmp_path, FIRST, agent_refers(DNIS))
     call_id, phone = await connected_call(gw, tmp_path, carrier(reinvited("wait", "a=inactive")))
-    await wait_for(gw, call_id, "call.transferred")
+    await gw.wait_for(call_id, "call.transferred")
     await succeeded(first)
     await gw.hangup(call_id)
     await succeeded(phone)
@@ -374,7 +352,7 @@ async def test_a_softphone_refer_to_a_number_outside_the_file_is_refused_and_rec
     await wait_until(refusal, 20, "call.dial_refused")
     await gw.hangup(call_id)
     await succeeded(phone, first)
-    assert await types_of(gw, call_id) == [
+    assert await gw.types_of(call_id) == [
         "call.offered",
         "call.agent_ringing",
         "call.connected",
@@ -414,7 +392,7 @@ Content-Length: 0
         ["-sf", scenario, "-m", "1", *call_id_format, gw.sip_target], tmp_path, ip="127.0.0.2"
     )
     assert code == 0, f"the stranger's BYE was not refused with 403:\n{output}"
-    assert (await types_of(gw, call_id))[-1] == "call.connected"
+    assert (await gw.types_of(call_id))[-1] == "call.connected"
     await gw.hangup(call_id)
     await succeeded(phone, first)
-    assert (await types_of(gw, call_id))[-1] == "call.ended"
+    assert (await gw.types_of(call_id))[-1] == "call.ended"

@@ -61,8 +61,21 @@ def free_both(host: str = "127.0.0.1") -> int:
     raise RuntimeError("no port free for both UDP and TCP")
 
 
+_ASSIGNED = re.compile(r'assign_to="(\w+)"')
+_READ = re.compile(r"\[\$(\w+)\]")
+
+
 def write(cwd: Path, name: str, text: str) -> str:
-    """Write a scenario into ``cwd``; its path, as sipp's ``-sf`` takes it."""
+    """Write a scenario into ``cwd``; its path, as sipp's ``-sf`` takes it.
+
+    sipp refuses a scenario with a variable that is assigned and never read; the ones only
+    assigned (by ``check_it`` regexps, which fail the call when they do not match) are
+    declared read with a ``<Reference>``.
+    """
+    only_assigned = sorted(set(_ASSIGNED.findall(text)) - set(_READ.findall(text)))
+    if only_assigned:
+        reference = f'  <Reference variables="{",".join(only_assigned)}"/>\n</scenario>'
+        text = text.replace("</scenario>", reference)
     path = cwd / name
     path.write_text(text.strip() + "\n", encoding="utf-8")
     return str(path)
