@@ -28,6 +28,7 @@ from sip_gateway_harness import (
 )
 
 from plateau_runtime.testing import MigratedSchema
+from plateau_sip_gateway.testing.sipp import OK_IN_DIALOG, agent_answers_then
 
 pytestmark = pytest.mark.integration
 
@@ -97,41 +98,14 @@ Content-Length: 0
 ]]></send>"""
 
 
-AGENT = f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
-<scenario name="agent holds and resumes">
-  <recv request="INVITE">
-    <action>
-      <ereg regexp=".*" search_in="hdr" header="From:" assign_to="gw_from"/>
-      <ereg regexp="sip:[^>]*" search_in="hdr" header="Contact:" assign_to="gw_uri"/>
-    </action>
-  </recv>
-  <send><![CDATA[
-SIP/2.0 200 OK
-[last_Via:]
-[last_From:]
-[last_To:];tag=[pid]a[call_number]
-[last_Call-ID:]
-[last_CSeq:]
-Contact: <sip:agent@[local_ip]:[local_port]>
-Content-Type: application/sdp
-Content-Length: [len]
-
-{AGENT_SDP}
-]]></send>
-  <recv request="ACK"/>
-{agent_reinvite(1, "sendonly")}
-{agent_reinvite(2, "sendrecv")}
-  <recv request="BYE" timeout="30000"/>
-  <send><![CDATA[
-SIP/2.0 200 OK
-[last_Via:]
-[last_From:]
-[last_To:]
-[last_Call-ID:]
-[last_CSeq:]
-Content-Length: 0
-]]></send>
-</scenario>"""
+AGENT = agent_answers_then(
+    agent_reinvite(1, "sendonly")
+    + agent_reinvite(2, "sendrecv")
+    + """
+  <recv request="BYE" timeout="30000"/>"""
+    + OK_IN_DIALOG,
+    name="agent holds and resumes",
+)
 
 
 @pytest.fixture

@@ -31,6 +31,7 @@ from plateau_contracts.events.dialer import CampaignStarted, ContactAllowed
 from plateau_contracts.grpc.calls.v1 import call_control_pb2 as pb
 from plateau_runtime.testing import MigratedSchema
 from plateau_sip_gateway.domain.trunks import TrunksConfig
+from plateau_sip_gateway.testing.sipp import OK_IN_DIALOG
 
 pytestmark = pytest.mark.integration
 
@@ -109,18 +110,6 @@ Contact: <sip:customer@[local_ip]:[local_port]>
 ]]></send>"""
 
 
-OK_TO_BYE = """
-  <send><![CDATA[
-SIP/2.0 200 OK
-[last_Via:]
-[last_From:]
-[last_To:]
-[last_Call-ID:]
-[last_CSeq:]
-Content-Length: 0
-]]></send>"""
-
-
 ACK = """
   <recv request="ACK" timeout="15000"/>"""
 
@@ -150,7 +139,7 @@ ACK_WITH_AGENT_ANSWER = """
 
 BYE_FROM_GATEWAY = f"""
   <recv request="BYE" timeout="30000"/>
-{OK_TO_BYE}"""
+{OK_IN_DIALOG}"""
 
 
 async def originate(gw: RunningGateway, number: str = ALLOWED, ring_s: float = 10) -> str:

@@ -16,7 +16,6 @@ import grpc
 import pytest
 from sip_gateway_harness import (
     ACK_2XX,
-    AGENT_SDP,
     DNIS,
     INVITE,
     SDP,
@@ -36,6 +35,7 @@ from sip_gateway_harness import (
 from plateau_contracts.events.dialer import CampaignStarted, ContactAllowed
 from plateau_contracts.grpc.calls.v1 import call_control_pb2 as pb
 from plateau_runtime.testing import MigratedSchema
+from plateau_sip_gateway.testing.sipp import OK_IN_DIALOG, agent_answers_then
 
 pytestmark = pytest.mark.integration
 
@@ -45,16 +45,7 @@ ALLOWED = "+242066123456"
 METADATA = (("x-plateau-tenant", TENANT),)
 
 
-OK = """
-  <send><![CDATA[
-SIP/2.0 200 OK
-[last_Via:]
-[last_From:]
-[last_To:]
-[last_Call-ID:]
-[last_CSeq:]
-Content-Length: 0
-]]></send>"""
+OK = OK_IN_DIALOG
 
 OK_WITH_SDP = f"""
   <send><![CDATA[
@@ -263,28 +254,8 @@ Content-Length: 0
 def agent_refers(refer_to: str) -> str:
     """An agent softphone that answers, then blind-transfers with REFER (RFC 3515): 202,
     the final NOTIFY, and the gateway's BYE releasing it."""
-    return f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
-<scenario name="agent refers">
-  <recv request="INVITE">
-    <action>
-      <ereg regexp=".*" search_in="hdr" header="From:" assign_to="gw_from"/>
-      <ereg regexp="sip:[^>]*" search_in="hdr" header="Contact:" assign_to="gw_uri"/>
-    </action>
-  </recv>
-  <send><![CDATA[
-SIP/2.0 200 OK
-[last_Via:]
-[last_From:]
-[last_To:];tag=[pid]a[call_number]
-[last_Call-ID:]
-[last_CSeq:]
-Contact: <sip:agent@[local_ip]:[local_port]>
-Content-Type: application/sdp
-Content-Length: [len]
-
-{AGENT_SDP}
-]]></send>
-  <recv request="ACK"/>
+    return agent_answers_then(
+        f"""
   <pause milliseconds="200"/>
   <send retrans="500"><![CDATA[
 REFER [$gw_uri] SIP/2.0
@@ -305,7 +276,9 @@ Content-Length: 0
 {OK}
   <recv request="BYE"/>
 {OK}
-</scenario>"""
+""",
+        name="agent refers",
+    )
 
 
 async def test_a_softphone_refer_to_an_entry_point_puts_the_call_back_in_its_queue(

@@ -383,6 +383,48 @@ Content-Length: 0
     )
 
 
+OK_IN_DIALOG = """
+  <send><![CDATA[
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:]
+[last_Call-ID:]
+[last_CSeq:]
+Content-Length: 0
+]]></send>"""
+
+
+def agent_answers_then(steps: str, name: str = "agent") -> str:
+    """Agent softphone that answers at once and then plays ``steps``: its own requests in
+    the dialog may use ``[$gw_uri]`` (the gateway's Contact) and ``[$gw_from]`` (the
+    gateway's From, for their To), both remembered from the INVITE."""
+    return f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="{name}">
+  <recv request="INVITE">
+    <action>
+      <ereg regexp=".*" search_in="hdr" header="From:" assign_to="gw_from"/>
+      <ereg regexp="sip:[^>]*" search_in="hdr" header="Contact:" assign_to="gw_uri"/>
+    </action>
+  </recv>
+  <send><![CDATA[
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:];tag=[pid]a[call_number]
+[last_Call-ID:]
+[last_CSeq:]
+Contact: <sip:agent@[local_ip]:[local_port]>
+Content-Type: application/sdp
+Content-Length: [len]
+
+{AGENT_SDP}
+]]></send>
+  <recv request="ACK"/>
+{steps}
+</scenario>"""
+
+
 def agent_answers_at_once() -> str:
     """Agent softphone under load: INVITE -> 200 at once (retransmitted until the ACK or
     BYE), then BYE from either side.
