@@ -428,6 +428,17 @@ def test_invite_server_absorbs_retransmissions_after_a_2xx_for_64_t1() -> None:
     assert tx.state is State.TERMINATED and h.terminated == [tx]
 
 
+@pytest.mark.parametrize("status", [180, 200, 486])
+def test_invite_server_lets_go_of_the_cancel_handler_once_final(status: int) -> None:
+    h = Harness()
+    tx = h.invite_server(request())
+    tx.on_cancel = lambda cancel: None
+    assert tx.respond(tx.create_response(status))
+    # A CANCEL after a final response has no effect (§9.2): the TU's handler, and the call
+    # it holds, need not live as long as the transaction lingers.
+    assert (tx.on_cancel is None) is (status >= 200)
+
+
 # non-INVITE server -----------------------------------------------------------------------
 
 

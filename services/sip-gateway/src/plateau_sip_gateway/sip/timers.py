@@ -17,6 +17,7 @@ while the endpoint uses the running loop (``LoopScheduler``).
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import heapq
 import itertools
 from collections.abc import Callable
@@ -52,7 +53,10 @@ class LoopScheduler:
         return self._loop.time()
 
     def call_later(self, delay: float, callback: Callable[[], None]) -> TimerHandle:
-        return self._loop.call_later(delay, callback)
+        # In a context of its own, not a copy of the caller's: a transaction's timers run
+        # for up to 64*T1, and a copy would keep what the caller's context holds (the
+        # gRPC call's span and response, for an agent leg) alive as long.
+        return self._loop.call_later(delay, callback, context=contextvars.Context())
 
 
 class _VirtualTimer:

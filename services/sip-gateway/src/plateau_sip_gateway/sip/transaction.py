@@ -651,7 +651,9 @@ class InviteServerTransaction(ServerTransaction):
         self._interval = 0.0
         self.on_cancel: Callable[[NonInviteServerTransaction], None] | None = None
         """How the TU takes a CANCEL of this INVITE (§9.2). Unset, the endpoint answers
-        200 to the CANCEL and 487 to the INVITE if it has no final response yet."""
+        200 to the CANCEL and 487 to the INVITE if it has no final response yet. Cleared
+        once a final response is sent: a CANCEL then has no effect (§9.2), and the TU's
+        callback (which holds its call) is not kept for the 32 s the transaction lingers."""
         self.on_ack: Callable[[SipRequest], None] | None = None
         """An ACK matched while ``Accepted`` (a 2xx ACK from a peer reusing the branch)."""
 
@@ -697,6 +699,8 @@ class InviteServerTransaction(ServerTransaction):
         if state is State.PROCEEDING:
             self._timers.cancel("Trying")
             self._transmit(response)
+            if response.status >= 200:
+                self.on_cancel = None
             if 200 <= response.status < 300:
                 self.state = State.ACCEPTED
                 self._timers.start("L", self._settings.timer_l, self._terminate)

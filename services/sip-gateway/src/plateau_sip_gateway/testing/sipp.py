@@ -210,39 +210,42 @@ Content-Length: [len]
 """
 )
 
-ACK_2XX = """
-    <send>
+
+def _carrier_in_dialog(method: str, cseq: int, retrans: str) -> str:
+    """The carrier's in-dialog request ``method`` (ACK, BYE) to the gateway."""
+    return f"""
+    <send{retrans}>
       <![CDATA[
-ACK sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+{method} sip:[service]@[remote_ip]:[remote_port] SIP/2.0
 Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
 From: <sip:242066123456@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
 To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
 Call-ID: [call_id]
-CSeq: 1 ACK
+CSeq: {cseq} {method}
 Max-Forwards: 70
 Content-Length: 0
       ]]>
     </send>
 """
 
-BYE = """
-    <send retrans="500">
-      <![CDATA[
-BYE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-From: <sip:242066123456@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
-To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
-Call-ID: [call_id]
-CSeq: 2 BYE
-Max-Forwards: 70
-Content-Length: 0
-      ]]>
-    </send>
-    <recv response="200" crlf="true"/>
-"""
+
+ACK_2XX = _carrier_in_dialog("ACK", 1, "")
+
+BYE = _carrier_in_dialog("BYE", 2, ' retrans="500"') + '    <recv response="200" crlf="true"/>\n'
 
 #: The ACK of a non-2xx final response: sipp writes it as it writes the ACK of a 2xx.
 ACK_ERROR = ACK_2XX
+
+#: 200 OK to the request just received (a BYE), its headers copied.
+_OK_TO_LAST = """    <send><![CDATA[
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:]
+[last_Call-ID:]
+[last_CSeq:]
+Content-Length: 0
+]]></send>"""
 
 
 def carrier_talks(
@@ -279,15 +282,7 @@ def carrier_hears_bye(answer_timeout_ms: int = 30000) -> str:
     <recv response="200" timeout="{answer_timeout_ms}"/>
 {ACK_2XX}
     <recv request="BYE" timeout="{answer_timeout_ms}"/>
-    <send><![CDATA[
-SIP/2.0 200 OK
-[last_Via:]
-[last_From:]
-[last_To:]
-[last_Call-ID:]
-[last_CSeq:]
-Content-Length: 0
-]]></send>
+{_OK_TO_LAST}
 </scenario>"""
 
 
@@ -352,11 +347,8 @@ Content-Length: 0
 AGENT_SDP = SDP.replace("user1", "agent")
 
 
-def agent_answers() -> str:
-    """Agent softphone: INVITE -> 180, 200; ACK; then BYE from either side."""
-    return _agent(
-        f"""
-  <send><![CDATA[
+_AGENT_ANSWER = (
+    """<![CDATA[
 SIP/2.0 200 OK
 [last_Via:]
 [last_From:]
@@ -367,20 +359,22 @@ Contact: <sip:agent@[local_ip]:[local_port]>
 Content-Type: application/sdp
 Content-Length: [len]
 
-{AGENT_SDP}
-]]></send>
-  <recv request="ACK"/>
-  <recv request="BYE"/>
-  <send><![CDATA[
-SIP/2.0 200 OK
-[last_Via:]
-[last_From:]
-[last_To:]
-[last_Call-ID:]
-[last_CSeq:]
-Content-Length: 0
+"""
+    + AGENT_SDP
+    + """
 ]]></send>"""
-    )
+)
+
+_AGENT_HEARS_BYE = """
+  <recv request="BYE"/>
+""" + _OK_TO_LAST.replace("    <send>", "  <send>", 1)
+
+
+def agent_answers() -> str:
+    """Agent softphone: INVITE -> 180, 200; ACK; then BYE from either side."""
+    return _agent(f"""
+  <send>{_AGENT_ANSWER}
+  <recv request="ACK"/>{_AGENT_HEARS_BYE}""")
 
 
 OK_IN_DIALOG = """
@@ -438,30 +432,8 @@ def agent_answers_at_once() -> str:
     return f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
 <scenario name="agent">
   <recv request="INVITE"/>
-  <send retrans="500"><![CDATA[
-SIP/2.0 200 OK
-[last_Via:]
-[last_From:]
-[last_To:];tag=[pid]a[call_number]
-[last_Call-ID:]
-[last_CSeq:]
-Contact: <sip:agent@[local_ip]:[local_port]>
-Content-Type: application/sdp
-Content-Length: [len]
-
-{AGENT_SDP}
-]]></send>
-  <recv request="ACK" optional="true"/>
-  <recv request="BYE"/>
-  <send><![CDATA[
-SIP/2.0 200 OK
-[last_Via:]
-[last_From:]
-[last_To:]
-[last_Call-ID:]
-[last_CSeq:]
-Content-Length: 0
-]]></send>
+  <send retrans="500">{_AGENT_ANSWER}
+  <recv request="ACK" optional="true"/>{_AGENT_HEARS_BYE}
 </scenario>"""
 
 
