@@ -80,13 +80,7 @@ class SipEntrypoint:
 
     def _is_softphone(self, source: Source) -> bool:
         """Whether the request comes from where a registered softphone registered from."""
-        registrar = self._registrar.registrar
-        now = self._clock()
-        for extension in registrar.extensions():
-            for binding in registrar.lookup(extension, now):
-                if binding.source == source.remote:
-                    return True
-        return False
+        return self._registrar.registrar.bound_from(source.remote, self._clock())
 
     def _softphone_dial(self, tx: InviteServerTransaction, source: Source) -> None:
         """An agent dialling out: authenticated, then checked against the allow-list."""
