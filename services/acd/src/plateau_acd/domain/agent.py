@@ -58,6 +58,7 @@ T = TypeVar("T")
 
 LogoutReason = Literal["requested", "supervisor", "extension_unregistered", "session_expired"]
 Direction = Literal["inbound", "outbound"]
+NotRespondingReason = Literal["ring_no_answer", "rejected", "unreachable"]
 
 
 @dataclass(frozen=True)
@@ -230,6 +231,7 @@ class MarkNotResponding:
 
     call_id: str
     ring_timeout_s: int
+    reason: NotRespondingReason = "ring_no_answer"
 
 
 @dataclass(frozen=True)
@@ -367,6 +369,7 @@ def _decide_call(
                     call_id=command.call_id,
                     queue_id=state.queue_id,
                     ring_timeout_s=command.ring_timeout_s,
+                    reason=command.reason,
                 )
             ]
         case EndCall():
