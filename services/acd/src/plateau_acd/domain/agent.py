@@ -173,12 +173,14 @@ class AgentState:
 
 @dataclass(frozen=True)
 class Login:
-    """Start a session on an extension; available at once, or paused with ``pause_code``."""
+    """Start a session on an extension; available at once, or paused with ``pause_code``,
+    or (``ready=False``, as the agent desk does) logged in but not yet available."""
 
     extension: str
     skills: tuple[Skill, ...] = ()
     pause_code: str | None = None
     allowed_pause_codes: frozenset[str] = frozenset()
+    ready: bool = True
 
 
 @dataclass(frozen=True)
@@ -403,6 +405,8 @@ def _decide_login(state: AgentState, command: Login) -> list[Event]:
         agent_id=state.agent_id, extension=command.extension, skills=command.skills
     )
     if command.pause_code is None:
+        if not command.ready:
+            return [logged_in]
         return [logged_in, AgentBecameAvailable(agent_id=state.agent_id)]
     _check_pause_code(command.pause_code, command.allowed_pause_codes)
     return [
