@@ -29,6 +29,7 @@ from plateau_contracts.events.routing import (
     RequeueReason,
 )
 from plateau_contracts.grpc.agents.v1 import agent_desk_pb2 as desk
+from plateau_contracts.grpc.calls.v1 import call_control_pb2 as pb
 from plateau_runtime.consumer import apply_once
 from plateau_runtime.embedded import EmbeddedBroker
 
@@ -315,3 +316,32 @@ async def test_twenty_waiting_calls_survive_a_crash_and_each_is_routed_once(
             assert reserved == Counter({call_id: 1 for call_id in call_ids})
         finally:
             await w.stop_acd(running)
+
+
+async def test_an_unknown_number_is_hung_up_and_a_call_gone_at_the_gateway_is_not_retried(
+    admin_dsn: str, broker: EmbeddedBroker
+) -> None:
+    async with world(admin_dsn, broker.bootstrap) as w:
+        await w.configure()
+        w.call_control.script["a-1"] = "gone"
+        async with (
+            w.running_acd() as running,
+            grpc.aio.insecure_channel(f"127.0.0.1:{running.desk_port}") as channel,
+        ):
+            stub = running.desk(channel)
+            await w.gateway.offer(w.tenant, w.c("c-1"), dnis="+242053000199")
+            await eventually(lambda: len(w.call_control.hangups) >= 1, "the hang-up")
+            [failed] = await running.events("call.routing_failed")
+            assert failed.envelope.stream == "entrypoint-+242053000199"
+            assert w.call_control.hangups[0].call_id == w.c("c-1")
+            assert w.call_control.hangups[0].reason == pb.HANGUP_REASON_UNKNOWN_DESTINATION
+            assert w.call_control.hangups[0].request_id == str(failed.envelope.event_id)
+
+            await login_available(stub, w.tenant, "a-1")
+            await w.gateway.offer(w.tenant, w.c("c-2"))
+            await eventually(lambda: running_count(running, "call.abandoned", 1), "the end")
+            assert len(w.call_control.connects) == 1  # NOT_FOUND: never sent again
+            status = await stub.WatchAgent(
+                desk.WatchAgentRequest(agent_id="a-1"), metadata=metadata(w.tenant)
+            ).read()
+            assert status.status.state == desk.AGENT_STATE_AVAILABLE
