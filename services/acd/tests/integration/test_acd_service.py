@@ -205,6 +205,15 @@ async def test_pause_and_resume_and_the_desk_stream(admin_dsn: str, broker: Embe
             assert ringing.offered_call.call_id == w.c("c-1")
             assert ringing.offered_call.caller_number == "+242066123456"
             assert ringing.offered_call.queue_name == "Main"
+            # A pause asked while the phone rings starts when the call is over.
+            during = await stub.Pause(
+                desk.PauseRequest(agent_id="a-1", code="lunch"), metadata=metadata(w.tenant)
+            )
+            assert during.state == desk.AGENT_STATE_RINGING
+            await w.gateway.end(w.tenant, w.c("c-1"))
+            while seen[-1].status.state != desk.AGENT_STATE_PAUSED:
+                seen.append(await watch.read())
+            assert seen[-1].status.pause_code == "lunch"
             watch.cancel()
             with pytest.raises(grpc.aio.AioRpcError) as busy:
                 await stub.Logout(desk.LogoutRequest(agent_id="a-9"), metadata=metadata(w.tenant))

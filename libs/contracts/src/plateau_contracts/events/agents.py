@@ -100,6 +100,17 @@ class AgentPaused(AgentEvent):
 
 
 @event
+class AgentPauseRequested(AgentEvent):
+    """An agent asked for a pause while holding a call; it starts when the call's wrap-up ends."""
+
+    event_type: ClassVar[str] = "agent.pause_requested"
+    code: str = Field(
+        min_length=1, description="Tenant-defined pause code to take.", examples=["lunch"]
+    )
+    paused_by: Literal["agent", "supervisor"] = Field(description="Who asked for the pause.")
+
+
+@event
 class AgentNotResponding(AgentEvent):
     """An agent let an offered call ring out and was paused as ``not_responding``."""
 
