@@ -354,3 +354,28 @@ async def test_an_unknown_number_is_hung_up_and_a_call_gone_at_the_gateway_is_no
                 desk.WatchAgentRequest(agent_id="a-1"), metadata=metadata(w.tenant)
             ).read()
             assert status.status.state == desk.AGENT_STATE_AVAILABLE
+
+
+async def test_a_reservation_in_flight_at_a_crash_is_sent_again_with_the_same_request_id(
+    admin_dsn: str, broker: EmbeddedBroker
+) -> None:
+    async with world(admin_dsn, broker.bootstrap) as w:
+        await w.configure()
+        w.call_control.script["a-1"] = "ring"
+        running = await w.start_acd()
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.desk_port}") as channel:
+            await login_available(running.desk(channel), w.tenant, "a-1")
+        await offer_in_order(w, running, w.c("c-1"))
+        await eventually(lambda: len(w.call_control.connects) == 1, "the first ConnectAgent")
+        await w.stop_acd(running, crash=True)
+
+        running = await w.start_acd()
+        try:
+            await eventually(lambda: len(w.call_control.connects) == 2, "the ConnectAgent again")
+            first, again = w.call_control.connects
+            assert again.request_id == first.request_id  # the gateway answers it once
+            assert (again.call_id, again.agent_id) == (first.call_id, first.agent_id)
+            [reserved] = await running.events("call.agent_reserved")
+            assert str(reserved.envelope.event_id) == first.request_id
+        finally:
+            await w.stop_acd(running)
