@@ -11,7 +11,8 @@ asks the pure ``Distributor`` what the trigger leads to, and appends those event
 same transaction. A decision is therefore never taken on a state that a late commit is
 about to change, and when the transaction is the consumer's (``apply_once``), the decision
 and the checkpoint of the fact that caused it commit together or not at all: a redelivered
-or replayed fact changes nothing.
+or replayed fact changes nothing. Once the transaction has committed, its events are
+applied to the state without being read back (``committed``).
 
 Effects towards the gateway (``ConnectAgent`` for a reservation, ``Hangup`` when routing
 gives up) are derived from recorded events *after* they commit, and sent by the
@@ -210,8 +211,7 @@ class Acd:
         self._listeners: set[Listener] = set()
         self._effects: asyncio.Queue[Effect] = asyncio.Queue()
         self._loaded = asyncio.Event()
-        #: Set when a decision was appended in a transaction committed by someone else.
-        self.dirty = asyncio.Event()
+        self._uncommitted: list[StoredEvent] = []
 
     # -- reading -------------------------------------------------------------------------
 
@@ -355,8 +355,8 @@ class Acd:
         causation_id: UUID | None = None,
         check: Callable[[TenantBook], None] | None = None,
     ) -> list[StoredEvent]:
-        """Record what ``trigger`` leads to; with ``conn``, inside the caller's transaction
-        (which must commit for the events to count; ``dirty`` is set so they get read).
+        """Record what ``trigger`` leads to; with ``conn``, inside the caller's transaction,
+        which must commit for the events to count: then call ``committed()``.
 
         ``check`` runs on the current book before deciding and may raise to refuse.
         Waits until the state is loaded.
@@ -364,17 +364,39 @@ class Acd:
         await self._loaded.wait()
         if conn is not None:
             stored = await self._decide_on(conn, tenant, trigger, causation_id, check)
-            if stored:
-                self.dirty.set()
+            self._uncommitted = stored
             return stored
-        async with self._pool.acquire() as own:
-            async with own.transaction():
-                stored = await self._decide_on(own, tenant, trigger, causation_id, check)
-            if stored:
-                async with self._mutex, own.transaction():
-                    await self._store.lock_appends(own)
-                    await self._catch_up(own)
+        async with self._pool.acquire() as own, own.transaction():
+            stored = await self._decide_on(own, tenant, trigger, causation_id, check)
+        await self._apply_committed(stored)
         return stored
+
+    def discard_uncommitted(self) -> None:
+        """Forget the events of a ``decide(conn=...)`` whose transaction did not commit
+        (a consumer calls it before each fact, so only a committed fact's events count)."""
+        self._uncommitted = []
+
+    async def committed(self) -> None:
+        """The transaction of the last ``decide(conn=...)`` committed: apply its events."""
+        stored, self._uncommitted = self._uncommitted, []
+        await self._apply_committed(stored)
+
+    async def _apply_committed(self, stored: list[StoredEvent]) -> None:
+        """Apply committed events of ours without reading them back when they follow the
+        state directly (appended under the lock right after a catch-up: nothing else can sit
+        between); otherwise read what is missing."""
+        if not stored:
+            return
+        async with self._mutex:
+            if stored[0].position == self._position + 1:
+                changed: set[tuple[str, str]] = set()
+                for event in stored:
+                    self._apply_stored(event, changed, emit_effects=True)
+                    self._position = event.position
+                self._notify(changed)
+                return
+        if stored[-1].position > self._position:
+            await self.refresh()
 
     async def _decide_on(
         self,
@@ -433,11 +455,11 @@ class Acd:
     # -- follow-up -----------------------------------------------------------------------
 
     async def follow(self, stop: asyncio.Event, tick_seconds: float) -> None:
-        """Read what others committed and run timers until ``stop`` (a background task)."""
+        """Read what others committed (``plateau config apply``) and run timers until
+        ``stop`` (a background task)."""
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.dirty.wait(), tick_seconds)
-            self.dirty.clear()
+                await asyncio.wait_for(stop.wait(), tick_seconds)
             await self.refresh()
             await self.tick()
 

@@ -103,7 +103,18 @@ def calls_consumer(
     facts of other tenants are passed over (another acd serves them)."""
 
     async def handler(conn: Connection, envelope: Envelope) -> None:
+        acd.discard_uncommitted()
         if tenants is None or envelope.tenant in tenants:
             await handle(acd, conn, envelope)
 
-    return EventConsumer(pool, bootstrap, consumer=consumer, topics=[Topic.CALLS], handler=handler)
+    async def after_commit(envelope: Envelope) -> None:
+        await acd.committed()
+
+    return EventConsumer(
+        pool,
+        bootstrap,
+        consumer=consumer,
+        topics=[Topic.CALLS],
+        handler=handler,
+        after_commit=after_commit,
+    )
