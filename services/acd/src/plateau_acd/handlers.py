@@ -31,7 +31,7 @@ import asyncio
 import contextlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from uuid import UUID
 
 import asyncpg
@@ -41,7 +41,7 @@ from plateau_acd.domain import routing
 from plateau_acd.domain.agent import AgentStatus, Recorded
 from plateau_acd.domain.routing import AcdState, Distributor, Trigger
 from plateau_contracts.catalogue import UnknownEventError, parse
-from plateau_contracts.envelope import EventData, utc_now
+from plateau_contracts.envelope import Envelope, EventData, utc_now
 from plateau_contracts.events.agents import (
     AgentBecameAvailable,
     AgentBecameBusy,
@@ -101,6 +101,9 @@ DOMAIN_FACTS: tuple[type[EventData], ...] = (
 )
 
 _CATCH_UP_BATCH = 2000
+#: Routing failures this recent are hung up again at start: the process may have stopped
+#: between recording one and asking the gateway (a call gone by then is NOT_FOUND, harmless).
+RESEND_HANGUPS_WITHIN = timedelta(minutes=10)
 
 
 @dataclass(frozen=True)
@@ -212,6 +215,7 @@ class Acd:
         self._effects: asyncio.Queue[Effect] = asyncio.Queue()
         self._loaded = asyncio.Event()
         self._uncommitted: list[StoredEvent] = []
+        self._recent_failures: list[HangupOrder] = []
 
     # -- reading -------------------------------------------------------------------------
 
@@ -256,6 +260,9 @@ class Acd:
             for reservation in book.outstanding():
                 self._effects.put_nowait(reservation)
                 pending += 1
+        for order in self._recent_failures:
+            self._effects.put_nowait(order)
+        self._recent_failures = []
         log.info(
             "acd.loaded",
             position=self._position,
@@ -330,14 +337,17 @@ class Acd:
             case CallAbandoned() | RoutingFailed():
                 book.reservations.pop(data.call_id, None)
                 book.cards.pop(data.call_id, None)
-                if isinstance(data, RoutingFailed) and emit_effects:
-                    self._effects.put_nowait(
-                        HangupOrder(
-                            envelope.tenant, envelope.event_id, data.call_id, data.queue_id is None
-                        )
-                    )
+                if isinstance(data, RoutingFailed):
+                    self._hang_up(envelope, data, emit_effects=emit_effects)
             case WrapUpCompleted():
                 book.cards.pop(data.call_id, None)
+
+    def _hang_up(self, envelope: Envelope, data: RoutingFailed, *, emit_effects: bool) -> None:
+        order = HangupOrder(envelope.tenant, envelope.event_id, data.call_id, data.queue_id is None)
+        if emit_effects:
+            self._effects.put_nowait(order)
+        elif envelope.recorded_at >= self._clock() - RESEND_HANGUPS_WITHIN:
+            self._recent_failures.append(order)
 
     def _notify(self, changed: Iterable[tuple[str, str]]) -> None:
         for tenant, agent_id in changed:

@@ -379,3 +379,21 @@ async def test_a_reservation_in_flight_at_a_crash_is_sent_again_with_the_same_re
             assert str(reserved.envelope.event_id) == first.request_id
         finally:
             await w.stop_acd(running)
+
+
+async def test_a_recent_routing_failure_is_hung_up_again_after_a_restart(
+    admin_dsn: str, broker: EmbeddedBroker
+) -> None:
+    async with world(admin_dsn, broker.bootstrap) as w:
+        await w.configure()
+        running = await w.start_acd()
+        await w.gateway.offer(w.tenant, w.c("c-1"), dnis="+242053000199")
+        await eventually(lambda: len(w.call_control.hangups) == 1, "the hang-up")
+        await w.stop_acd(running, crash=True)
+        running = await w.start_acd()
+        try:
+            await eventually(lambda: len(w.call_control.hangups) == 2, "the hang-up again")
+            first, again = w.call_control.hangups
+            assert (again.request_id, again.call_id) == (first.request_id, first.call_id)
+        finally:
+            await w.stop_acd(running)
