@@ -3,10 +3,12 @@
 * A reservation becomes ``CallControl.ConnectAgent`` with the reservation's event id as the
   request id, so a repeat (after a restart of the acd, or a retry) does nothing twice.
   Whether the agent leg then rings, is refused or rings out arrives later as gateway events.
-* ``UNAVAILABLE`` (gateway down or slow) is retried with back-off for as long as the
-  reservation holds; ``NOT_FOUND`` means the call is gone at the gateway: it is recorded as
-  the call's end (an abandon when it was waiting), never retried; any other refusal of the
-  request releases the agent and requeues the call at the head of its queue.
+* ``UNAVAILABLE`` (gateway down or slow) and ``FAILED_PRECONDITION`` (the call is still
+  busy with an earlier agent leg, say of an agent who logged out while it rang) are retried
+  with back-off for as long as the reservation holds; ``NOT_FOUND`` means the call is gone
+  at the gateway: it is recorded as the call's end (an abandon when it was waiting), never
+  retried; any other refusal of the request releases the agent and requeues the call at
+  the head of its queue.
 * A routing failure becomes ``CallControl.Hangup``; an unreachable gateway is retried a few
   times, a call already gone needs nothing.
 """
@@ -82,6 +84,7 @@ class Effects:
         acd = self._acd
         book = acd.book(reservation.tenant)
         if not book.is_current(reservation):
+            self._retries.pop(reservation.event_id, None)
             return
         queue = book.state.queues.get(reservation.queue_id)
         ring_timeout = queue.config.ring_timeout_s if queue else 15
@@ -105,11 +108,15 @@ class Effects:
         match answer.outcome:
             case Outcome.ACCEPTED:
                 self._retries.pop(reservation.event_id, None)
-            case Outcome.UNAVAILABLE:
-                delay = self._retries.setdefault(
-                    reservation.event_id, Backoff(0.2, 5.0)
-                ).next_delay()
-                log.warning("acd.connect_retry", retry_in_s=delay, **context)
+            case Outcome.UNAVAILABLE | Outcome.REFUSED:
+                # Unreachable, or the call is busy with an agent leg the acd no longer
+                # counts on (an agent who logged out while ringing): try again while the
+                # reservation holds; the gateway's facts end it otherwise.
+                backoff = self._retries.setdefault(reservation.event_id, Backoff(0.2, 5.0))
+                delay = backoff.next_delay()
+                log.warning(
+                    "acd.connect_retry", outcome=answer.outcome.value, retry_in_s=delay, **context
+                )
                 self._later(reservation, delay, stop)
             case Outcome.CALL_GONE:
                 self._retries.pop(reservation.event_id, None)
@@ -119,10 +126,6 @@ class Effects:
                     routing.CallHungUp(reservation.call_id, acd.now()),
                     causation_id=reservation.event_id,
                 )
-            case Outcome.REFUSED:
-                # The call is not waiting at the gateway: its own events say what it is doing.
-                self._retries.pop(reservation.event_id, None)
-                log.warning("acd.connect_refused", **context)
             case Outcome.FAILED:
                 self._retries.pop(reservation.event_id, None)
                 log.error("acd.connect_failed", **context)

@@ -29,7 +29,9 @@ from plateau_acd.handlers import Acd
 from plateau_contracts.catalogue import parse
 from plateau_contracts.envelope import EventData
 from plateau_contracts.events.calls import (
+    AgentLegFailure,
     AgentNoAnswer,
+    AgentRejected,
     AgentRinging,
     CallConnected,
     CallEnded,
@@ -86,13 +88,17 @@ def tenant_config(tenant: str, agents: int = 3, **queue: object) -> dict[str, ob
 @dataclass
 class FakeCallControl(pb_grpc.CallControlServicer):
     """``CallControl`` that records requests and plays the agent leg as scripted per agent:
-    ``answer`` (rings, then connects), ``ring`` (rings only), ``no_answer`` (rings out),
-    ``gone`` (NOT_FOUND: the call is unknown)."""
+    ``answer`` (rings, then connects), ``ring`` (rings until ``ring_out``), ``no_answer``
+    (rings out), ``busy`` (rings, then 486), ``unregistered`` (no contact), ``gone``
+    (NOT_FOUND: the call is unknown). Like the gateway, it refuses (FAILED_PRECONDITION) to
+    ring a second agent for a call whose agent leg still rings."""
 
     gateway: GatewayFacts
     script: dict[str, str] = field(default_factory=dict)
     connects: list[pb.ConnectAgentRequest] = field(default_factory=list)
     hangups: list[pb.HangupRequest] = field(default_factory=list)
+    ringing: dict[str, pb.ConnectAgentRequest] = field(default_factory=dict)
+    refused: int = 0
 
     async def ConnectAgent(
         self, request: pb.ConnectAgentRequest, context: grpc.aio.ServicerContext
@@ -105,6 +111,22 @@ class FakeCallControl(pb_grpc.CallControlServicer):
         how = self.script.get(request.agent_id, "answer")
         if how == "gone":
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no call {request.call_id}")
+        if request.call_id in self.ringing:
+            self.refused += 1
+            self.connects.pop()  # refused: the same request id may come again
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "the call is agent_ringing")
+        if how == "unregistered":
+            await self.gateway.record(
+                tenant,
+                request.call_id,
+                AgentRejected(
+                    call_id=request.call_id,
+                    agent_id=request.agent_id,
+                    extension=request.extension,
+                    reason=AgentLegFailure.NOT_REGISTERED,
+                ),
+            )
+            return pb.ConnectAgentResponse()
         ringing = AgentRinging(
             call_id=request.call_id,
             agent_id=request.agent_id,
@@ -121,6 +143,18 @@ class FakeCallControl(pb_grpc.CallControlServicer):
                     agent_id=request.agent_id,
                     extension=request.extension,
                     queue_id=request.queue_id,
+                )
+            )
+        elif how == "ring":
+            self.ringing[request.call_id] = request
+        elif how == "busy":
+            facts.append(
+                AgentRejected(
+                    call_id=request.call_id,
+                    agent_id=request.agent_id,
+                    extension=request.extension,
+                    reason=AgentLegFailure.BUSY,
+                    sip_code=486,
                 )
             )
         elif how == "no_answer":
@@ -140,6 +174,20 @@ class FakeCallControl(pb_grpc.CallControlServicer):
     ) -> pb.HangupResponse:
         self.hangups.append(request)
         return pb.HangupResponse()
+
+    async def ring_out(self, tenant: str, call_id: str) -> None:
+        """The ringing agent leg of a call times out (the gateway's RONA)."""
+        request = self.ringing.pop(call_id)
+        await self.gateway.record(
+            tenant,
+            call_id,
+            AgentNoAnswer(
+                call_id=call_id,
+                agent_id=request.agent_id,
+                extension=request.extension,
+                rang_ms=5000,
+            ),
+        )
 
     def connected_calls(self) -> list[str]:
         """Call ids in the order they were first sent to an agent."""

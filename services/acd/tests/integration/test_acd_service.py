@@ -397,3 +397,46 @@ async def test_a_recent_routing_failure_is_hung_up_again_after_a_restart(
             assert (again.request_id, again.call_id) == (first.request_id, first.call_id)
         finally:
             await w.stop_acd(running)
+
+
+async def test_busy_unregistered_and_logout_while_ringing(
+    admin_dsn: str, broker: EmbeddedBroker
+) -> None:
+    async with world(admin_dsn, broker.bootstrap) as w:
+        await w.configure()
+        w.call_control.script |= {"a-1": "busy", "a-2": "unregistered", "a-3": "ring"}
+        async with (
+            w.running_acd() as running,
+            grpc.aio.insecure_channel(f"127.0.0.1:{running.desk_port}") as channel,
+        ):
+            stub = running.desk(channel)
+            # Busy: the call goes back to the head, the agent is not responding ("rejected").
+            await login_available(stub, w.tenant, "a-1")
+            await w.gateway.offer(w.tenant, w.c("c-1"))
+            await eventually(lambda: running_count(running, "call.requeued", 1), "a requeue")
+            [rejected] = await running.facts("agent.not_responding")
+            assert getattr(rejected, "reason", None) == "rejected"
+            # Unregistered: the agent is logged out, the call requeued again.
+            await login_available(stub, w.tenant, "a-2")
+            await eventually(lambda: running_count(running, "agent.logged_out", 1), "a logout")
+            [logged_out] = await running.facts("agent.logged_out")
+            assert getattr(logged_out, "reason", None) == "extension_unregistered"
+            # Logout while ringing: the call goes back; a-1 takes it once the old leg rang out.
+            await login_available(stub, w.tenant, "a-3")
+            await eventually(lambda: w.c("c-1") in w.call_control.ringing, "a-3 ringing")
+            await stub.Logout(desk.LogoutRequest(agent_id="a-3"), metadata=metadata(w.tenant))
+            w.call_control.script["a-1"] = "answer"
+            await stub.SetAvailable(
+                desk.SetAvailableRequest(agent_id="a-1"), metadata=metadata(w.tenant)
+            )
+            await eventually(lambda: w.call_control.refused >= 1, "a refused ConnectAgent")
+            await w.call_control.ring_out(w.tenant, w.c("c-1"))
+            await eventually(lambda: running_count(running, "call.answered", 1), "the answer")
+            [answered] = await running.facts("call.answered")
+            assert getattr(answered, "agent_id", None) == "a-1"
+            reasons = [getattr(f, "reason", None) for f in await running.facts("call.requeued")]
+            assert reasons == [
+                RequeueReason.AGENT_REJECTED,
+                RequeueReason.AGENT_UNREACHABLE,
+                RequeueReason.AGENT_LOGGED_OUT,
+            ]
