@@ -352,7 +352,7 @@ async def world(admin_dsn: str, bootstrap: str) -> AsyncIterator[World]:
         await gateway_pool.close()
 
 
-async def eventually(check: Callable[[], object], what: str, timeout: float = 30.0) -> None:
+async def eventually(check: Callable[[], object], what: str, timeout: float = 90.0) -> None:
     """Wait until ``check()`` is true (an async check is awaited); fail naming ``what``."""
     deadline = time.monotonic() + timeout
     while True:

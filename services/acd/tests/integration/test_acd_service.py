@@ -48,6 +48,17 @@ async def offer_in_order(w: World, running: RunningAcd, *call_ids: str) -> None:
         await eventually(lambda b=before: queued(running, b + 1), f"{call_id} queued")
 
 
+async def reserved_order(running: RunningAcd) -> list[str]:
+    """Calls in the order the acd reserved an agent for them (its decisions, recorded)
+    (``ConnectAgent`` requests are sent concurrently: they may reach the gateway in any
+    order)."""
+    return [
+        f.call_id
+        for f in await running.facts("call.agent_reserved")
+        if isinstance(f, CallAgentReserved)
+    ]
+
+
 def reserved_per_call(facts: list[object]) -> Counter[str]:
     return Counter(f.call_id for f in facts if isinstance(f, CallAgentReserved))
 
@@ -67,7 +78,9 @@ async def test_calls_wait_while_all_agents_are_busy_and_are_served_in_order(
                 w, running, w.c("c-1"), w.c("c-2"), w.c("c-3"), w.c("c-4"), w.c("c-5")
             )
             await eventually(lambda: len(w.call_control.connects) >= 3, "3 calls connected")
-            assert w.call_control.connected_calls() == [w.c("c-1"), w.c("c-2"), w.c("c-3")]
+            first_three = [w.c("c-1"), w.c("c-2"), w.c("c-3")]
+            assert await reserved_order(running) == first_three
+            assert sorted(w.call_control.connected_calls()) == first_three
             status = await stub.QueueStatus(desk.QueueStatusRequest(), metadata=metadata(w.tenant))
             main = next(q for q in status.queues if q.queue_id == "q-main")
             assert (main.calls_waiting, main.agents_on_call, main.agents_available) == (2, 3, 0)
@@ -76,13 +89,9 @@ async def test_calls_wait_while_all_agents_are_busy_and_are_served_in_order(
             await eventually(lambda: len(w.call_control.connects) >= 4, "c-4 connected")
             await w.gateway.end(w.tenant, w.c("c-1"), EndedBy.AGENT)
             await eventually(lambda: len(w.call_control.connects) >= 5, "c-5 connected")
-            assert w.call_control.connected_calls() == [
-                w.c("c-1"),
-                w.c("c-2"),
-                w.c("c-3"),
-                w.c("c-4"),
-                w.c("c-5"),
-            ]
+            all_five = [w.c(f"c-{n}") for n in range(1, 6)]
+            assert await reserved_order(running) == all_five
+            assert sorted(w.call_control.connected_calls()) == all_five
             await eventually(
                 lambda: running_count(running, "call.answered", 5), "5 answers recorded"
             )
@@ -319,7 +328,8 @@ async def test_twenty_waiting_calls_survive_a_crash_and_each_is_routed_once(
                         if call_id not in ended:
                             ended.add(call_id)
                             await w.gateway.end(w.tenant, call_id, EndedBy.AGENT)
-            assert w.call_control.connected_calls() == call_ids
+            assert await reserved_order(running) == call_ids
+            assert sorted(w.call_control.connected_calls()) == call_ids
             await eventually(lambda: running_count(running, "call.answered", 20), "20 answers")
             reserved = reserved_per_call(await running.facts("call.agent_reserved"))
             assert reserved == Counter({call_id: 1 for call_id in call_ids})

@@ -9,7 +9,7 @@ INVALID_ARGUMENT listing the tenant's codes.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timedelta
 
 import grpc
@@ -266,14 +266,14 @@ class AgentDeskServicer(pb_grpc.AgentDeskServicer):
         tenant: str,
         agent_id: str,
         command: DeskCommand,
-        check: object = None,
+        check: Callable[[TenantBook], None] | None = None,
     ) -> pb.AgentStatus:
         acd = self._acd
         try:
             await acd.decide(
                 tenant,
                 AgentCommand(agent_id, command, acd.now()),
-                check=check,  # type: ignore[arg-type]
+                check=check,
             )
         except DeskRefusedError as exc:
             await context.abort(exc.code, str(exc))
