@@ -11,28 +11,19 @@ order: offered, agent_ringing, connected, ended. The same then with ``sipp`` age
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import math
 import secrets
-import shutil
-import signal
-import socket
-import struct
-import subprocess
 import time
-import wave
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from sip_peers import baresip_agent
 
 from plateau_runtime.embedded import EmbeddedBroker
 from plateau_sip_gateway.testing.inbound import OfferDriver, driving, gateway_process
 from plateau_sip_gateway.testing.sipp import (
     agent_answers_at_once,
     carrier_talks,
-    free_both,
-    free_port,
     register,
     run_sipp,
     sipp_agent,
@@ -43,85 +34,6 @@ pytestmark = pytest.mark.e2e
 
 DNIS = "053000100"
 EXTENSION = "1001"
-GRACE_S = 3.0
-
-
-def tool(name: str, package: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        pytest.fail(f"{name} is not installed: install the Debian package {package}")
-    return path
-
-
-def baresip_modules() -> Path:
-    """Where the installed baresip keeps its modules (next to its binary's prefix)."""
-    prefix = Path(tool("baresip", "baresip-core")).resolve().parent.parent
-    for candidate in sorted(prefix.glob("lib*/**/baresip/modules")):
-        if (candidate / "g711.so").exists():
-            return candidate
-    pytest.fail(f"baresip's modules (g711.so) are not under {prefix}/lib")
-
-
-def tone(path: Path, seconds: float = 1.0) -> None:
-    """An 8 kHz mono 16-bit wav: what baresip's aufile source can play to G.711."""
-    rate = 8000
-    with wave.open(str(path), "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(rate)
-        samples = (
-            int(6000 * math.sin(2 * math.pi * 440 * i / rate)) for i in range(int(rate * seconds))
-        )
-        out.writeframes(b"".join(struct.pack("<h", s) for s in samples))
-
-
-@contextlib.contextmanager
-def baresip_agent(workdir: Path, gateway_port: int, password: str) -> Iterator[int]:
-    """A registered, auto-answering baresip for extension 1001; its SIP port."""
-    config_dir = workdir / "baresip"
-    config_dir.mkdir()
-    tone(config_dir / "tone.wav")
-    sip_port = free_both()
-    (config_dir / "config").write_text(
-        "\n".join(
-            [
-                f"module_path {baresip_modules()}",
-                "poll_method epoll",
-                f"sip_listen 127.0.0.1:{sip_port}",
-                f"audio_source aufile,{config_dir / 'tone.wav'}",
-                "module g711.so",
-                "module aufile.so",
-                "module sndfile.so",
-                "module menu.so",
-                "module ctrl_tcp.so",
-                "module_app account.so",
-                f"ctrl_tcp_listen 127.0.0.1:{free_port(socket.SOCK_STREAM)}",
-                "",
-            ]
-        )
-    )
-    (config_dir / "accounts").write_text(
-        f"<sip:{EXTENSION}@127.0.0.1:{gateway_port}>;auth_pass={password};"
-        "answermode=auto;regint=60;audio_codecs=PCMU,PCMA\n"
-    )
-    log = (workdir / "baresip.log").open("wb")
-    process = subprocess.Popen(
-        [tool("baresip", "baresip-core"), "-f", str(config_dir)],
-        cwd=config_dir,
-        stdin=subprocess.DEVNULL,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        yield sip_port
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(GRACE_S)
-        except subprocess.TimeoutExpired:
-            process.kill()  # baresip can hang on shutdown
-            process.wait(5)
-        log.close()
 
 
 async def wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:

@@ -13,8 +13,10 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from importlib import resources
 from pathlib import Path
 
+import grpc
 import psutil
 import pytest
 from plateau_e2e import (
@@ -26,6 +28,8 @@ from plateau_e2e import (
     snapshot,
 )
 
+from plateau_contracts.grpc.agents.v1 import agent_desk_pb2 as desk
+from plateau_contracts.grpc.agents.v1 import agent_desk_pb2_grpc as desk_grpc
 from plateau_runtime.embedded import free_port
 from plateau_runtime.services import SERVICES
 
@@ -90,6 +94,34 @@ def test_up_brings_everything_up_and_status_says_so(platform: PlateauUp) -> None
         log = platform.home / "logs" / f"{spec.name}.log"
         assert log.stat().st_size > 0, f"{log} is empty"
         assert f"{spec.name} " in platform.output()  # its lines, prefixed by its name
+
+
+def test_the_demo_tenant_is_configured_and_config_apply_versions_it(
+    platform: PlateauUp, tmp_path: Path
+) -> None:
+    env = platform.env
+    assert "configuration: tenant demo: configuration version 1 applied" in platform.output()
+    metadata = (("x-plateau-tenant", "demo"),)
+    with grpc.insecure_channel(f"127.0.0.1:{env['PLATEAU_ACD_GRPC_PORT']}") as channel:
+        stub = desk_grpc.AgentDeskStub(channel)
+        queues = stub.QueueStatus(desk.QueueStatusRequest(), metadata=metadata, timeout=10)
+        assert [q.queue_id for q in queues.queues] == ["q-backup", "q-billing", "q-general"]
+
+    demo = resources.files("plateau_acd").joinpath("demo_tenant.yaml").read_text()
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(demo.replace("ring_timeout_s: 15", "ring_timeout_s: 0", 1))
+    refused = run_cli("config", "apply", str(bad), env=env)
+    assert refused.returncode == 2
+    line = 1 + demo.splitlines().index("        ring_timeout_s: 15")
+    assert f"bad.yaml:{line}: tenants[0].queues[0].ring_timeout_s:" in refused.stderr
+
+    good = tmp_path / "good.yaml"
+    good.write_text(demo.replace("wrap_up_s: 10", "wrap_up_s: 20", 1))
+    applied = run_cli("config", "apply", str(good), env=env)
+    assert applied.returncode == 0, applied.stderr
+    assert "tenant demo: configuration version 2 applied" in applied.stdout
+    again = run_cli("config", "apply", str(good), env=env)
+    assert "tenant demo: up to date (configuration version 2)" in again.stdout
 
 
 def test_second_up_is_refused_and_changes_nothing(platform: PlateauUp) -> None:

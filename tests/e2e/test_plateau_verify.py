@@ -4,6 +4,7 @@ an event altered behind the service's back is pinpointed."""
 from __future__ import annotations
 
 import asyncio
+import re
 import shutil
 
 import asyncpg
@@ -42,18 +43,23 @@ def test_verify_reports_intact_chains_then_pinpoints_a_tampered_event() -> None:
     up = PlateauUp(env)
     try:
         assert up.wait_for("Plateau is up"), up.output()[-4000:]
+        # The acd's store already holds the demo tenant's configuration.
+        before = run_cli("verify", "--service", "acd", env=env)
+        found = re.search(r"acd: intact — (\d+) events, head position (\d+)", before.stdout)
+        assert found is not None and found[1] == found[2], before.stdout
+        base = int(found[1])
         asyncio.run(_record_logins(admin_dsn(home), 5))
 
         clean = run_cli("verify", env=env)
         assert clean.returncode == 0, clean.stdout + clean.stderr
-        assert "acd: intact — 5 events, head position 5" in clean.stdout
+        assert f"acd: intact — {base + 5} events, head position {base + 5}" in clean.stdout
         assert "sip-gateway: intact — 0 events" in clean.stdout
 
-        asyncio.run(_tamper(admin_dsn(home), 3))
+        asyncio.run(_tamper(admin_dsn(home), base + 3))
         broken = run_cli("verify", "--service", "acd", env=env)
         assert broken.returncode == 1, broken.stdout + broken.stderr
-        assert "acd: BROKEN at position 3" in broken.stdout
-        assert "intact up to head position 2" in broken.stdout
+        assert f"acd: BROKEN at position {base + 3}" in broken.stdout
+        assert f"intact up to head position {base + 2}" in broken.stdout
     finally:
         assert up.stop() == 0
         shutil.rmtree(home.parent, ignore_errors=True)

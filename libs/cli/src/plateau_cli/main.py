@@ -1,5 +1,6 @@
 """``plateau``: run the embedded default (``up``), check it (``status``), apply migrations
-(``migrate``) and verify the event stores' hash chains (``verify``).
+(``migrate``), verify the event stores' hash chains (``verify``) and apply configuration
+files (``config apply``).
 
 Exit codes: 0 success; 1 already running, unhealthy, or an unexpected error; 2 a problem
 with the input or the environment (bad setting, port in use, unreachable database,
@@ -18,6 +19,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 
+from plateau_cli.configure import ACD, apply_file
 from plateau_cli.console import Console
 from plateau_cli.home import AlreadyRunningError, Home, NotRunningError, StartingError
 from plateau_cli.platform import Interrupted, Platform, StopSignals
@@ -26,6 +28,7 @@ from plateau_cli.settings import env_name, load_cli_settings
 from plateau_cli.status import collect, render, render_json, summary
 from plateau_runtime.embedded import SUPERUSER
 from plateau_runtime.errors import ConfigurationError, PlateauError
+from plateau_runtime.migrations import role_dsn
 from plateau_runtime.services import SERVICES, ServiceSpec, service
 
 EXIT_OK = 0
@@ -129,6 +132,20 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return EXIT_OK if intact else EXIT_FAILED
 
 
+def cmd_config_apply(args: argparse.Namespace) -> int:
+    path: Path = args.file
+    if not path.is_file():
+        raise ConfigurationError(f"{path} is not a file", "give the path of a YAML configuration")
+    if args.database_url:
+        database_url = args.database_url
+    else:
+        home = Home(load_cli_settings().home)
+        admin_dsn = _running_admin_dsn(home)
+        password = home.role_passwords([ACD.name])[ACD.name]
+        database_url = role_dsn(admin_dsn, ACD.service_schema(), password)
+    return apply_file(path, database_url)
+
+
 def _add_database_target(command: argparse.ArgumentParser, admin_needs: str) -> None:
     """``--service`` and ``--admin-url``, shared by the commands that work on the schemas."""
     command.add_argument(
@@ -194,6 +211,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_database_target(verify, admin_needs="may read every service's schema")
     verify.set_defaults(handler=cmd_verify)
+
+    config = commands.add_parser(
+        "config",
+        help="configure tenants, queues, entry points, agents and pause codes",
+        description="Declarative configuration of the acd.",
+    )
+    config_commands = config.add_subparsers(dest="config_command", required=True, metavar="ACTION")
+    apply = config_commands.add_parser(
+        "apply",
+        help="validate a configuration file and record what changed",
+        description="Validate FILE (YAML) and record what differs from the configuration in "
+        "force as events, as the next configuration version of each tenant in the file. "
+        "Every problem is printed with its line and field, and then nothing is recorded "
+        "(exit 2). Without --database-url, on the running embedded default.",
+    )
+    apply.add_argument("file", type=Path, metavar="FILE", help="the configuration file")
+    apply.add_argument(
+        "--database-url",
+        metavar="DSN",
+        help="postgresql://plateau_acd:PASSWORD@HOST:PORT/DATABASE of the acd's role",
+    )
+    apply.set_defaults(handler=cmd_config_apply)
     return parser
 
 

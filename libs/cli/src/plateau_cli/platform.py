@@ -24,6 +24,7 @@ from typing import IO, Any
 import psutil
 
 from plateau_cli.checks import SERVING, grpc_health, port_in_use
+from plateau_cli.configure import ACD, apply_demo
 from plateau_cli.console import Console
 from plateau_cli.home import Home, process_matches, utc_now
 from plateau_cli.provision import (
@@ -316,9 +317,14 @@ class Platform:
         if asyncio.run(republish_to_fresh_broker(self._admin_dsn, SERVICES)):
             say("the embedded broker starts empty: relays republish every stored event")
         check()
+        acd = next(item for item in migrated if item.service.name == ACD.name)
+        for line in apply_demo(acd.dsn):
+            say(f"configuration: {line}")
+        check()
 
         if self.with_services:
             probe_host = _reachable_host(os.environ.get("PLATEAU_GRPC_HOST", ""))
+            call_control = f"{probe_host}:{grpc_ports['sip-gateway']}"
             for item in migrated:
                 spec = item.service
                 env = {
@@ -326,6 +332,7 @@ class Platform:
                     "PLATEAU_DATABASE_URL": item.dsn,
                     "PLATEAU_KAFKA_BOOTSTRAP": self.broker.bootstrap,
                     "PLATEAU_GRPC_PORT": str(grpc_ports[spec.name]),
+                    "PLATEAU_CALL_CONTROL_TARGET": call_control,
                     "PLATEAU_LOG_FORMAT": "json",
                     "PYTHONUNBUFFERED": "1",
                 }

@@ -41,6 +41,8 @@ log = structlog.get_logger(__name__)
 
 Effect = Callable[[Connection], Awaitable[None]]
 Handler = Callable[[Connection, Envelope], Awaitable[None]]
+#: Runs once an event's effect and checkpoint are committed (not for skipped duplicates).
+AfterCommit = Callable[[Envelope], Awaitable[None]]
 
 # One statement claims the event: it inserts or raises the checkpoint only if the stored
 # version is lower. A concurrent claim of the same event waits on the row lock, then sees
@@ -100,7 +102,9 @@ class EventConsumer:
     """Consumes topics as Kafka group ``consumer`` and applies each event once.
 
     The handler runs inside ``apply_once``'s transaction, on its connection: whatever it
-    writes there commits together with the checkpoint. A handler that raises is retried
+    writes there commits together with the checkpoint. ``after_commit``, if given, runs
+    once that transaction has committed (say, to act on what the handler recorded). A
+    handler that raises is retried
     with back-off on the same event (later events of that partition wait: order matters
     more than progress); the error is logged each time with its traceback.
     """
@@ -113,12 +117,14 @@ class EventConsumer:
         consumer: str,
         topics: Sequence[str],
         handler: Handler,
+        after_commit: AfterCommit | None = None,
     ) -> None:
         self._pool = pool
         self._bootstrap = bootstrap
         self._consumer = consumer
         self._topics = list(topics)
         self._handler = handler
+        self._after_commit = after_commit
         self._tracer = tracer(__name__)
 
     @property
@@ -223,7 +229,9 @@ class EventConsumer:
                 await self._handler(conn, envelope)
 
             async with self._pool.acquire() as conn:
-                await apply_once(conn, self._consumer, envelope, effect)
+                applied = await apply_once(conn, self._consumer, envelope, effect)
+            if applied and self._after_commit is not None:
+                await self._after_commit(envelope)
 
     async def _reject(self, record: ConsumerRecord[Any, Any], exc: BaseException) -> None:
         reason = rejection_reason(exc)

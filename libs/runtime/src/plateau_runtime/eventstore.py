@@ -139,6 +139,15 @@ class EventStore:
         """A connection of the store's pool, for a series of ``append_each`` calls."""
         return self._pool.acquire()
 
+    async def lock_appends(self, conn: Connection) -> None:
+        """Take the store's append lock until ``conn``'s transaction ends.
+
+        Every append committed before is then visible to ``conn``, and appends by others
+        wait. A single-writer process (the acd) reads what it missed and decides under this
+        lock, so its decisions never rest on a state that a late commit is about to change.
+        """
+        await conn.execute("select pg_advisory_xact_lock($1)", self._lock)
+
     async def append(
         self,
         stream: str,

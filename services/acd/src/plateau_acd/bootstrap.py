@@ -2,21 +2,59 @@
 
 from __future__ import annotations
 
+import asyncio
+
+from plateau_acd.adapters.gateway import Gateway, GrpcGateway
+from plateau_acd.effects import Effects
+from plateau_acd.entrypoints.agent_desk import agent_desk_service
+from plateau_acd.entrypoints.calls import calls_consumer
+from plateau_acd.handlers import Acd
+from plateau_acd.settings import AcdSettings
 from plateau_runtime.service import Components, ServiceHost, ServiceResources
 from plateau_runtime.services import ServiceSpec, service
 
 SPEC: ServiceSpec = service("acd")
 
 
-def wire(resources: ServiceResources) -> Components:
-    """The ACD's gRPC servicers and background tasks, built on the host's resources.
+def acd_components(
+    acd: Acd, gateway: Gateway, resources: ServiceResources, settings: AcdSettings
+) -> Components:
+    """The ``AgentDesk`` servicer and the ``routing`` task of a built acd.
 
-    Only health and reflection so far; wired here as they arrive:
-    its `AgentDesk` servicer and event consumers.
+    The task rebuilds the state from the store first, then consumes the gateway's call
+    facts, follows the store and its timers, and sends effects to the gateway; the desk
+    waits for the rebuilt state before it answers a command.
     """
-    return Components()
+    consumer = calls_consumer(
+        acd, resources.pool, settings.kafka_bootstrap, tenants=settings.served_tenants()
+    )
+    effects = Effects(acd, gateway)
+
+    async def routing(stop: asyncio.Event) -> None:
+        try:
+            await acd.load()
+            async with asyncio.TaskGroup() as group:
+                group.create_task(acd.follow(stop, settings.acd_tick_seconds))
+                group.create_task(effects.run(stop))
+                group.create_task(consumer.run(stop))
+        finally:
+            close = getattr(gateway, "close", None)
+            if close is not None:
+                await close()
+
+    return Components(grpc_services=[agent_desk_service(acd)], tasks={"routing": routing})
+
+
+def wire(resources: ServiceResources) -> Components:
+    """The ACD's ``AgentDesk`` servicer and its routing task, built on the host's resources."""
+    settings = resources.settings
+    if not isinstance(settings, AcdSettings):
+        settings = AcdSettings.model_validate(settings.model_dump())
+    acd = Acd(resources.store, resources.pool)
+    gateway = GrpcGateway(settings.call_control_target, settings.acd_connect_timeout_seconds)
+    return acd_components(acd, gateway, resources, settings)
 
 
 def build_host() -> ServiceHost:
     """The host that runs the ACD (``python -m plateau_acd``)."""
-    return ServiceHost(SPEC, wire)
+    return ServiceHost(SPEC, wire, settings_type=AcdSettings)

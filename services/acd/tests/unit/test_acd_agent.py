@@ -35,6 +35,7 @@ from plateau_contracts.events.agents import (
     AgentBecameAvailable,
     AgentLoggedIn,
     AgentPaused,
+    AgentPauseRequested,
     Skill,
     WrapUpCompleted,
     WrapUpStarted,
@@ -124,6 +125,10 @@ LEGAL = [
     (AgentStatus.RESERVED, MarkNotResponding("c-1", 15), AgentStatus.NOT_RESPONDING),
     (AgentStatus.RESERVED, EndCall("c-1"), AgentStatus.AVAILABLE),
     (AgentStatus.RESERVED, Logout(), AgentStatus.LOGGED_OUT),
+    (AgentStatus.RESERVED, Pause("break", CODES), AgentStatus.RESERVED),
+    (AgentStatus.RINGING, Pause("break", CODES), AgentStatus.RINGING),
+    (AgentStatus.ON_CALL, Pause("break", CODES), AgentStatus.ON_CALL),
+    (AgentStatus.WRAP_UP, Pause("break", CODES), AgentStatus.WRAP_UP),
     (AgentStatus.RINGING, Connect("c-1"), AgentStatus.ON_CALL),
     (AgentStatus.RINGING, ReleaseReservation("c-1"), AgentStatus.AVAILABLE),
     (AgentStatus.RINGING, MarkNotResponding("c-1", 15), AgentStatus.NOT_RESPONDING),
@@ -167,11 +172,9 @@ ILLEGAL = [
     (AgentStatus.AVAILABLE, SetAvailable()),
     (AgentStatus.AVAILABLE, Connect("c-1")),
     (AgentStatus.RESERVED, Reserve("c-2")),
-    (AgentStatus.RESERVED, Pause("break", CODES)),
     (AgentStatus.RINGING, Reserve("c-2")),
     (AgentStatus.ON_CALL, Reserve("c-2")),
     (AgentStatus.ON_CALL, Logout()),
-    (AgentStatus.ON_CALL, Pause("break", CODES)),
     (AgentStatus.WRAP_UP, Reserve("c-2")),
     (AgentStatus.WRAP_UP, SetAvailable()),
     (AgentStatus.PAUSED, Reserve("c-2")),
@@ -278,3 +281,33 @@ def test_fold_equals_incremental_and_replays_change_nothing() -> None:
     for recorded in j.records:
         again = evolve(again, recorded)
     assert again == j.state
+
+
+@pytest.mark.parametrize("completed_by", ["agent", "timer"])
+def test_a_pause_asked_during_a_call_starts_when_the_wrap_up_ends(completed_by: str) -> None:
+    j = reach(AgentStatus.ON_CALL)
+    [requested] = j.do(Pause("lunch", CODES))
+    assert isinstance(requested, AgentPauseRequested) and requested.code == "lunch"
+    assert j.state.status is AgentStatus.ON_CALL and j.state.pending_pause == "lunch"
+    j.do(EndCall("c-1", wrap_up_s=30))
+    assert j.state.status is AgentStatus.WRAP_UP
+    events = j.do(CompleteWrapUp(completed_by=completed_by))  # type: ignore[arg-type]
+    assert [type(e).__name__ for e in events] == ["WrapUpCompleted", "AgentPaused"]
+    assert (j.state.status, j.state.pause_code, j.state.pending_pause) == (
+        AgentStatus.PAUSED,
+        "lunch",
+        None,
+    )
+
+
+def test_a_pause_asked_while_reserved_is_taken_if_the_call_never_connects() -> None:
+    j = reach(AgentStatus.RESERVED)
+    j.do(Pause("break", CODES))
+    j.do(ReleaseReservation("c-1"))
+    assert (j.state.status, j.state.pause_code) == (AgentStatus.PAUSED, "break")
+
+
+def test_an_unknown_pause_code_is_refused_during_a_call_too() -> None:
+    j = reach(AgentStatus.ON_CALL)
+    with pytest.raises(UnknownPauseCodeError):
+        j.do(Pause("nap", CODES))

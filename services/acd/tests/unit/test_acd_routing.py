@@ -57,6 +57,9 @@ from plateau_contracts.events.routing import (
     RoutingFailed,
     RoutingFailure,
 )
+from plateau_contracts.events.routing import (
+    CallAnswered as AnsweredFromQueue,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -179,7 +182,13 @@ def test_ring_no_answer_requeues_at_the_head_and_pauses_the_agent() -> None:
         CallRequeued(
             queue_id="q-support", call_id="c-1", agent_id="a-1", reason=RequeueReason.RING_NO_ANSWER
         ),
-        AgentNotResponding(agent_id="a-1", call_id="c-1", queue_id="q-support", ring_timeout_s=15),
+        AgentNotResponding(
+            agent_id="a-1",
+            call_id="c-1",
+            queue_id="q-support",
+            ring_timeout_s=15,
+            reason="ring_no_answer",
+        ),
     ]
     assert [c.call_id for c in ledger.state.queues["q-support"].calls] == ["c-1", "c-2"]
     assert ledger.state.agents["a-1"].status is AgentStatus.NOT_RESPONDING
@@ -234,7 +243,14 @@ def test_answer_then_hang_up_then_wrap_up_timer() -> None:
     ledger.login(0, "a-1")
     ledger.arrive(1, "c-1", "c-2")
     assert ledger.run(CallAnswered("c-1", "a-1", at(5))) == [
-        AgentBecameBusy(agent_id="a-1", call_id="c-1", queue_id="q-support", direction="inbound")
+        AnsweredFromQueue(
+            queue_id="q-support",
+            call_id="c-1",
+            agent_id="a-1",
+            waited_ms=4000,
+            within_service_level=True,
+        ),
+        AgentBecameBusy(agent_id="a-1", call_id="c-1", queue_id="q-support", direction="inbound"),
     ]
     assert ledger.state.queue_of("c-1") is None
     assert ledger.run(CallHungUp("c-1", at(65))) == [

@@ -44,6 +44,23 @@ class AgentEvent(StreamedEvent):
 
 
 @event
+class AgentConfigured(AgentEvent):
+    """An agent was declared by configuration: name, usual extension and skills."""
+
+    event_type: ClassVar[str] = "agent.configured"
+    name: str = Field(description="Display name.", examples=["Aline M."])
+    extension: str = Field(description="Default SIP extension.", examples=["1001"])
+    skills: tuple[Skill, ...] = Field(default=(), description="Skills, used when a login has none.")
+
+
+@event
+class AgentRemoved(AgentEvent):
+    """An agent was removed from the configuration and may no longer log in."""
+
+    event_type: ClassVar[str] = "agent.removed"
+
+
+@event
 class AgentLoggedIn(AgentEvent):
     """An agent logged in on an extension; not yet available for calls."""
 
@@ -83,6 +100,17 @@ class AgentPaused(AgentEvent):
 
 
 @event
+class AgentPauseRequested(AgentEvent):
+    """An agent asked for a pause while holding a call; it starts when the call's wrap-up ends."""
+
+    event_type: ClassVar[str] = "agent.pause_requested"
+    code: str = Field(
+        min_length=1, description="Tenant-defined pause code to take.", examples=["lunch"]
+    )
+    paused_by: Literal["agent", "supervisor"] = Field(description="Who asked for the pause.")
+
+
+@event
 class AgentNotResponding(AgentEvent):
     """An agent let an offered call ring out and was paused as ``not_responding``."""
 
@@ -90,6 +118,11 @@ class AgentNotResponding(AgentEvent):
     call_id: str = Field(description="The call that rang out.")
     queue_id: Ident | None = Field(default=None, description="Queue the call came from.")
     ring_timeout_s: int = Field(ge=1, description="Ring timeout that expired.", examples=[15])
+    reason: Literal["ring_no_answer", "rejected", "unreachable"] | None = Field(
+        default=None,
+        description="What the softphone did: rang out, refused (busy, declined) or could not "
+        "be reached; null in events recorded before this field existed.",
+    )
 
 
 @event

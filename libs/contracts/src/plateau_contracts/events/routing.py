@@ -66,6 +66,18 @@ class RoutingCandidate(BaseModel):
     skill_level: int | None = Field(
         default=None, ge=0, description="Agent's level in the queue's main skill, if skill-based."
     )
+    calls_today: int | None = Field(
+        default=None, ge=0, description="Calls the agent took today (tenant-local day), if known."
+    )
+
+
+class SkillMinimum(BaseModel):
+    """The lowest level of a skill a queue accepts."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(min_length=1, description="Skill name.", examples=["french"])
+    min_level: int = Field(ge=1, le=10, description="Lowest level accepted.", examples=[3])
 
 
 class QueueEvent(StreamedEvent):
@@ -139,6 +151,18 @@ class CallRequeued(QueuedCallEvent):
     reason: RequeueReason = Field(description="Why the reservation failed.")
     at_head: bool = Field(
         default=True, description="Whether the call went back at the head of the queue."
+    )
+
+
+@event
+class CallAnswered(QueuedCallEvent):
+    """The call left its queue answered: the agent picked up (service level and ASA)."""
+
+    event_type: ClassVar[str] = "call.answered"
+    agent_id: Ident = Field(description="Agent who answered.")
+    waited_ms: Millis = Field(description="Time in this queue until the answer (ASA).")
+    within_service_level: bool = Field(
+        description="Whether it was answered within the queue's service-level threshold."
     )
 
 
@@ -229,6 +253,20 @@ class QueueConfigured(QueueEvent):
     service_level_target: float = Field(
         ge=0, le=1, description="Target share answered within the threshold.", examples=[0.8]
     )
+    skill_levels: tuple[SkillMinimum, ...] | None = Field(
+        default=None,
+        description="Minimum level of required skills; a skill not listed (or null): level 1.",
+    )
+    priority: int | None = Field(
+        default=None,
+        ge=0,
+        le=100,
+        description="Priority across queues sharing agents (higher first); null: 0.",
+    )
+    final_action: Literal["hang_up"] | None = Field(
+        default=None,
+        description="What happens past `max_wait_s` without an overflow queue; null: hang up.",
+    )
 
 
 @event
@@ -243,3 +281,39 @@ class EntryPointMapped(StreamedEvent):
     dnis: str = Field(description="Dialled number.", examples=["+242053000100"])
     queue_id: Ident = Field(description="Queue its calls are routed to.")
     name: str | None = Field(default=None, description="Display name of the entry point.")
+
+
+@event
+class EntryPointUnmapped(StreamedEvent):
+    """A dialled number no longer leads to a queue; its calls fail routing as unknown."""
+
+    event_type: ClassVar[str] = "entry_point.unmapped"
+    topic: ClassVar[str] = Topic.ROUTING
+    stream_prefix: ClassVar[str] = "entrypoint"
+    stream_key: ClassVar[str] = "dnis"
+
+    dnis: str = Field(description="Dialled number.", examples=["+242053000100"])
+
+
+@event
+class TenantConfigured(StreamedEvent):
+    """A configuration file was applied to a tenant: its name, time zone and pause codes.
+
+    Recorded last in each application, after the queue, entry-point and agent facts it
+    brought, so ``config_version`` names a complete configuration.
+    """
+
+    event_type: ClassVar[str] = "tenant.configured"
+    topic: ClassVar[str] = Topic.ROUTING
+    stream_prefix: ClassVar[str] = "tenant"
+    stream_key: ClassVar[str] = "tenant_id"
+
+    tenant_id: Ident = Field(description="Tenant (the stream is `tenant-<tenant_id>`).")
+    name: str = Field(description="Display name.", examples=["MNO customer service"])
+    time_zone: str = Field(description="IANA time zone.", examples=["Africa/Brazzaville"])
+    pause_codes: tuple[str, ...] = Field(description="Pause codes agents may choose.")
+    config_version: int = Field(ge=1, description="1 for the first application, then +1 each.")
+    config_sha256: str = Field(
+        pattern=r"^[0-9a-f]{64}$", description="Digest of the applied tenant section."
+    )
+    source: str | None = Field(default=None, description="Name of the file applied.")

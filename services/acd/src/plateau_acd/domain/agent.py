@@ -11,10 +11,11 @@ States and the commands each allows (``TRANSITIONS``)::
 
     logged_out      Login
     available       Reserve, Pause, Logout
-    reserved        Connect, ReleaseReservation, MarkNotResponding, EndCall, Logout
+    reserved        Connect, ReleaseReservation, MarkNotResponding, EndCall, Logout,
+                    Pause (taken when the call is over)
     ringing         (same as reserved)
-    on_call         EndCall
-    wrap_up         CompleteWrapUp, Logout
+    on_call         EndCall, Pause (taken when the wrap-up ends)
+    wrap_up         CompleteWrapUp, Logout, Pause (taken when the wrap-up ends)
     paused          SetAvailable, Pause (change code), Logout
     not_responding  SetAvailable, Pause, Logout
 
@@ -45,6 +46,7 @@ from plateau_contracts.events.agents import (
     AgentLoggedOut,
     AgentNotResponding,
     AgentPaused,
+    AgentPauseRequested,
     AgentReserved,
     Skill,
     WrapUpCompleted,
@@ -58,6 +60,7 @@ T = TypeVar("T")
 
 LogoutReason = Literal["requested", "supervisor", "extension_unregistered", "session_expired"]
 Direction = Literal["inbound", "outbound"]
+NotRespondingReason = Literal["ring_no_answer", "rejected", "unreachable"]
 
 
 @dataclass(frozen=True)
@@ -129,6 +132,9 @@ class AgentState:
     call_id: str | None = None  # the one call held (reserved, ringing, on call, wrap-up)
     queue_id: str | None = None
     pause_code: str | None = None
+    #: A pause asked for while holding a call: taken instead of availability afterwards.
+    pending_pause: str | None = None
+    pending_paused_by: Literal["agent", "supervisor"] = "agent"
     wrap_up_s: int | None = None  # timer of the current wrap-up; None: until completed
     calls_today: int = 0
     calls_day: date | None = None  # the tenant-local day ``calls_today`` counts
@@ -172,12 +178,14 @@ class AgentState:
 
 @dataclass(frozen=True)
 class Login:
-    """Start a session on an extension; available at once, or paused with ``pause_code``."""
+    """Start a session on an extension; available at once, or paused with ``pause_code``,
+    or (``ready=False``, as the agent desk does) logged in but not yet available."""
 
     extension: str
     skills: tuple[Skill, ...] = ()
     pause_code: str | None = None
     allowed_pause_codes: frozenset[str] = frozenset()
+    ready: bool = True
 
 
 @dataclass(frozen=True)
@@ -230,6 +238,7 @@ class MarkNotResponding:
 
     call_id: str
     ring_timeout_s: int
+    reason: NotRespondingReason = "ring_no_answer"
 
 
 @dataclass(frozen=True)
@@ -266,6 +275,7 @@ Event = (
     | AgentLoggedOut
     | AgentBecameAvailable
     | AgentPaused
+    | AgentPauseRequested
     | AgentNotResponding
     | AgentReserved
     | AgentBecameBusy
@@ -277,7 +287,7 @@ Event = (
 Fact = Event | AgentRinging
 
 _WITH_CALL: frozenset[type[Command]] = frozenset(
-    {Connect, ReleaseReservation, MarkNotResponding, EndCall, Logout}
+    {Connect, ReleaseReservation, MarkNotResponding, EndCall, Logout, Pause}
 )
 
 #: The only legal transitions: the commands each state allows.
@@ -286,8 +296,8 @@ TRANSITIONS: Mapping[AgentStatus, frozenset[type[Command]]] = {
     AgentStatus.AVAILABLE: frozenset({Reserve, Pause, Logout}),
     AgentStatus.RESERVED: _WITH_CALL,
     AgentStatus.RINGING: _WITH_CALL,
-    AgentStatus.ON_CALL: frozenset({EndCall}),
-    AgentStatus.WRAP_UP: frozenset({CompleteWrapUp, Logout}),
+    AgentStatus.ON_CALL: frozenset({EndCall, Pause}),
+    AgentStatus.WRAP_UP: frozenset({CompleteWrapUp, Logout, Pause}),
     AgentStatus.PAUSED: frozenset({SetAvailable, Pause, Logout}),
     AgentStatus.NOT_RESPONDING: frozenset({SetAvailable, Pause, Logout}),
 }
@@ -332,6 +342,12 @@ def _decide_session(
             return [AgentBecameAvailable(agent_id=agent_id)]
         case Pause():
             _check_pause_code(command.code, command.allowed_pause_codes)
+            if state.status in HOLDING_A_CALL or state.status is AgentStatus.WRAP_UP:
+                return [
+                    AgentPauseRequested(
+                        agent_id=agent_id, code=command.code, paused_by=command.paused_by
+                    )
+                ]
             return [AgentPaused(agent_id=agent_id, code=command.code, paused_by=command.paused_by)]
         case Reserve():
             return [
@@ -358,7 +374,7 @@ def _decide_call(
             ]
         case ReleaseReservation():
             _check_call(state, command)
-            return [AgentBecameAvailable(agent_id=agent_id)]
+            return [_free_again(state)]
         case MarkNotResponding():
             _check_call(state, command)
             return [
@@ -367,13 +383,14 @@ def _decide_call(
                     call_id=command.call_id,
                     queue_id=state.queue_id,
                     ring_timeout_s=command.ring_timeout_s,
+                    reason=command.reason,
                 )
             ]
         case EndCall():
             _check_call(state, command)
             if state.status is not AgentStatus.ON_CALL:
                 # The caller left before the agent answered: nothing to wrap up.
-                return [AgentBecameAvailable(agent_id=agent_id)]
+                return [_free_again(state)]
             return [
                 WrapUpStarted(
                     agent_id=agent_id,
@@ -390,9 +407,18 @@ def _decide_call(
                     disposition=command.disposition,
                     completed_by=command.completed_by,
                 ),
-                AgentBecameAvailable(agent_id=agent_id),
+                _free_again(state),
             ]
     raise TypeError(f"not an agent command: {command!r}")  # pragma: no cover
+
+
+def _free_again(state: AgentState) -> AgentBecameAvailable | AgentPaused:
+    """What follows a call: availability, or the pause asked for during it."""
+    if state.pending_pause is not None:
+        return AgentPaused(
+            agent_id=state.agent_id, code=state.pending_pause, paused_by=state.pending_paused_by
+        )
+    return AgentBecameAvailable(agent_id=state.agent_id)
 
 
 def _decide_login(state: AgentState, command: Login) -> list[Event]:
@@ -400,6 +426,8 @@ def _decide_login(state: AgentState, command: Login) -> list[Event]:
         agent_id=state.agent_id, extension=command.extension, skills=command.skills
     )
     if command.pause_code is None:
+        if not command.ready:
+            return [logged_in]
         return [logged_in, AgentBecameAvailable(agent_id=state.agent_id)]
     _check_pause_code(command.pause_code, command.allowed_pause_codes)
     return [
@@ -453,7 +481,13 @@ def evolve(state: AgentState, recorded: Recorded[Fact]) -> AgentState:
 
 def _apply(state: AgentState, fact: Event, at: datetime) -> AgentState:
     match fact:
-        case AgentReserved() | AgentBecameBusy() | WrapUpStarted() | WrapUpCompleted():
+        case (
+            AgentReserved()
+            | AgentBecameBusy()
+            | WrapUpStarted()
+            | WrapUpCompleted()
+            | AgentPauseRequested()
+        ):
             return _apply_call(state, fact, at)
     match fact:
         case AgentLoggedIn():
@@ -478,7 +512,7 @@ def _apply(state: AgentState, fact: Event, at: datetime) -> AgentState:
 
 def _apply_call(
     state: AgentState,
-    fact: AgentReserved | AgentBecameBusy | WrapUpStarted | WrapUpCompleted,
+    fact: AgentReserved | AgentBecameBusy | WrapUpStarted | WrapUpCompleted | AgentPauseRequested,
     at: datetime,
 ) -> AgentState:
     match fact:
@@ -502,11 +536,13 @@ def _apply_call(
         case WrapUpCompleted():
             # Leaves wrap-up; the availability or pause that follows sets the next state.
             return replace(state, wrap_up_s=None)
+        case AgentPauseRequested():
+            return replace(state, pending_pause=fact.code, pending_paused_by=fact.paused_by)
     raise TypeError(f"not an agent fact: {fact!r}")  # pragma: no cover
 
 
 def _without_call(state: AgentState) -> AgentState:
-    return replace(state, call_id=None, queue_id=None, wrap_up_s=None)
+    return replace(state, call_id=None, queue_id=None, wrap_up_s=None, pending_pause=None)
 
 
 def _enter(state: AgentState, status: AgentStatus, at: datetime) -> AgentState:

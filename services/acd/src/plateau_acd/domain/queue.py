@@ -26,12 +26,14 @@ from plateau_contracts.events.agents import AgentBecameBusy
 from plateau_contracts.events.routing import (
     CallAbandoned,
     CallAgentReserved,
+    CallAnswered,
     CallOverflowed,
     CallQueued,
     CallRequeued,
     QueueConfigured,
     RoutingFailed,
     RoutingFailure,
+    SkillMinimum,
 )
 
 Direction = Literal["inbound", "outbound"]
@@ -81,19 +83,24 @@ class QueueConfig:
 
     @classmethod
     def from_event(cls, event: QueueConfigured, priority: int = 0) -> QueueConfig:
-        """The configuration a ``queue.configured`` fact records (levels default to 1)."""
+        """The configuration a ``queue.configured`` fact records (levels default to 1;
+        ``priority`` applies when the fact has none)."""
+        levels = {s.name: s.min_level for s in event.skill_levels or ()}
         return cls(
             queue_id=event.queue_id,
             name=event.name,
             strategy=Strategy(event.strategy),
-            required_skills=tuple(SkillRequirement(name) for name in event.required_skills),
+            required_skills=tuple(
+                SkillRequirement(name, levels.get(name, 1)) for name in event.required_skills
+            ),
             service_level_threshold_s=event.service_level_threshold_s,
             service_level_target=event.service_level_target,
             wrap_up_s=event.wrap_up_s,
             ring_timeout_s=event.ring_timeout_s,
             max_wait_s=event.max_wait_s,
             overflow_queue_id=event.overflow_queue_id,
-            priority=priority,
+            final_action=FinalAction(event.final_action or FinalAction.HANG_UP),
+            priority=priority if event.priority is None else event.priority,
         )
 
     def to_event(self) -> QueueConfigured:
@@ -109,6 +116,13 @@ class QueueConfig:
             overflow_queue_id=self.overflow_queue_id,
             service_level_threshold_s=self.service_level_threshold_s,
             service_level_target=self.service_level_target,
+            skill_levels=tuple(
+                SkillMinimum(name=skill.name, min_level=skill.min_level)
+                for skill in self.required_skills
+                if skill.min_level > 1
+            ),
+            priority=self.priority,
+            final_action=self.final_action.value,
         )
 
 
@@ -178,6 +192,7 @@ class QueueState:
 QueueFact = (
     QueueConfigured
     | CallQueued
+    | CallAnswered
     | CallAgentReserved
     | CallRequeued
     | CallAbandoned
@@ -204,15 +219,23 @@ def evolve(state: QueueState, recorded: Recorded[QueueFact]) -> QueueState:
             return replace(new, round_robin_cursor=fact.agent_id)
         case CallRequeued():
             return _requeued(state, fact)
-        case CallAbandoned() | CallOverflowed() | RoutingFailed() | AgentBecameBusy():
+        case (
+            CallAnswered()
+            | CallAbandoned()
+            | CallOverflowed()
+            | RoutingFailed()
+            | AgentBecameBusy()
+        ):
             return _remove(state, fact.call_id)
     raise TypeError(f"not a queue fact: {fact!r}")  # pragma: no cover
 
 
 def _reconfigured(old: QueueConfig, fact: QueueConfigured) -> QueueConfig:
-    # ``queue.configured`` has no skill levels, queue priority or final action: keep the
-    # ones already known (from the configuration file) rather than reset them.
+    # Facts recorded before ``queue.configured`` carried skill levels, queue priority and
+    # final action leave them out: keep the ones already known rather than reset them.
     new = QueueConfig.from_event(fact, old.priority)
+    if fact.skill_levels is not None:
+        return new
     levels = {skill.name: skill.min_level for skill in old.required_skills}
     skills = tuple(
         SkillRequirement(skill.name, levels.get(skill.name, 1)) for skill in new.required_skills

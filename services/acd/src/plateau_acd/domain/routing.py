@@ -47,6 +47,7 @@ from plateau_contracts.events.agents import (
     AgentLoggedOut,
     AgentNotResponding,
     AgentPaused,
+    AgentPauseRequested,
     AgentReserved,
     WrapUpCompleted,
     WrapUpStarted,
@@ -65,6 +66,9 @@ from plateau_contracts.events.routing import (
     RoutingFailed,
     RoutingFailure,
 )
+from plateau_contracts.events.routing import (
+    CallAnswered as AnsweredFromQueue,
+)
 
 Direction = Literal["inbound", "outbound"]
 T = TypeVar("T")
@@ -73,6 +77,7 @@ T = TypeVar("T")
 Decision = (
     agents.Event
     | CallQueued
+    | AnsweredFromQueue
     | CallAgentReserved
     | CallRequeued
     | CallAbandoned
@@ -88,12 +93,20 @@ _AGENT_EVENTS = (
     AgentLoggedOut,
     AgentBecameAvailable,
     AgentPaused,
+    AgentPauseRequested,
     AgentNotResponding,
     AgentReserved,
     AgentBecameBusy,
     WrapUpStarted,
     WrapUpCompleted,
 )
+
+
+_NOT_RESPONDING: Mapping[RequeueReason, agents.NotRespondingReason] = {
+    RequeueReason.RING_NO_ANSWER: "ring_no_answer",
+    RequeueReason.AGENT_REJECTED: "rejected",
+    RequeueReason.AGENT_UNREACHABLE: "unreachable",
+}
 
 
 # -- state ------------------------------------------------------------------------------
@@ -370,13 +383,27 @@ class _Run:
 
     def answer(self, trigger: CallAnswered) -> None:
         agent = self.state.agent(trigger.agent_id)
-        if self._reserved(trigger.call_id, agent.agent_id) is None:
+        found = self._reserved(trigger.call_id, agent.agent_id)
+        if found is None:
             return  # the reservation is gone (requeued, abandoned): a late answer
         if agent.call_id != trigger.call_id or agent.status not in agents.HOLDING_A_CALL:
             return
-        self.emit(*agents.decide(agent, agents.Connect(trigger.call_id, trigger.direction)))
+        queue, call = found
+        waited = call.waited_ms(self.at)
+        connected = agents.decide(agent, agents.Connect(trigger.call_id, trigger.direction))
+        self.emit(
+            AnsweredFromQueue(
+                queue_id=queue.queue_id,
+                call_id=call.call_id,
+                agent_id=agent.agent_id,
+                waited_ms=waited,
+                within_service_level=waited <= queue.config.service_level_threshold_s * 1000,
+            ),
+            *connected,
+        )
 
     def release(self, call_id: str, agent_id: str, reason: RequeueReason) -> None:
+        why: agents.NotRespondingReason = _NOT_RESPONDING.get(reason, "rejected")
         found = self._reserved(call_id, agent_id)
         if found is None:
             return  # not (or no longer) reserved for this agent: a duplicate
@@ -386,7 +413,9 @@ class _Run:
         if agent.call_id != call_id:
             return
         self.emit(
-            *agents.decide(agent, agents.MarkNotResponding(call_id, queue.config.ring_timeout_s))
+            *agents.decide(
+                agent, agents.MarkNotResponding(call_id, queue.config.ring_timeout_s, why)
+            )
         )
 
     def leg_failed(self, trigger: AgentLegFailed) -> None:

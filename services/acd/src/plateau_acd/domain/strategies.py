@@ -164,7 +164,11 @@ def _candidate(
     agent: AgentState, now: datetime, score: float, skill_level: int | None = None
 ) -> RoutingCandidate:
     return RoutingCandidate(
-        agent_id=agent.agent_id, score=score, idle_ms=agent.idle_ms(now), skill_level=skill_level
+        agent_id=agent.agent_id,
+        score=score,
+        idle_ms=agent.idle_ms(now),
+        skill_level=skill_level,
+        calls_today=agent.calls_on(agent.local_day(now)),
     )
 
 

@@ -1,0 +1,293 @@
+"""Inbound calls through the whole path with the real acd, next to sipp talking to sipp.
+
+Run from the checkout:  .venv/bin/python bench/inbound_e2e.py [RATE ...]
+
+Starts the embedded PostgreSQL and broker in a temp dir, the sip-gateway and the acd as
+their own processes (``python -m plateau_sip_gateway``, ``python -m plateau_acd``), one
+``sipp -sn uas`` answering for AGENTS extensions registered with digest auth, configures a
+tenant with ``python -m plateau_acd.configure``, logs the agents in through ``AgentDesk``
+and makes them available (no wrap-up). For each rate (calls/s, default 20 50 100) sipp
+plays the carrier for ``SECONDS`` and the bench prints achieved calls/s, failed calls,
+post-dial delay (INVITE -> 180) p50/p99, and queue-to-agent p50/p99 (``waited_ms`` of the
+acd's ``call.agent_reserved``: from ``call.queued`` to the reservation); then the same
+carrier scenario against ``sipp -sn uas`` directly (the baseline). Figures only: nothing
+here asserts a speed. Needs ``sipp``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+from sip_inbound import (
+    REGISTER,
+    SECONDS,
+    TALK_MS,
+    carrier_run,
+    free_both,
+    free_port,
+    make_work_dir,
+    percentile,
+    platform,
+    sipp,
+    sipp_binary,
+    spawn_gateway,
+)
+
+from plateau_contracts.grpc.agents.v1 import agent_desk_pb2 as desk
+from plateau_contracts.grpc.agents.v1 import agent_desk_pb2_grpc as desk_grpc
+from plateau_runtime.db import connect, create_pool
+from plateau_runtime.embedded import EmbeddedBroker
+from plateau_runtime.migrations import ServiceSchema, migrate, role_dsn
+from plateau_runtime.services import service
+
+AGENTS = 60
+TENANT = "bench"
+EXTENSIONS = [str(2000 + n) for n in range(AGENTS)]
+
+
+async def migrated(admin_dsn: str, schema: ServiceSchema) -> str:
+    password = secrets.token_urlsafe(16)
+    admin = await connect(admin_dsn)
+    try:
+        await migrate(admin, schema, password)
+    finally:
+        await admin.close()
+    return role_dsn(admin_dsn, schema, password)
+
+
+def wait_port(port: int, process: subprocess.Popen[bytes], what: str, log: Path) -> None:
+    deadline = time.monotonic() + 30
+    while True:
+        if process.poll() is not None:
+            sys.exit(f"{what} exited: see {log}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port)):
+            return
+        if time.monotonic() > deadline:
+            sys.exit(f"{what} did not start within 30 s: see {log}")
+        time.sleep(0.1)
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+def tenant_file(work: Path) -> Path:
+    path = work / "tenant.json"
+    path.write_text(
+        json.dumps(
+            {
+                "tenants": [
+                    {
+                        "id": TENANT,
+                        "name": "Bench",
+                        "queues": [{"id": "q-bench", "name": "Bench", "wrap_up_s": 0}],
+                        "entry_points": [{"dnis": "+242053000100", "queue": "q-bench"}],
+                        "agents": [{"id": f"a-{e}", "name": e, "extension": e} for e in EXTENSIONS],
+                    }
+                ]
+            }
+        )
+    )
+    return path
+
+
+def start_acd(env: dict[str, str], work: Path) -> subprocess.Popen[bytes]:
+    """Configure the bench tenant with the acd's tool, then start the acd."""
+    subprocess.run(
+        [sys.executable, "-m", "plateau_acd.configure", "apply", str(tenant_file(work))],
+        env=env,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    with (work / "acd.log").open("wb") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "plateau_acd"], env=env, stdout=out, stderr=out
+        )
+
+
+@contextlib.asynccontextmanager
+async def processes(
+    admin_dsn: str, broker: EmbeddedBroker, work: Path, password: str
+) -> AsyncIterator[tuple[int, int, str]]:
+    """Gateway and acd running; yields the SIP port, the acd's gRPC port, the acd's DSN."""
+    gateway_dsn = await migrated(admin_dsn, ServiceSchema("sip_gateway", None))
+    acd_dsn = await migrated(admin_dsn, service("acd").service_schema())
+    (work / "trunks.json").write_text(
+        json.dumps(
+            {
+                "trunks": [
+                    {
+                        "name": "carrier",
+                        "tenant": TENANT,
+                        "source_networks": ["127.0.0.1/32"],
+                        "entry_points": {"+242053000100": "sales"},
+                        "capacity": {"kind": "calls", "max_calls": 5000},
+                        "options_interval_s": 0,
+                    }
+                ]
+            }
+        )
+    )
+    (work / "extensions.json").write_text(json.dumps(dict.fromkeys(EXTENSIONS, password)))
+    sip_port, gw_grpc, acd_grpc = free_both(), *(free_port(socket.SOCK_STREAM) for _ in "ab")
+    base = {k: v for k, v in os.environ.items() if not k.startswith("PLATEAU_")}
+    base |= {
+        "PLATEAU_KAFKA_BOOTSTRAP": broker.bootstrap,
+        "PLATEAU_LOG_LEVEL": "warning",
+        "PLATEAU_LOG_FORMAT": "json",
+        "PYTHONUNBUFFERED": "1",
+    }
+    gateway = spawn_gateway(
+        base
+        | {
+            "PLATEAU_HOME": str(work / "home"),
+            "PLATEAU_DATABASE_URL": gateway_dsn,
+            "PLATEAU_GRPC_PORT": str(gw_grpc),
+            "PLATEAU_SIP_PORT": str(sip_port),
+            "PLATEAU_SIP_TRUNKS_FILE": str(work / "trunks.json"),
+            "PLATEAU_SIP_EXTENSIONS_FILE": str(work / "extensions.json"),
+            "PLATEAU_SIP_TENANT": TENANT,
+        },
+        work / "gateway.log",
+    )
+    acd_env = base | {
+        "PLATEAU_DATABASE_URL": acd_dsn,
+        "PLATEAU_GRPC_PORT": str(acd_grpc),
+        "PLATEAU_CALL_CONTROL_TARGET": f"127.0.0.1:{gw_grpc}",
+    }
+    acd = start_acd(acd_env, work)
+    try:
+        wait_port(gw_grpc, gateway, "the gateway", work / "gateway.log")
+        wait_port(acd_grpc, acd, "the acd", work / "acd.log")
+        await asyncio.sleep(1.0)
+        yield sip_port, acd_grpc, acd_dsn
+    finally:
+        stop(acd)
+        stop(gateway)
+
+
+async def agents_ready(
+    work: Path, sip_port: int, acd_grpc: int, password: str
+) -> asyncio.subprocess.Process:
+    """Register every extension on one sipp UAS, log each agent in, make it available;
+    the UAS process (kill it when done)."""
+    agent_port = free_port()
+    uas = await asyncio.create_subprocess_exec(
+        sipp_binary(),
+        *["-sn", "uas", "-i", "127.0.0.1", "-p", str(agent_port), "-nostdin"],
+        *["-mp", str(free_port())],
+        cwd=work,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    for extension in EXTENSIONS:
+        register = work / "register.xml"
+        register.write_text(
+            REGISTER.replace("EXT", extension)
+            .replace("PORT", str(agent_port))
+            .replace("PASSWORD", password)
+        )
+        await sipp(
+            ["-sf", str(register), "-m", "1", f"127.0.0.1:{sip_port}", "-p", str(free_port())],
+            work,
+        )
+    metadata = (("x-plateau-tenant", TENANT),)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{acd_grpc}") as channel:
+        stub = desk_grpc.AgentDeskStub(channel)
+        for extension in EXTENSIONS:
+            agent_id = f"a-{extension}"
+            await stub.Login(desk.LoginRequest(agent_id=agent_id), metadata=metadata)
+            await stub.SetAvailable(desk.SetAvailableRequest(agent_id=agent_id), metadata=metadata)
+    return uas
+
+
+async def queue_to_agent(acd_dsn: str, after: int) -> tuple[list[float], int]:
+    """``waited_ms`` of the reservations recorded after ``after``; the last position."""
+    pool = await create_pool(acd_dsn, max_size=1)
+    try:
+        rows = await pool.fetch(
+            "select position, data from events where type = 'call.agent_reserved' "
+            "and position > $1 order by position",
+            after,
+        )
+        last = await pool.fetchval("select coalesce(max(position), 0) from events")
+    finally:
+        await pool.close()
+    return [float(r["data"]["waited_ms"]) for r in rows], int(last)
+
+
+async def main(rates: list[int]) -> None:
+    work = make_work_dir()
+    password = secrets.token_urlsafe(12)
+    print(
+        f"inbound calls through gateway + acd, {SECONDS} s per rate, {TALK_MS} ms talk, "
+        f"{AGENTS} agents; PDD = INVITE -> 180; Q->A = call.queued -> call.agent_reserved"
+    )
+    header = (
+        f"{'path':<24}{'rate':>6}{'calls/s':>9}{'failed':>8}{'PDD p50':>9}{'p99':>8}"
+        f"{'Q->A p50':>10}{'p99':>8}"
+    )
+    with platform(work) as (admin_dsn, broker):
+        async with processes(admin_dsn, broker, work, password) as (sip_port, acd_grpc, acd_dsn):
+            uas = await agents_ready(work, sip_port, acd_grpc, password)
+            _, position = await queue_to_agent(acd_dsn, 0)
+            print(header)
+            for rate in rates:
+                ok, failed, seconds, delays = await carrier_run(f"127.0.0.1:{sip_port}", rate, work)
+                await asyncio.sleep(2)  # the last reservations are recorded
+                waits, position = await queue_to_agent(acd_dsn, position)
+                print(
+                    f"{'sipp->gw->acd->sipp':<24}{rate:>6}{ok / seconds:>9.1f}{failed:>8}"
+                    f"{percentile(delays, 50):>9.1f}{percentile(delays, 99):>8.1f}"
+                    f"{percentile(waits, 50):>10.1f}{percentile(waits, 99):>8.1f}",
+                    flush=True,
+                )
+            uas.kill()
+            await uas.wait()
+        baseline_port = free_both()
+        uas = await asyncio.create_subprocess_exec(
+            sipp_binary(),
+            *["-sn", "uas", "-i", "127.0.0.1", "-p", str(baseline_port), "-nostdin"],
+            *["-mp", str(free_port())],
+            cwd=work,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        try:
+            for rate in rates:
+                ok, failed, seconds, delays = await carrier_run(
+                    f"127.0.0.1:{baseline_port}", rate, work
+                )
+                print(
+                    f"{'sipp->sipp (baseline)':<24}{rate:>6}{ok / seconds:>9.1f}{failed:>8}"
+                    f"{percentile(delays, 50):>9.1f}{percentile(delays, 99):>8.1f}"
+                    f"{'-':>10}{'-':>8}",
+                    flush=True,
+                )
+        finally:
+            uas.kill()
+            await uas.wait()
+    print(f"logs: {work}")
+
+
+if __name__ == "__main__":
+    chosen = [int(arg) for arg in sys.argv[1:]] or [20, 50, 100]
+    asyncio.run(main(chosen))
