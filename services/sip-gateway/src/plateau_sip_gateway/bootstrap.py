@@ -103,7 +103,7 @@ class Gateway:
         settings = self.settings
         port = await media_from_settings(settings.sip_rtpengine_enabled, settings.sip_rtpengine_ng)
         media = CallMedia(port, self.media_config)
-        self.media = media
+        self.media = self.b2bua.media = media
         log.info("sip_gateway.media", description=media.description)
         for line in media.start_report():
             (log.info if media.available else log.warning)("sip_gateway.media_config", note=line)

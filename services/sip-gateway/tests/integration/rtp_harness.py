@@ -7,6 +7,7 @@ A test module uses the fixtures by importing them (``from rtp_harness import rtp
 from __future__ import annotations
 
 import asyncio
+import itertools
 import math
 import re
 import struct
@@ -157,3 +158,11 @@ def write_tone(path: Path, seconds: float, frequency: float = 440.0) -> Path:
         out.setframerate(rate)
         out.writeframes(frames)
     return path
+
+
+def nearest_tone(packet: Rtp, tones: tuple[int, ...]) -> int:
+    """Which of ``tones`` (Hz) a 20 ms PCMU frame carries: its samples change sign twice per
+    period, so a frame of a pure tone of f Hz has f / 25 sign changes."""
+    signs = [byte & 0x80 for byte in packet.payload]
+    changes = sum(1 for a, b in itertools.pairwise(signs) if a != b)
+    return min(tones, key=lambda hz: abs(hz / 25 - changes))

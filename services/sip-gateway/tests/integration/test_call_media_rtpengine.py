@@ -8,7 +8,6 @@ tests run on both media ports: what the B2BUA relies on whichever it runs with.
 from __future__ import annotations
 
 import asyncio
-import itertools
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from rtp_harness import (
     Rtp,
     RtpPeer,
     media_port_of,
+    nearest_tone,
     peers,
     phone_sdp,
     rtp_packet,
@@ -98,16 +98,8 @@ def call_id(request: pytest.FixtureRequest) -> str:
     return f"{request.node.name}@plateau.test"
 
 
-def sign_changes(frame: bytes) -> int:
-    """How often a PCMU frame's samples change sign: twice per period of a tone."""
-    signs = [byte & 0x80 for byte in frame]
-    return sum(1 for a, b in itertools.pairwise(signs) if a != b)
-
-
 def tone_of(packet: Rtp) -> int:
-    """The tone a 20 ms PCMU frame carries, to the nearest of the test's tones."""
-    periods = sign_changes(packet.payload) / 2
-    return min((GREETING_HZ, MUSIC_HZ, MESSAGE_HZ), key=lambda hz: abs(hz / 50 - periods))
+    return nearest_tone(packet, (GREETING_HZ, MUSIC_HZ, MESSAGE_HZ))
 
 
 async def exchange(
@@ -317,11 +309,15 @@ async def test_compliance_message_reaches_the_customer_then_the_media_is_freed(
     """An outbound customer answered (their 200 carried the offer) and no agent took it."""
     media, client = anchored
     customer, _ = peers
-    for_ack = await media.answer_alone(call_id, phone_sdp(customer.port))
+    acks: list[str | None] = []
+    assert media.plays_compliance_message
+    message = media.abandon_with_message(call_id, phone_sdp(customer.port), acks.append)
+    # The B2BUA forgets the ended call meanwhile: the message's task keeps the media.
+    await media.release(call_id)
+    assert await message is True
+    (for_ack,) = acks
     assert for_ack is not None and "a=sendrecv" in for_ack
-
-    assert await media.play_compliance_and_release(call_id) is True
-    # It returned once the message had played: the call is gone from rtpengine...
+    # It ended once the message had played: the call is gone from rtpengine...
     with pytest.raises(RtpengineError, match="Unknown call-id"):
         await client.query(call_id)
     # ...and the customer received one pass of it, from the port in the ACK's SDP.
@@ -343,8 +339,10 @@ async def _rest(peer: RtpPeer) -> AsyncIterator[Rtp]:
 
 async def test_signalling_only_abandon_hangs_up_at_once(call_id: str, config: MediaConfig) -> None:
     media = CallMedia(SignallingOnlyMedia("rtpengine not enabled"), config)
-    assert await media.answer_alone(call_id, phone_sdp(5004)) is None
-    assert await media.play_compliance_and_release(call_id) is False
+    acks: list[str | None] = []
+    assert not media.plays_compliance_message
+    assert await media.abandon_with_message(call_id, phone_sdp(5004), acks.append) is False
+    assert acks == [None], "the B2BUA refuses the streams in its ACK"
 
 
 async def test_no_compliance_message_configured_hangs_up_at_once(
@@ -353,10 +351,27 @@ async def test_no_compliance_message_configured_hangs_up_at_once(
     customer, _ = peers
     async with RtpengineClient(rtpengine.ng_address) as client:
         media = CallMedia(RtpengineMedia(client), MediaConfig())
-        assert await media.answer_alone(call_id, phone_sdp(customer.port)) is not None
-        assert await media.play_compliance_and_release(call_id) is False
+        acks: list[str | None] = []
+        assert not media.plays_compliance_message
+        message = media.abandon_with_message(call_id, phone_sdp(customer.port), acks.append)
+        assert await message is False
+        assert acks == [None]
         with pytest.raises(RtpengineError, match="Unknown call-id"):
             await client.query(call_id)
+
+
+async def test_a_failed_compliance_message_still_acks_and_frees(
+    anchored: tuple[CallMedia, RtpengineClient], call_id: str
+) -> None:
+    media, client = anchored
+    acks: list[str | None] = []
+    video_only = phone_sdp(5004).replace("m=audio", "m=video")
+    with structlog.testing.capture_logs() as logs:
+        assert await media.abandon_with_message(call_id, video_only, acks.append) is False
+    assert acks == [None]
+    assert logs[0]["event"] == "sip_gateway.media.compliance_message_failed"
+    with pytest.raises(RtpengineError, match="Unknown call-id"):
+        await client.query(call_id)
 
 
 # --- what the gateway says at start ------------------------------------------------------

@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import structlog
@@ -119,6 +120,7 @@ class CallMedia:
         # arriving while the 183 is being prepared, or a hang-up during either, must find
         # the call as the previous command left it.
         self._locks: dict[str, asyncio.Lock] = {}
+        self._finishing: set[str] = set()  # outbound abandons still playing their message
 
     @property
     def available(self) -> bool:
@@ -273,40 +275,65 @@ class CallMedia:
 
     # -- outbound: the compliance message ----------------------------------------------
 
-    async def answer_alone(self, call_id: str, offer: str) -> str | None:
-        """The gateway's own answer to an outbound customer's ``offer`` (their 200, RFC 3725
-        flow): the SDP for the ACK, or None when signalling-only."""
-        if not self.available:
-            return None
-        async with self._serial(call_id):
-            return (await self._stand_in(call_id, offer)).customer_answer
+    @property
+    def plays_compliance_message(self) -> bool:
+        """Whether an abandoned outbound answer hears the compliance message."""
+        return self.available and self.config.compliance_message is not None
 
-    async def play_compliance_and_release(self, call_id: str) -> bool:
-        """Play the compliance message to the customer once, then free the call's media.
+    def abandon_with_message(
+        self, call_id: str, offer: str, send_ack: Callable[[str | None], None]
+    ) -> asyncio.Task[bool]:
+        """Answer an outbound customer's ``offer`` alone, play the message once, free the media.
 
-        Returns when the message has been heard (its length, as rtpengine reports it), so
-        the B2BUA sends its BYE next; False when there was nothing to play (signalling-only
-        or no message configured), and it returns at once.
+        For a live answer no agent took in time (the customer's 200 carried the offer, RFC
+        3725 flow I, and its ACK was held): ``send_ack`` is called once with the SDP answer
+        for the ACK, or None when there is nothing to play (signalling-only, no message, or
+        rtpengine failed; then the B2BUA refuses the streams). The task ends — True if the
+        message played — when it has been heard (its length as rtpengine reports it), so
+        the B2BUA sends its BYE then. Until then a :meth:`release` of the call (the B2BUA
+        forgetting the ended call) leaves it to this task.
         """
+        self._finishing.add(call_id)
+        return asyncio.create_task(self._abandon_with_message(call_id, offer, send_ack))
+
+    async def _abandon_with_message(
+        self, call_id: str, offer: str, send_ack: Callable[[str | None], None]
+    ) -> bool:
         message = self.config.compliance_message
-        if not self.available:
-            return False
-        async with self._serial(call_id):
+        answer: str | None = None
+        try:
+            if message is not None and self.available and offer:
+                try:
+                    async with self._serial(call_id):
+                        answer = (await self._stand_in(call_id, offer)).customer_answer
+                except (MediaError, ValueError) as error:
+                    log.warning(
+                        "sip_gateway.media.compliance_message_failed",
+                        call_id=call_id,
+                        error=str(error),
+                    )
+            send_ack(answer)
+            if answer is None or message is None:
+                return False
             try:
-                if message is None:
-                    return False
                 playback = await self.port.play(call_id, CUSTOMER, message)
-                if playback.duration is not None:
-                    await asyncio.sleep(playback.duration.total_seconds())
-                return True
-            finally:
-                await self._release(call_id)
+            except MediaError as error:
+                log.warning(
+                    "sip_gateway.media.compliance_message_failed", call_id=call_id, error=str(error)
+                )
+                return False
+            if playback.duration is not None:
+                await asyncio.sleep(playback.duration.total_seconds())
+            return True
+        finally:
+            self._finishing.discard(call_id)
+            await self.release(call_id)
 
     # -- end ---------------------------------------------------------------------------
 
     async def release(self, call_id: str) -> None:
         """Stop what plays and free the call's media in rtpengine; idempotent."""
-        if not self.available:
+        if not self.available or call_id in self._finishing:
             return
         async with self._serial(call_id):
             await self._release(call_id)

@@ -1,0 +1,396 @@
+"""The running gateway's media: sipp carries the signalling of the carrier and the agent,
+UDP sockets named in their SDP carry the audio through a real rtpengine.
+
+A queued caller gets a 183 and hears the entry point's greeting then music; when the agent
+answers, caller and agent hear each other on the port of the 183 (no re-INVITE), the call is
+recorded, and hanging up frees it in rtpengine. An outbound live answer no agent takes within
+2 s hears the compliance message, then the BYE. Without rtpengine the gateway says at start
+that it runs signalling-only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+import structlog
+from rtp_harness import (
+    LOOPBACK,
+    WAIT,
+    Rtp,
+    RtpPeer,
+    nearest_tone,
+    peers,
+    rtp_packet,
+    rtpengine,
+    write_tone,
+)
+from sip_gateway_harness import (
+    ACK_2XX,
+    DNIS,
+    INVITE,
+    SDP,
+    TENANT,
+    RunningGateway,
+    agent_answers,
+    free_port,
+    register,
+    run_sipp,
+    running_gateway,
+    start_sipp,
+    wait_until,
+    write,
+)
+
+from plateau_contracts.events.dialer import CampaignStarted, ContactAllowed
+from plateau_contracts.grpc.calls.v1 import call_control_pb2 as pb
+from plateau_runtime.testing import MigratedSchema
+from plateau_sip_gateway.config import MediaConfig, QueueMedia
+from plateau_sip_gateway.domain.trunks import TrunksConfig
+from plateau_sip_gateway.media import RtpengineClient, RtpengineError
+from plateau_sip_gateway.media.embedded import EmbeddedRtpengine
+
+pytestmark = pytest.mark.integration
+__all__ = ["peers", "rtpengine"]  # fixtures, used by name
+
+EXTENSION = "1001"
+PASSWORD = secrets.token_urlsafe(12)
+GREETING_HZ, MUSIC_HZ, MESSAGE_HZ = 400, 1000, 500
+ALLOWED = "+242066123456"
+CAMPAIGN = "cmp-media"
+
+
+def carrier_waits_with_early_media(media_port: int) -> str:
+    """Carrier: INVITE (audio at ``media_port``), 180, 183 with SDP, 200, ACK, then the
+    gateway hangs up (BYE)."""
+    return f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="carrier waits with early media">
+{INVITE.replace("[media_port]", str(media_port))}
+    <recv response="183"/>
+    <recv response="200" timeout="60000"/>
+{ACK_2XX}
+    <recv request="BYE" timeout="60000"/>
+    <send><![CDATA[
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:]
+[last_Call-ID:]
+[last_CSeq:]
+Content-Length: 0
+]]></send>
+</scenario>"""
+
+
+@pytest.fixture
+def media_config(tmp_path: Path) -> MediaConfig:
+    return MediaConfig(
+        queues={
+            "sales": QueueMedia(
+                greeting=write_tone(tmp_path / "greeting.wav", 0.6, GREETING_HZ),
+                music=write_tone(tmp_path / "music.wav", 0.4, MUSIC_HZ),
+                record=True,
+            )
+        },
+        compliance_message=write_tone(tmp_path / "compliance.wav", 0.6, MESSAGE_HZ),
+    )
+
+
+@pytest.fixture
+def customer_port() -> int:
+    return free_port()
+
+
+@pytest.fixture
+async def gw(
+    service_pool: asyncpg.Pool,
+    service_schema: MigratedSchema,
+    tmp_path: Path,
+    rtpengine: EmbeddedRtpengine,
+    media_config: MediaConfig,
+    customer_port: int,
+) -> AsyncIterator[RunningGateway]:
+    trunks = TrunksConfig.model_validate(
+        {
+            "trunks": [
+                {
+                    "name": "carrier",
+                    "tenant": TENANT,
+                    "source_networks": ["127.0.0.1/32"],
+                    "outbound": [{"host": "127.0.0.1", "port": customer_port}],
+                    "entry_points": {"+242053000100": "sales"},
+                    "capacity": {"kind": "calls", "max_calls": 10},
+                    "options_interval_s": 0,
+                }
+            ]
+        }
+    )
+    async with running_gateway(
+        service_pool,
+        tmp_path,
+        passwords={EXTENSION: PASSWORD},
+        config=trunks,
+        schema=service_schema.schema,
+        rtpengine=rtpengine.ng_address,
+        media=media_config,
+    ) as running:
+        allowlist = running.gateway.allowlist
+        allowlist.apply(CampaignStarted(campaign_id=CAMPAIGN, requested_by="supervisor"), TENANT)
+        allowlist.apply(
+            ContactAllowed(contact_id="ct-1", campaign_id=CAMPAIGN, number=ALLOWED, list_version=1),
+            TENANT,
+        )
+        yield running
+
+
+async def offered_call(gw: RunningGateway) -> str:
+    async def offered() -> bool:
+        return bool(await gw.offered_calls())
+
+    await wait_until(offered, what="call.offered")
+    (call_id,) = await gw.offered_calls()
+    return call_id
+
+
+async def from_ssrc(peer: RtpPeer, ssrc: int, count: int) -> list[Rtp]:
+    """The next ``count`` packets of the stream ``ssrc`` (others, like music, are skipped)."""
+    found: list[Rtp] = []
+    async with asyncio.timeout(WAIT):
+        while len(found) < count:
+            packet = await peer.received.get()
+            if packet.ssrc == ssrc:
+                found.append(packet)
+    return found
+
+
+async def test_a_queued_caller_hears_the_queue_then_talks_to_the_agent(
+    gw: RunningGateway,
+    tmp_path: Path,
+    peers: tuple[RtpPeer, RtpPeer],
+    rtpengine: EmbeddedRtpengine,
+) -> None:
+    caller, agent_audio = peers
+    agent_port = free_port()
+    agent_scenario = agent_answers().replace("[media_port]", str(agent_audio.port))
+    agent = await start_sipp(
+        ["-sf", write(tmp_path, "agent.xml", agent_scenario), "-m", "1"], tmp_path, port=agent_port
+    )
+    register_agent = register(EXTENSION, PASSWORD, agent_port)
+    registered, output = await run_sipp(
+        ["-sf", write(tmp_path, "register.xml", register_agent), "-m", "1", gw.sip_target],
+        tmp_path,
+    )
+    assert registered == 0, f"REGISTER failed:\n{output}"
+    carrier = await start_sipp(
+        [
+            "-sf",
+            write(tmp_path, "carrier.xml", carrier_waits_with_early_media(caller.port)),
+            "-s",
+            DNIS,
+            "-m",
+            "1",
+            gw.sip_target,
+        ],
+        tmp_path,
+    )
+    try:
+        call_id = await offered_call(gw)
+
+        # Waiting: one pass of the greeting, then the music, from one rtpengine port.
+        heard: list[Rtp] = []
+        async with asyncio.timeout(WAIT + 2):
+            while sum(nearest_tone(p, (GREETING_HZ, MUSIC_HZ)) == MUSIC_HZ for p in heard) < 25:
+                heard.append(await caller.received.get())
+        tones = [nearest_tone(p, (GREETING_HZ, MUSIC_HZ)) for p in heard]
+        greeting = tones.index(MUSIC_HZ)
+        assert set(tones[:greeting]) == {GREETING_HZ} and 28 <= greeting <= 32
+        assert {p.payload_type for p in heard} == {0}, "PCMU, the caller's codec"
+        (early_port,) = {p.source[1] for p in heard}
+
+        # The agent answers: the caller keeps sending where its 183 said.
+        answered = await gw.connect_agent(call_id, EXTENSION)
+        assert answered.agent_sip_call_id
+
+        async def connected() -> bool:
+            return "call.connected" in (await gw.streams()).get(f"call-{call_id}", [])
+
+        await wait_until(connected, what="call.connected")
+        for seq in range(10):
+            caller.send(rtp_packet(seq, ssrc=0x1111), early_port)
+            await asyncio.sleep(0.02)
+        at_agent = await from_ssrc(agent_audio, 0x1111, 10)
+        assert [p.sequence for p in at_agent] == list(range(10))
+        (agent_side_port,) = {p.source[1] for p in at_agent}
+        for seq in range(10):
+            agent_audio.send(rtp_packet(700 + seq, ssrc=0x2222), agent_side_port)
+            await asyncio.sleep(0.02)
+        at_caller = await from_ssrc(caller, 0x2222, 10)
+        assert [p.sequence for p in at_caller] == list(range(700, 710))
+        assert {p.source for p in at_caller} == {(LOOPBACK, early_port)}
+
+        await gw.hangup(call_id)
+        carrier_code, carrier_output = await carrier.result()
+        agent_code, agent_output = await agent.result()
+        assert carrier_code == 0, carrier_output
+        assert agent_code == 0, agent_output
+    finally:
+        carrier.kill()
+        agent.kill()
+
+    # Hanging up freed the call in rtpengine, which had recorded it (the entry point records).
+    async with RtpengineClient(rtpengine.ng_address) as client:
+
+        async def released() -> bool:
+            try:
+                await client.query(call_id)
+            except RtpengineError:
+                return True
+            return False
+
+        await wait_until(released, what="the call's media released")
+    assert rtpengine.recording_dir is not None
+    (pcap,) = (rtpengine.recording_dir / "pcaps").glob(f"{call_id}-*.pcap")
+    assert pcap.stat().st_size > 24 + 20 * (16 + 12 + 160), "the 20 relayed packets"
+    (metadata,) = (rtpengine.recording_dir / "metadata").glob(f"*{call_id}-*")
+    assert "entry_point=sales" in metadata.read_text(errors="replace")
+    types = (await gw.streams())[f"call-{call_id}"]
+    assert types[0] == "call.offered" and types[-1] == "call.ended"
+    assert "call.connected" in types
+
+
+def customer_answers_then_hears_bye(media_port: int) -> str:
+    """The customer's network: INVITE without SDP, 180, 200 with the offer (audio at
+    ``media_port``), an ACK whose answer accepts the audio, then the gateway's BYE."""
+    offer = SDP.replace("[media_port]", str(media_port))
+    return f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="customer answers alone">
+  <recv request="INVITE"/>
+  <send><![CDATA[
+SIP/2.0 180 Ringing
+[last_Via:]
+[last_From:]
+[last_To:];tag=[pid]c[call_number]
+[last_Call-ID:]
+[last_CSeq:]
+Contact: <sip:customer@[local_ip]:[local_port]>
+Content-Length: 0
+]]></send>
+  <send retrans="500"><![CDATA[
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:];tag=[pid]c[call_number]
+[last_Call-ID:]
+[last_CSeq:]
+Contact: <sip:customer@[local_ip]:[local_port]>
+Content-Type: application/sdp
+Content-Length: [len]
+
+{offer}
+]]></send>
+  <recv request="ACK" timeout="15000"><action>
+    <ereg regexp="m=audio [1-9][0-9]* RTP" search_in="msg" check_it="true" assign_to="m"/>
+  </action></recv>
+  <recv request="BYE" timeout="30000"/>
+  <send><![CDATA[
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:]
+[last_Call-ID:]
+[last_CSeq:]
+Content-Length: 0
+]]></send>
+  <Reference variables="m"/>
+</scenario>"""
+
+
+async def test_an_abandoned_outbound_answer_hears_the_compliance_message_then_bye(
+    gw: RunningGateway,
+    tmp_path: Path,
+    peers: tuple[RtpPeer, RtpPeer],
+    customer_port: int,
+    rtpengine: EmbeddedRtpengine,
+) -> None:
+    customer, _ = peers
+    scenario = write(tmp_path, "customer.xml", customer_answers_then_hears_bye(customer.port))
+    phone = await start_sipp(
+        ["-sf", scenario, "-m", "1"],
+        tmp_path,
+        port=customer_port,
+    )
+    request = pb.OriginateRequest(
+        request_id="att-media-1",
+        campaign_id=CAMPAIGN,
+        contact_id="ct-1",
+        attempt_id="att-media-1",
+        number=ALLOWED,
+        requested_by=pb.REQUESTER_DIALER,
+        requester="dialer",
+    )
+    response = await gw.stub.Originate(
+        request, metadata=(("x-plateau-tenant", TENANT),), timeout=10
+    )
+    call_id = str(response.call_id)
+    try:
+        code, output = await phone.result()
+        assert code == 0, f"the customer's side failed:\n{output}"
+    finally:
+        phone.kill()
+    # The BYE came after the whole message: one pass of it had already arrived.
+    heard = [customer.received.get_nowait() for _ in range(customer.received.qsize())]
+    assert len(heard) >= 0.6 / 0.02 - 4
+    assert {nearest_tone(p, (MESSAGE_HZ, MUSIC_HZ)) for p in heard[2:-2]} == {MESSAGE_HZ}
+
+    async def ended() -> bool:
+        return "call.ended" in (await gw.streams()).get(f"call-{call_id}", [])
+
+    await wait_until(ended, what="call.ended")
+    events = await gw.events(f"call-{call_id}")
+    assert [e["type"] for e in events] == [
+        "call.originated",
+        "call.dial_completed",
+        "call.compliance_abandoned",
+        "call.ended",
+    ]
+    assert events[2]["message_played"] is True
+    async with RtpengineClient(rtpengine.ng_address) as client:
+        with pytest.raises(RtpengineError, match="Unknown call-id"):
+            await client.query(call_id)
+
+
+async def test_the_gateway_says_at_start_that_it_runs_signalling_only(
+    service_pool: asyncpg.Pool,
+    service_schema: MigratedSchema,
+    tmp_path: Path,
+    media_config: MediaConfig,
+) -> None:
+    with structlog.testing.capture_logs() as logs:
+        async with running_gateway(
+            service_pool,
+            tmp_path,
+            passwords={EXTENSION: PASSWORD},
+            schema=service_schema.schema,
+            media=media_config,
+        ) as running:
+            assert running.gateway.media is not None
+            assert not running.gateway.media.available
+    (start,) = [entry for entry in logs if entry["event"] == "sip_gateway.media"]
+    assert start["description"].startswith("media: signalling only — SDP passed through")
+    (note,) = [entry for entry in logs if entry["event"] == "sip_gateway.media_config"]
+    assert note["log_level"] == "warning"
+    assert "queue media for sales" in note["note"] and "recording for sales" in note["note"]
+
+
+async def test_the_gateway_says_at_start_where_media_is_anchored(
+    gw: RunningGateway, rtpengine: EmbeddedRtpengine
+) -> None:
+    host, port = rtpengine.ng_address
+    media = gw.gateway.media
+    assert media is not None and media.available
+    assert f"anchored in rtpengine at {host}:{port}" in media.description
+    assert media.start_report() == ["queue media: sales; recorded: sales; compliance message: yes"]
