@@ -262,6 +262,34 @@ async def test_a_queued_caller_hears_the_queue_then_talks_to_the_agent(
     assert "call.connected" in types
 
 
+async def originate(gw: RunningGateway, attempt: str) -> str:
+    request = pb.OriginateRequest(
+        request_id=attempt,
+        campaign_id=CAMPAIGN,
+        contact_id="ct-1",
+        attempt_id=attempt,
+        number=ALLOWED,
+        requested_by=pb.REQUESTER_DIALER,
+        requester="dialer",
+    )
+    response = await gw.stub.Originate(
+        request, metadata=(("x-plateau-tenant", TENANT),), timeout=10
+    )
+    return str(response.call_id)
+
+
+async def rtpengine_ports(rtpengine: EmbeddedRtpengine, call_id: str) -> dict[str, int]:
+    """The port rtpengine receives each side's RTP on, by side (``customer``, ``agent``)."""
+    async with RtpengineClient(rtpengine.ng_address) as client:
+        tags = (await client.query(call_id)).raw["tags"]
+    assert isinstance(tags, dict)
+    ports: dict[str, int] = {}
+    for tag, side in tags.items():
+        stream = side[b"medias"][0][b"streams"][0]  # type: ignore[index]
+        ports[tag.decode()] = int(stream[b"local port"])  # type: ignore[index, call-overload]
+    return ports
+
+
 def customer_answers_then_hears_bye(media_port: int) -> str:
     """The customer's network: INVITE without SDP, 180, 200 with the offer (audio at
     ``media_port``), an ACK whose answer accepts the audio, then the gateway's BYE."""
@@ -323,19 +351,7 @@ async def test_an_abandoned_outbound_answer_hears_the_compliance_message_then_by
         tmp_path,
         port=customer_port,
     )
-    request = pb.OriginateRequest(
-        request_id="att-media-1",
-        campaign_id=CAMPAIGN,
-        contact_id="ct-1",
-        attempt_id="att-media-1",
-        number=ALLOWED,
-        requested_by=pb.REQUESTER_DIALER,
-        requester="dialer",
-    )
-    response = await gw.stub.Originate(
-        request, metadata=(("x-plateau-tenant", TENANT),), timeout=10
-    )
-    call_id = str(response.call_id)
+    call_id = await originate(gw, "att-media-1")
     try:
         code, output = await phone.result()
         assert code == 0, f"the customer's side failed:\n{output}"
@@ -361,6 +377,67 @@ async def test_an_abandoned_outbound_answer_hears_the_compliance_message_then_by
     async with RtpengineClient(rtpengine.ng_address) as client:
         with pytest.raises(RtpengineError, match="Unknown call-id"):
             await client.query(call_id)
+
+
+async def test_an_outbound_answer_bridged_to_an_agent_goes_through_rtpengine(
+    gw: RunningGateway,
+    tmp_path: Path,
+    peers: tuple[RtpPeer, RtpPeer],
+    customer_port: int,
+    rtpengine: EmbeddedRtpengine,
+) -> None:
+    customer, agent_audio = peers
+    agent_port = free_port()
+    agent_scenario = agent_answers().replace("[media_port]", str(agent_audio.port))
+    agent = await start_sipp(
+        ["-sf", write(tmp_path, "agent.xml", agent_scenario), "-m", "1"], tmp_path, port=agent_port
+    )
+    registration = write(tmp_path, "register.xml", register(EXTENSION, PASSWORD, agent_port))
+    registered, output = await run_sipp(["-sf", registration, "-m", "1", gw.sip_target], tmp_path)
+    assert registered == 0, f"REGISTER failed:\n{output}"
+    scenario = write(tmp_path, "customer.xml", customer_answers_then_hears_bye(customer.port))
+    phone = await start_sipp(["-sf", scenario, "-m", "1"], tmp_path, port=customer_port)
+    try:
+        call_id = await originate(gw, "att-media-2")
+
+        async def has(event_type: str) -> bool:
+            return event_type in (await gw.streams()).get(f"call-{call_id}", [])
+
+        await wait_until(lambda: has("call.dial_completed"), what="call.dial_completed")
+        await gw.connect_agent(call_id, EXTENSION, agent="a-7")
+        await wait_until(lambda: has("call.connected"), what="call.connected")
+
+        ports = await rtpengine_ports(rtpengine, call_id)
+        # What the customer was given for the agent side is rtpengine's address, so the
+        # API's hold and a transfer's re-INVITE keep the media anchored.
+        agent_sdp = gw.gateway.b2bua.find(TENANT, call_id).agent_sdp[0].decode()
+        assert f"m=audio {ports['customer']} " in agent_sdp
+        for seq in range(10):
+            customer.send(rtp_packet(seq, ssrc=0x1111), ports["customer"])
+            agent_audio.send(rtp_packet(900 + seq, ssrc=0x2222), ports["agent"])
+            await asyncio.sleep(0.02)
+        at_agent = await from_ssrc(agent_audio, 0x1111, 10)
+        at_customer = await from_ssrc(customer, 0x2222, 10)
+        assert [p.sequence for p in at_agent] == list(range(10))
+        assert [p.sequence for p in at_customer] == list(range(900, 910))
+
+        await gw.hangup(call_id)
+        code, output = await phone.result()
+        assert code == 0, f"the customer's side failed:\n{output}"
+        code, output = await agent.result()
+        assert code == 0, f"the agent's side failed:\n{output}"
+    finally:
+        phone.kill()
+        agent.kill()
+    assert customer.received.empty(), "no compliance message: an agent took the call"
+    types = [e["type"] for e in await gw.events(f"call-{call_id}")]
+    assert types == [
+        "call.originated",
+        "call.dial_completed",
+        "call.agent_ringing",
+        "call.connected",
+        "call.ended",
+    ]
 
 
 async def test_the_gateway_says_at_start_that_it_runs_signalling_only(
