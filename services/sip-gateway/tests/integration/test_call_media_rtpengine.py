@@ -465,3 +465,31 @@ async def test_an_agent_rung_while_the_183_is_prepared_gets_the_same_offer(
         assert len(at_agent) == len(at_caller) == 10
     finally:
         await media.release(call_id)
+
+
+async def test_a_transfer_to_another_agent_keeps_the_callers_port(
+    anchored: tuple[CallMedia, RtpengineClient], call_id: str
+) -> None:
+    """After a first agent talked, the next one takes the same agent side (port-latching)."""
+    media, _ = anchored
+    loop = asyncio.get_running_loop()
+    made = [await loop.create_datagram_endpoint(RtpPeer, local_addr=(LOOPBACK, 0)) for _ in "abc"]
+    caller, first, second = (peer for _, peer in made)
+    try:
+        caller_offer = phone_sdp(caller.port, session=1)
+        to_agent = await media.offer_to_agent(call_id, caller_offer)
+        to_caller = await media.agent_answered(call_id, phone_sdp(first.port, session=2))
+        await exchange(caller, media_port_of(to_caller), first, media_port_of(to_agent))
+
+        assert await media.offer_to_agent(call_id, caller_offer) == to_agent
+        again = await media.agent_answered(call_id, phone_sdp(second.port, session=3))
+        assert again == to_caller, "the caller's SDP is unchanged: its re-INVITE changes nothing"
+        at_second, at_caller = await exchange(
+            caller, media_port_of(to_caller), second, media_port_of(to_agent)
+        )
+        assert [p.sequence for p in at_second] == list(range(10))
+        assert [p.sequence for p in at_caller] == list(range(500, 510))
+    finally:
+        await media.release(call_id)
+        for transport, _ in made:
+            transport.close()

@@ -36,6 +36,7 @@ from sip_gateway_harness import (
     SDP,
     TENANT,
     RunningGateway,
+    Sipp,
     agent_answers,
     free_port,
     register,
@@ -57,22 +58,23 @@ from plateau_sip_gateway.media.embedded import EmbeddedRtpengine
 pytestmark = pytest.mark.integration
 __all__ = ["peers", "rtpengine"]  # fixtures, used by name
 
-EXTENSION = "1001"
+EXTENSION, SECOND = "1001", "1002"
 PASSWORD = secrets.token_urlsafe(12)
 GREETING_HZ, MUSIC_HZ, MESSAGE_HZ = 400, 1000, 500
 ALLOWED = "+242066123456"
 CAMPAIGN = "cmp-media"
 
 
-def carrier_waits_with_early_media(media_port: int) -> str:
-    """Carrier: INVITE (audio at ``media_port``), 180, 183 with SDP, 200, ACK, then the
-    gateway hangs up (BYE)."""
+def carrier_waits_with_early_media(media_port: int, in_dialog: str = "") -> str:
+    """Carrier: INVITE (audio at ``media_port``), 180, 183 with SDP, 200, ACK, the
+    ``in_dialog`` steps, then the gateway hangs up (BYE)."""
     return f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
 <scenario name="carrier waits with early media">
 {INVITE.replace("[media_port]", str(media_port))}
     <recv response="183"/>
     <recv response="200" timeout="60000"/>
 {ACK_2XX}
+{in_dialog}
     <recv request="BYE" timeout="60000"/>
     <send><![CDATA[
 SIP/2.0 200 OK
@@ -132,7 +134,7 @@ async def gw(
     async with running_gateway(
         service_pool,
         tmp_path,
-        passwords={EXTENSION: PASSWORD},
+        passwords={EXTENSION: PASSWORD, SECOND: PASSWORD},
         config=trunks,
         schema=service_schema.schema,
         rtpengine=rtpengine.ng_address,
@@ -438,6 +440,102 @@ async def test_an_outbound_answer_bridged_to_an_agent_goes_through_rtpengine(
         "call.connected",
         "call.ended",
     ]
+
+
+def reinvited_sendrecv(media_port: int) -> str:
+    """The carrier accepts a re-INVITE (a transfer's new agent), keeping its audio port."""
+    offer = SDP.replace("[media_port]", str(media_port))
+    return f"""
+  <recv request="INVITE" timeout="30000"><action>
+    <ereg regexp="a=sendrecv" search_in="msg" check_it="true" assign_to="reinvite"/>
+  </action></recv>
+  <send><![CDATA[
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:]
+[last_Call-ID:]
+[last_CSeq:]
+Contact: <sip:carrier@[local_ip]:[local_port]>
+Content-Type: application/sdp
+Content-Length: [len]
+
+{offer}
+]]></send>
+  <recv request="ACK"/>
+  <Reference variables="reinvite"/>"""
+
+
+async def test_a_transfer_to_another_agent_keeps_the_callers_media_path(
+    gw: RunningGateway,
+    tmp_path: Path,
+    rtpengine: EmbeddedRtpengine,
+) -> None:
+    loop = asyncio.get_running_loop()
+    made = [await loop.create_datagram_endpoint(RtpPeer, local_addr=(LOOPBACK, 0)) for _ in "abc"]
+    caller, first_audio, second_audio = (peer for _, peer in made)
+    phones: list[Sipp] = []
+    try:
+        for extension, audio in ((EXTENSION, first_audio), (SECOND, second_audio)):
+            port = free_port()
+            scenario = agent_answers().replace("[media_port]", str(audio.port))
+            phones.append(
+                await start_sipp(
+                    ["-sf", write(tmp_path, f"agent-{extension}.xml", scenario), "-m", "1"],
+                    tmp_path,
+                    port=port,
+                )
+            )
+            registration = write(
+                tmp_path, f"reg-{extension}.xml", register(extension, PASSWORD, port)
+            )
+            code, output = await run_sipp(["-sf", registration, "-m", "1", gw.sip_target], tmp_path)
+            assert code == 0, f"REGISTER of {extension} failed:\n{output}"
+        scenario = carrier_waits_with_early_media(caller.port, reinvited_sendrecv(caller.port))
+        carrier_xml = write(tmp_path, "carrier.xml", scenario)
+        carrier = await start_sipp(
+            ["-sf", carrier_xml, "-s", DNIS, "-m", "1", gw.sip_target], tmp_path
+        )
+        phones.append(carrier)
+        call_id = await offered_call(gw)
+
+        async def connected(times: int) -> bool:
+            types = (await gw.streams()).get(f"call-{call_id}", [])
+            return types.count("call.connected") >= times
+
+        await gw.connect_agent(call_id, EXTENSION, agent="a-first")
+        await wait_until(lambda: connected(1), what="call.connected")
+        before = await rtpengine_ports(rtpengine, call_id)
+
+        request = pb.TransferRequest(
+            request_id="t-media",
+            call_id=call_id,
+            agent=pb.AgentTarget(agent_id="a-second", extension=SECOND),
+        )
+        await gw.stub.Transfer(request, metadata=(("x-plateau-tenant", TENANT),), timeout=10)
+        await wait_until(lambda: connected(2), what="the second call.connected")
+
+        after = await rtpengine_ports(rtpengine, call_id)
+        assert after == before, "the caller and the agent side keep rtpengine's ports"
+        for seq in range(10):
+            caller.send(rtp_packet(seq, ssrc=0x1111), after["customer"])
+            second_audio.send(rtp_packet(300 + seq, ssrc=0x3333), after["agent"])
+            await asyncio.sleep(0.02)
+        at_second = await from_ssrc(second_audio, 0x1111, 10)
+        at_caller = await from_ssrc(caller, 0x3333, 10)
+        assert [p.sequence for p in at_second] == list(range(10))
+        assert [p.sequence for p in at_caller] == list(range(300, 310))
+        assert first_audio.received.empty(), "the first agent hears nothing of it"
+
+        await gw.hangup(call_id)
+        for phone in phones:
+            code, output = await phone.result()
+            assert code == 0, f"a sipp peer failed:\n{output}"
+    finally:
+        for phone in phones:
+            phone.kill()
+        for transport, _ in made:
+            transport.close()
 
 
 async def test_the_gateway_says_at_start_that_it_runs_signalling_only(
