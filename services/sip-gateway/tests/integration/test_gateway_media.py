@@ -38,6 +38,7 @@ from sip_gateway_harness import (
     RunningGateway,
     Sipp,
     agent_answers,
+    carrier_cancels,
     free_port,
     register,
     run_sipp,
@@ -440,6 +441,41 @@ async def test_an_outbound_answer_bridged_to_an_agent_goes_through_rtpengine(
         "call.connected",
         "call.ended",
     ]
+
+
+async def test_a_caller_who_hangs_up_during_the_music_is_released_everywhere(
+    gw: RunningGateway,
+    tmp_path: Path,
+    peers: tuple[RtpPeer, RtpPeer],
+    rtpengine: EmbeddedRtpengine,
+) -> None:
+    caller, _ = peers
+    # The caller hangs up (CANCEL) while the queue plays to it: 180, 183, then 487.
+    scenario = carrier_cancels(after_ms=1000).replace(
+        '<recv response="180"/>', '<recv response="180"/>\n    <recv response="183"/>'
+    )
+    scenario = scenario.replace("[media_port]", str(caller.port))
+    carrier_xml = write(tmp_path, "carrier.xml", scenario)
+    code, output = await run_sipp(
+        ["-sf", carrier_xml, "-s", DNIS, "-m", "1", gw.sip_target], tmp_path
+    )
+    assert code == 0, f"the carrier's side failed:\n{output}"
+    (call_id,) = await gw.offered_calls()
+
+    async with RtpengineClient(rtpengine.ng_address) as client:
+
+        async def released() -> bool:
+            try:
+                await client.query(call_id)
+            except RtpengineError:
+                return True
+            return False
+
+        await wait_until(released, what="the call's media released")
+    events = await gw.events(f"call-{call_id}")
+    assert [e["type"] for e in events] == ["call.offered", "call.ended"]
+    assert events[-1]["ended_by"] == "caller"
+    assert gw.gateway.b2bua.open_calls == 0
 
 
 def reinvited_sendrecv(media_port: int) -> str:
