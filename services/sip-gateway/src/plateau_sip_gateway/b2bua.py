@@ -570,7 +570,11 @@ class B2bua:
     ) -> None:
         offer = await self.media.offer_to_agent(call.call_id, customer_offer.decode())
         if not self._ringing(call, dialog.sip_call_id):
-            return  # CANCEL, hang-up or ring timeout while rtpengine answered: never sent
+            # CANCEL, hang-up or ring timeout while rtpengine answered: never sent. A call
+            # that ended meanwhile must not keep what the offer just anchored.
+            if call.state.phase is Phase.ENDED:
+                await self.media.release(call.call_id)
+            return
         self._invite_agent(call, invite.with_body(offer.encode(), "application/sdp"), dialog)
 
     def _invite_agent(self, call: Call, invite: SipRequest, dialog: Dialog) -> None:
