@@ -55,6 +55,7 @@ from plateau_sip_gateway.config import MediaConfig, QueueMedia
 from plateau_sip_gateway.domain.trunks import TrunksConfig
 from plateau_sip_gateway.media import RtpengineClient, RtpengineError
 from plateau_sip_gateway.media.embedded import EmbeddedRtpengine
+from plateau_sip_gateway.testing.sipp import OK_IN_DIALOG
 
 pytestmark = pytest.mark.integration
 __all__ = ["peers", "rtpengine"]  # fixtures, used by name
@@ -77,15 +78,7 @@ def carrier_waits_with_early_media(media_port: int, in_dialog: str = "") -> str:
 {ACK_2XX}
 {in_dialog}
     <recv request="BYE" timeout="60000"/>
-    <send><![CDATA[
-SIP/2.0 200 OK
-[last_Via:]
-[last_From:]
-[last_To:]
-[last_Call-ID:]
-[last_CSeq:]
-Content-Length: 0
-]]></send>
+{OK_IN_DIALOG}
 </scenario>"""
 
 
@@ -327,16 +320,7 @@ Content-Length: [len]
     <ereg regexp="m=audio [1-9][0-9]* RTP" search_in="msg" check_it="true" assign_to="m"/>
   </action></recv>
   <recv request="BYE" timeout="30000"/>
-  <send><![CDATA[
-SIP/2.0 200 OK
-[last_Via:]
-[last_From:]
-[last_To:]
-[last_Call-ID:]
-[last_CSeq:]
-Content-Length: 0
-]]></send>
-  <Reference variables="m"/>
+{OK_IN_DIALOG}
 </scenario>"""
 
 
@@ -498,8 +482,7 @@ Content-Length: [len]
 
 {offer}
 ]]></send>
-  <recv request="ACK"/>
-  <Reference variables="reinvite"/>"""
+  <recv request="ACK"/>"""
 
 
 async def test_a_transfer_to_another_agent_keeps_the_callers_media_path(
