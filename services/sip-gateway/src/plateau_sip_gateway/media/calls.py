@@ -19,8 +19,8 @@ The ng sequence, as found against rtpengine 10.5 in user space:
   for the caller's 183; ``block media`` (from-tag ``customer``: the caller's audio goes
   nowhere, what is played still reaches it); ``play media`` greeting, and when its reported
   duration has passed, ``play media`` music with ``repeat-times`` (one file plays at a time);
-* agent rung: its INVITE carries the kept offer SDP; its 200: ``answer`` (agent's SDP, same
-  tags, ``port-latching``) -> same caller-facing port, ``stop media``, ``unblock media``;
+* agent rung: its INVITE carries the kept offer SDP; its 200: ``stop media``, ``answer``
+  (agent's SDP, same tags, ``port-latching``) -> same caller-facing port, ``unblock media``;
   the caller's 200 repeats the 183's SDP (RFC 3261 §13.2.1: the caller keeps the first one);
 * recording: ``start recording`` / ``stop recording``, into the daemon's ``--recording-dir``;
 * outbound customer answered (its 200 carries the offer) with no agent: ``offer``, stand-in
