@@ -211,10 +211,7 @@ async def test_a_queued_caller_hears_the_queue_then_talks_to_the_agent(
         answered = await gw.connect_agent(call_id, EXTENSION)
         assert answered.agent_sip_call_id
 
-        async def connected() -> bool:
-            return "call.connected" in (await gw.streams()).get(f"call-{call_id}", [])
-
-        await wait_until(connected, what="call.connected")
+        await gw.wait_for(call_id, "call.connected")
         for seq in range(10):
             caller.send(rtp_packet(seq, ssrc=0x1111), early_port)
             await asyncio.sleep(0.02)
@@ -349,10 +346,7 @@ async def test_an_abandoned_outbound_answer_hears_the_compliance_message_then_by
     assert len(heard) >= 0.6 / 0.02 - 4
     assert {nearest_tone(p, (MESSAGE_HZ, MUSIC_HZ)) for p in heard[2:-2]} == {MESSAGE_HZ}
 
-    async def ended() -> bool:
-        return "call.ended" in (await gw.streams()).get(f"call-{call_id}", [])
-
-    await wait_until(ended, what="call.ended")
+    await gw.wait_for(call_id, "call.ended")
     events = await gw.events(f"call-{call_id}")
     assert [e["type"] for e in events] == [
         "call.originated",
@@ -387,12 +381,9 @@ async def test_an_outbound_answer_bridged_to_an_agent_goes_through_rtpengine(
     try:
         call_id = await originate(gw, "att-media-2")
 
-        async def has(event_type: str) -> bool:
-            return event_type in (await gw.streams()).get(f"call-{call_id}", [])
-
-        await wait_until(lambda: has("call.dial_completed"), what="call.dial_completed")
+        await gw.wait_for(call_id, "call.dial_completed")
         await gw.connect_agent(call_id, EXTENSION, agent="a-7")
-        await wait_until(lambda: has("call.connected"), what="call.connected")
+        await gw.wait_for(call_id, "call.connected")
 
         ports = await rtpengine_ports(rtpengine, call_id)
         # What the customer was given for the agent side is rtpengine's address, so the
@@ -417,7 +408,7 @@ async def test_an_outbound_answer_bridged_to_an_agent_goes_through_rtpengine(
         phone.kill()
         agent.kill()
     assert customer.received.empty(), "no compliance message: an agent took the call"
-    types = [e["type"] for e in await gw.events(f"call-{call_id}")]
+    types = await gw.types_of(call_id)
     assert types == [
         "call.originated",
         "call.dial_completed",
@@ -518,12 +509,8 @@ async def test_a_transfer_to_another_agent_keeps_the_callers_media_path(
         phones.append(carrier)
         call_id = await offered_call(gw)
 
-        async def connected(times: int) -> bool:
-            types = (await gw.streams()).get(f"call-{call_id}", [])
-            return types.count("call.connected") >= times
-
         await gw.connect_agent(call_id, EXTENSION, agent="a-first")
-        await wait_until(lambda: connected(1), what="call.connected")
+        await gw.wait_for(call_id, "call.connected")
         before = await rtpengine_ports(rtpengine, call_id)
 
         request = pb.TransferRequest(
@@ -532,7 +519,7 @@ async def test_a_transfer_to_another_agent_keeps_the_callers_media_path(
             agent=pb.AgentTarget(agent_id="a-second", extension=SECOND),
         )
         await gw.stub.Transfer(request, metadata=(("x-plateau-tenant", TENANT),), timeout=10)
-        await wait_until(lambda: connected(2), what="the second call.connected")
+        await gw.wait_for(call_id, "call.connected", count=2)
 
         after = await rtpengine_ports(rtpengine, call_id)
         assert after == before, "the caller and the agent side keep rtpengine's ports"
