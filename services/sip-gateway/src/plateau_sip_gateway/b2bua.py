@@ -26,8 +26,13 @@ module sends what the decision implies on the other leg:
   number the customer's leg is REFERred to the carrier (RFC 3515) and leaves Plateau. A
   softphone's own REFER takes the same path.
 
-Media is signalling-only here: SDP passes through, with the customer-facing ``o=`` line
-re-stamped so the customer sees one session however many agents it meets (``sdp.Origin``).
+Media goes through :class:`~plateau_sip_gateway.media.calls.CallMedia`. Signalling-only, SDP
+passes through. With rtpengine, a queued caller whose entry point plays a greeting or music
+gets a 183 with early media; the agent's INVITE and the customer's 200 (or held ACK) carry
+anchored SDP; calls are recorded per entry point; an outbound abandon hears the compliance
+message before the BYE; the media is released when the call ends. Either way the
+customer-facing ``o=`` line is re-stamped so the customer sees one session however many
+agents it meets (``sdp.Origin``).
 """
 
 from __future__ import annotations
@@ -90,6 +95,8 @@ from plateau_sip_gateway.domain.call import (
 )
 from plateau_sip_gateway.domain.registrar import Registrar
 from plateau_sip_gateway.domain.trunks import InboundRefused, TrunkDirectory
+from plateau_sip_gateway.media import MediaError, SignallingOnlyMedia
+from plateau_sip_gateway.media.calls import CallMedia
 from plateau_sip_gateway.sdp import Origin, is_hold, rejecting_answer, with_direction
 from plateau_sip_gateway.sip import Headers, SipRequest, SipResponse, SipUri, parse_uri
 from plateau_sip_gateway.sip.endpoint import Destination, Endpoint
@@ -204,6 +211,7 @@ class Call:
     answered_at: float = 0.0
     dial_given_up: bool = False  # the ring timeout CANCELled the dial
     softphone: InviteServerTransaction | None = None  # an agent's own dial: its INVITE
+    entry_point: str | None = None  # inbound: the trunk's entry point, whose media plays
 
     @property
     def call_id(self) -> str:
@@ -253,6 +261,7 @@ class B2bua:
         clock: Callable[[], float] = time.time,
         new_call_id: Callable[[], str] = lambda: str(uuid.uuid4()),
         unknown_source_tenant: str = "demo",
+        media: CallMedia | None = None,
     ) -> None:
         self.trunks = trunks
         self.admission = admission
@@ -263,6 +272,8 @@ class B2bua:
         self._clock = clock
         self._new_call_id = new_call_id
         self.unknown_source_tenant = unknown_source_tenant
+        # The gateway attaches the real one at start, once it knows whether rtpengine answers.
+        self.media = media or CallMedia(SignallingOnlyMedia("media not started yet"))
         self._endpoint: Endpoint | None = None
         self._calls: dict[str, Call] = {}
         self._by_sip_call_id: dict[str, Call] = {}
@@ -356,6 +367,8 @@ class B2bua:
         # The call and its timers refer to each other: let go now rather than at the next
         # garbage collection (a busy gateway keeps its heap small this way).
         call.ring_task = call.compliance_task = None
+        if self.media.available:
+            self._spawn(self.media.release(call.call_id))
 
     def _record_alone(self, tenant: str, command: RecordRejection | RecordDialRefusal) -> None:
         events = decide(CallState(), command)
@@ -400,7 +413,13 @@ class B2bua:
             cseq=0,
         )
         call = Call(
-            decision.tenant, CallState(), caller, admitted, invite=tx, customer_sdp=_sdp(request)
+            decision.tenant,
+            CallState(),
+            caller,
+            admitted,
+            invite=tx,
+            customer_sdp=_sdp(request),
+            entry_point=decision.entry_point,
         )
         self._apply(
             call,
@@ -416,6 +435,23 @@ class B2bua:
         self._by_sip_call_id[request.call_id] = call
         tx.on_cancel = lambda cancel: self._caller_cancelled(call, cancel)
         tx.respond(tx.create_response(180))
+        if self.media.available and self.media.queue(call.entry_point).plays:
+            self._spawn(self._early_media(call))
+
+    async def _early_media(self, call: Call) -> None:
+        """The queue answers with early media: a 183 whose SDP plays greeting then music."""
+        offer, _ = call.customer_sdp
+        if not offer:
+            return  # an INVITE without an offer: ringback only
+        answer = await self.media.hold_in_queue(call.call_id, call.entry_point, offer.decode())
+        invite = call.invite
+        if answer is None or invite is None or invite.final_sent:
+            return  # ringback, or the call was answered or ended meanwhile
+        if call.state.phase is Phase.ENDED:
+            return  # _forget releases the media
+        # Stamped like every SDP the customer gets; the 200 repeats it (same body, same o=).
+        body, content_type = self._to_customer(call, (answer.encode(), "application/sdp"))
+        invite.respond(invite.create_response(183).with_body(body, content_type))
 
     def _refuse(
         self,
@@ -510,23 +546,43 @@ class B2bua:
         )
         invite = dialog._build("INVITE", 1).with_header("Contact", f"<sip:gw@{host}:{port}>")
         body, content_type = call.customer_sdp
-        if body:
-            invite = invite.with_body(body, content_type or "application/sdp")
         self._apply(
             call, RingAgent(agent_id, extension, binding.contact, sip_call_id, queue_id or None)
         )
         self._agent_on_extension[extension] = agent_id
-        tx = endpoint.send_request(invite, destination)
-        assert isinstance(tx, InviteClientTransaction)
-        tx.on_response = self._reack(dialog)
-        call.agent_tx, call.agent = tx, dialog
+        call.agent = dialog
         call.legs.add(sip_call_id)
         self._by_sip_call_id[sip_call_id] = call
         call.ring_started = time.monotonic()
         timeout = ring_timeout_s or self.ring_timeout_s
         call.ring_task = asyncio.create_task(self._ring_timer(call, sip_call_id, timeout))
-        self._spawn(self._follow_agent(call, tx, dialog))
+        if body and self.media.available:
+            # The agent is offered rtpengine's SDP, which takes a round trip to get.
+            self._spawn(self._invite_agent_anchored(call, invite, dialog, body))
+        else:
+            if body:
+                invite = invite.with_body(body, content_type or "application/sdp")
+            self._invite_agent(call, invite, dialog)
         return sip_call_id
+
+    async def _invite_agent_anchored(
+        self, call: Call, invite: SipRequest, dialog: Dialog, customer_offer: bytes
+    ) -> None:
+        offer = await self.media.offer_to_agent(call.call_id, customer_offer.decode())
+        if not self._ringing(call, dialog.sip_call_id):
+            # CANCEL, hang-up or ring timeout while rtpengine answered: never sent. A call
+            # that ended meanwhile must not keep what the offer just anchored.
+            if call.state.phase is Phase.ENDED:
+                await self.media.release(call.call_id)
+            return
+        self._invite_agent(call, invite.with_body(offer.encode(), "application/sdp"), dialog)
+
+    def _invite_agent(self, call: Call, invite: SipRequest, dialog: Dialog) -> None:
+        tx = self.endpoint.send_request(invite, dialog.destination)
+        assert isinstance(tx, InviteClientTransaction)
+        tx.on_response = self._reack(dialog)
+        call.agent_tx = tx
+        self._spawn(self._follow_agent(call, tx, dialog))
 
     def _ringing(self, call: Call, sip_call_id: str) -> bool:
         leg = call.state.agent
@@ -589,6 +645,9 @@ class B2bua:
             except StaleAgentLegError:
                 self._spawn(self._bye(dialog))
                 return
+            if self.media.available:
+                self._spawn(self._bridge_customer_anchored(call, response))
+                return
             call.agent_sdp = _sdp(response)
             self._bridge_customer(call)
             return
@@ -598,6 +657,34 @@ class B2bua:
             call.ring_task.cancel()
         call.agent_tx = None
         self._apply(call, FailAgentLeg(dialog.sip_call_id, response.status))
+
+    async def _bridge_customer_anchored(self, call: Call, agent_answer: SipResponse) -> None:
+        """Bridge with rtpengine's SDP for the customer, then record if the entry point does.
+
+        ``agent_sdp`` holds what the customer is given for the agent side (rtpengine's), so
+        hold, resume and transfers re-offer the anchored address, never the agent's own.
+        """
+        body, _ = _sdp(agent_answer)
+        try:
+            answer = await self.media.agent_answered(call.call_id, body.decode())
+        except MediaError:
+            log.exception("sip_gateway.media_failed_at_answer", call_id=call.call_id)
+            if call.state.phase is Phase.ENDED:
+                return
+            self._apply(call, TearDown(EndCause.FAILED, sip_code=503))
+            self._release_customer(call, call.state.customer_answered, 503)
+            if call.agent is not None:
+                self._spawn(self._bye(call.agent))
+            return
+        if call.state.phase is Phase.ENDED:
+            return
+        call.agent_sdp = (answer.encode(), "application/sdp")
+        self._bridge_customer(call)
+        try:
+            await self.media.record(call.call_id, call.entry_point)
+        except MediaError:
+            # The call goes on unrecorded; the log says which call missed its recording.
+            log.exception("sip_gateway.recording_failed", call_id=call.call_id)
 
     def _reack(self, dialog: Dialog) -> Callable[[SipResponse], None]:
         """A response callback that ACKs retransmitted 2xx (our ACK was lost, §13.2.2.4)."""
@@ -921,10 +1008,32 @@ class B2bua:
         waited_ms = int((time.monotonic() - call.answered_at) * 1000)
         self._cancel_agent(call)
         offer, content_type = call.customer_sdp
-        if call.unacked is not None:
-            self._ack_customer(call, rejecting_answer(offer) if offer else b"", content_type or "")
-        self._apply(call, AbandonForCompliance(waited_ms, message_played=False))
-        self._spawn(self._bye(call.caller))
+        if call.unacked is None:
+            self._apply(call, AbandonForCompliance(waited_ms, message_played=False))
+            self._spawn(self._bye(call.caller))
+            return
+
+        def ack(answer: str | None) -> None:
+            if call.unacked is None:
+                return  # the customer hung up meanwhile
+            if answer is None:
+                self._ack_customer(
+                    call, rejecting_answer(offer) if offer else b"", content_type or ""
+                )
+            else:
+                self._ack_customer(call, *self._to_customer(call, (answer.encode(), None)))
+
+        # Started before the abandon is recorded: ending the call releases its media, and
+        # the message's task must own that release until the message has been heard.
+        message = self.media.abandon_with_message(call.call_id, offer.decode(), ack)
+        played = self.media.plays_compliance_message and bool(offer)
+        self._apply(call, AbandonForCompliance(waited_ms, message_played=played))
+        self._spawn(self._bye_after(message, call.caller))
+
+    async def _bye_after(self, message: asyncio.Task[bool], dialog: Dialog) -> None:
+        """BYE once the compliance message has been heard (at once when none plays)."""
+        await message
+        await self._bye(dialog)
 
     def _softphone_cancelled(self, call: Call, cancel: NonInviteServerTransaction) -> None:
         """The agent gave up on its own dial before the customer answered."""
@@ -1031,11 +1140,14 @@ class B2bua:
         other = call.caller if from_agent else call.agent
         endpoint = self.endpoint
         request = other.request("INVITE").with_header("Contact", self._contact(other))
-        offer = _sdp(tx.request)
-        body, content_type = self._to_customer(call, offer) if from_agent else offer
-        if body:
-            request = request.with_body(body, content_type or "application/sdp")
+        sent = _sdp(tx.request)
         try:
+            # Anchored media: each side is offered and answered rtpengine's SDP (signalling
+            # only: the other side's own); agent_sdp keeps what the customer was given.
+            offer = await self._relay_sdp(call, from_agent, sent, self.media.relay_offer)
+            body, content_type = self._to_customer(call, offer) if from_agent else offer
+            if body:
+                request = request.with_body(body, content_type or "application/sdp")
             async with asyncio.timeout(IN_DIALOG_TIMEOUT_S):
                 _, response = await endpoint.request(request, other.destination)
         finally:
@@ -1044,23 +1156,36 @@ class B2bua:
             tx.respond(tx.create_response(response.status, response.reason))
             return
         endpoint.send_raw(other.ack(request.cseq.number), other.destination)
-        answer = _sdp(response)
+        received = _sdp(response)
+        answer = await self._relay_sdp(call, from_agent, received, self.media.relay_answer)
         if from_agent:
-            call.agent_sdp, call.customer_sdp = offer, answer
+            call.agent_sdp, call.customer_sdp = offer, received
             answer_body, answer_type = answer
         else:
-            call.customer_sdp, call.agent_sdp = offer, answer
+            call.customer_sdp, call.agent_sdp = sent, answer
             answer_body, answer_type = self._to_customer(call, answer)
         ok = tx.create_response(200, headers=(("Contact", self._contact(other)),))
         if answer_body:
             ok = ok.with_body(answer_body, answer_type or "application/sdp")
         endpoint.send_2xx(tx, ok)
         if from_agent and call.state.phase is not Phase.ENDED:
-            holding = is_hold(offer[0])
+            holding = is_hold(sent[0])
             if holding and call.state.phase is Phase.CONNECTED:
                 self._apply(call, Hold(via="softphone"))
             elif not holding and call.state.phase is Phase.HELD:
                 self._apply(call, Resume(via="softphone"))
+
+    async def _relay_sdp(
+        self,
+        call: Call,
+        from_agent: bool,
+        sdp: tuple[bytes, str | None],
+        relay: Callable[[str, bool, str], Coroutine[Any, Any, str]],
+    ) -> tuple[bytes, str | None]:
+        body, content_type = sdp
+        if not body:
+            return sdp
+        return (await relay(call.call_id, from_agent, body.decode())).encode(), content_type
 
     def refer(self, tx: ServerTransaction, source: Source) -> None:
         """A softphone's blind transfer (REFER from the connected agent, RFC 3515).

@@ -16,7 +16,13 @@ from plateau_runtime.services import ServiceSpec, service
 from plateau_sip_gateway.adapters.allowlist_feed import allowlist_consumer, load_allowlist
 from plateau_sip_gateway.adapters.recorder import Recorder
 from plateau_sip_gateway.b2bua import B2bua
-from plateau_sip_gateway.config import directory_for, load_passwords, load_trunks
+from plateau_sip_gateway.config import (
+    MediaConfig,
+    directory_for,
+    load_media,
+    load_passwords,
+    load_trunks,
+)
 from plateau_sip_gateway.domain.admission import Admission
 from plateau_sip_gateway.domain.allowlist import AllowList
 from plateau_sip_gateway.domain.digest import DigestPolicy
@@ -25,6 +31,7 @@ from plateau_sip_gateway.entrypoints.call_control import call_control_service
 from plateau_sip_gateway.entrypoints.sip import SipEntrypoint
 from plateau_sip_gateway.keepalive import TrunkKeepAlive
 from plateau_sip_gateway.media import media_from_settings
+from plateau_sip_gateway.media.calls import CallMedia
 from plateau_sip_gateway.registrar_service import RegistrarService
 from plateau_sip_gateway.settings import GatewaySettings, digest_algorithms
 from plateau_sip_gateway.sip.endpoint import Endpoint, EndpointSettings
@@ -47,6 +54,8 @@ class Gateway:
     allowlist: AllowList
     endpoint: Endpoint | None = None
     keepalive: TrunkKeepAlive | None = None
+    media_config: MediaConfig = field(default_factory=MediaConfig)
+    media: CallMedia | None = None
     ready: asyncio.Event = field(default_factory=asyncio.Event)
 
     @classmethod
@@ -57,6 +66,7 @@ class Gateway:
         *,
         trunks: TrunksConfig | None = None,
         passwords: dict[str, str] | None = None,
+        media: MediaConfig | None = None,
     ) -> Gateway:
         algorithms = digest_algorithms(settings.sip_digest_algorithms)
         realm = settings.sip_realm
@@ -82,13 +92,21 @@ class Gateway:
             ring_timeout_s=settings.sip_ring_timeout_s,
             unknown_source_tenant=settings.sip_tenant,
         )
-        return cls(settings, store, recorder, registrar, b2bua, allowlist)
+        # Read now, so a wrong media file stops the start-up instead of a call.
+        media_config = media or load_media(settings.sip_media_file)
+        return cls(
+            settings, store, recorder, registrar, b2bua, allowlist, media_config=media_config
+        )
 
     async def run(self, stop: asyncio.Event) -> None:
         """Close calls left open, listen for SIP, sweep registrations until ``stop``."""
         settings = self.settings
-        media = await media_from_settings(settings.sip_rtpengine_enabled, settings.sip_rtpengine_ng)
+        port = await media_from_settings(settings.sip_rtpengine_enabled, settings.sip_rtpengine_ng)
+        media = CallMedia(port, self.media_config)
+        self.media = self.b2bua.media = media
         log.info("sip_gateway.media", description=media.description)
+        for line in media.start_report():
+            (log.info if media.available else log.warning)("sip_gateway.media_config", note=line)
         await self.b2bua.close_open_calls(self.store)
         endpoint = await Endpoint.listen(
             EndpointSettings(

@@ -48,6 +48,13 @@ class GatewaySettings(ServiceSettings):
     )
     sip_rtpengine_enabled: bool = Field(default=False, description="Anchor media in rtpengine.")
     sip_rtpengine_ng: str | None = Field(default=None, description="rtpengine ng HOST:PORT.")
+    sip_media_file: Path | None = Field(
+        default=None,
+        description=(
+            "JSON MediaConfig: per entry point greeting/music/record, and the outbound "
+            "compliance message; needs rtpengine. Unset: ringback only, no recording."
+        ),
+    )
 
     @field_validator("sip_nonce_secret")
     @classmethod

@@ -22,6 +22,7 @@ from plateau_contracts.grpc.calls.v1 import call_control_pb2_grpc as pb_grpc
 from plateau_runtime.eventstore import EventStore
 from plateau_runtime.grpc_server import GrpcServer
 from plateau_sip_gateway.bootstrap import Gateway
+from plateau_sip_gateway.config import MediaConfig
 from plateau_sip_gateway.domain.trunks import TrunksConfig
 from plateau_sip_gateway.entrypoints.call_control import call_control_service
 from plateau_sip_gateway.settings import GatewaySettings
@@ -174,17 +175,24 @@ async def running_gateway(
     passwords: dict[str, str],
     config: TrunksConfig | None = None,
     schema: str,
+    rtpengine: tuple[str, int] | None = None,
+    media: MediaConfig | None = None,
 ) -> AsyncIterator[RunningGateway]:
-    """A gateway on free loopback ports over ``pool``'s schema, stopped on exit."""
+    """A gateway on free loopback ports over ``pool``'s schema, stopped on exit; its media
+    anchored in the rtpengine at ``rtpengine`` (ng host, port) when one is given."""
     settings = GatewaySettings(
         sip_port=0,
         sip_tcp=False,
         home=home,
         sip_tenant=TENANT,
         sip_nonce_secret="test-nonce-key-0123456789",
+        sip_rtpengine_enabled=rtpengine is not None,
+        sip_rtpengine_ng=f"{rtpengine[0]}:{rtpengine[1]}" if rtpengine else None,
     )
     store = EventStore(pool, schema)
-    gateway = Gateway.build(settings, store, trunks=config or trunks(), passwords=passwords)
+    gateway = Gateway.build(
+        settings, store, trunks=config or trunks(), passwords=passwords, media=media
+    )
     stop = asyncio.Event()
     task = asyncio.create_task(gateway.run(stop))
     server = GrpcServer("127.0.0.1", 0, [call_control_service(gateway.b2bua)])

@@ -75,6 +75,14 @@ class MediaPort(Protocol):
         """Stop what plays to the leg with ``tag`` (queue music when an agent answers)."""
         ...
 
+    async def block_media(self, call_id: str, tag: str) -> None:
+        """Drop the audio the leg with ``tag`` sends (a queued caller talks to nobody)."""
+        ...
+
+    async def unblock_media(self, call_id: str, tag: str) -> None:
+        """Relay the audio the leg with ``tag`` sends again (an agent is there now)."""
+        ...
+
     async def start_recording(self, call_id: str, *, metadata: str | None = None) -> None:
         """Record both legs of the call; ``metadata`` (e.g. the queue) is kept with it."""
         ...

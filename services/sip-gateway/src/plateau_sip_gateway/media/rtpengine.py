@@ -23,6 +23,9 @@ from typing import Self
 from plateau_sip_gateway.media.bencode import Bencodable, BencodeError, BValue, decode_dict, encode
 from plateau_sip_gateway.media.ports import MediaError, Playback
 
+#: rtpengine's refusal of ``stop media`` for a leg nothing was ever played to.
+NOT_PLAYING = "Not currently playing media"
+
 #: The largest reply we accept; an SDP with a few media sections is well under it.
 MAX_DATAGRAM = 65_535
 
@@ -60,12 +63,16 @@ class AnchorOptions:
 
     The defaults suit a SIP trunk and desk softphones: plain RTP/AVP, no ICE (rtpengine is
     the only path), the ``o=`` and session ``c=`` lines rewritten to rtpengine's address.
+    ``port-latching`` keeps rtpengine's ports when a leg's SDP changes: without it, a second
+    answer for the same leg (the agent taking over from the gateway's stand-in that played
+    queue music) moves the port the caller was told in its 183, and the caller, who keeps
+    the first answer (RFC 3261 §13.2.1), would send to a port nobody reads.
     """
 
     ice: str = "remove"
     transport_protocol: str = "RTP/AVP"
     replace: tuple[str, ...] = ("origin", "session-connection")
-    flags: tuple[str, ...] = ("trust-address",)
+    flags: tuple[str, ...] = ("trust-address", "port-latching")
     record_call: bool = False
     metadata: str | None = None
 
@@ -290,6 +297,13 @@ class RtpengineClient:
     async def stop_media(self, call_id: str, from_tag: str) -> None:
         await self.request("stop media", call_id=call_id, from_tag=from_tag)
 
+    async def block_media(self, call_id: str, from_tag: str) -> None:
+        """Drop the RTP the leg ``from_tag`` sends; what is played to it still reaches it."""
+        await self.request("block media", call_id=call_id, from_tag=from_tag)
+
+    async def unblock_media(self, call_id: str, from_tag: str) -> None:
+        await self.request("unblock media", call_id=call_id, from_tag=from_tag)
+
     async def start_recording(self, call_id: str, *, metadata: str | None = None) -> None:
         """Record the whole call into the daemon's ``--recording-dir``."""
         params: dict[str, Bencodable] = {"call-id": call_id}
@@ -383,7 +397,18 @@ class RtpengineMedia:
         return Playback(duration)
 
     async def stop_playing(self, call_id: str, tag: str) -> None:
-        await self.client.stop_media(call_id, tag)
+        try:
+            await self.client.stop_media(call_id, tag)
+        except RtpengineError as error:
+            # Said when nothing was ever played to the leg: it is silent, as asked.
+            if error.reason != NOT_PLAYING:
+                raise
+
+    async def block_media(self, call_id: str, tag: str) -> None:
+        await self.client.block_media(call_id, tag)
+
+    async def unblock_media(self, call_id: str, tag: str) -> None:
+        await self.client.unblock_media(call_id, tag)
 
     async def start_recording(self, call_id: str, *, metadata: str | None = None) -> None:
         await self.client.start_recording(call_id, metadata=metadata)

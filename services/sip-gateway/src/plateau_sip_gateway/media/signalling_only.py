@@ -44,6 +44,12 @@ class SignallingOnlyMedia:
     async def stop_playing(self, call_id: str, tag: str) -> None:
         raise self._refusal("cannot stop playback")
 
+    async def block_media(self, call_id: str, tag: str) -> None:
+        raise self._refusal("cannot block a leg's audio")
+
+    async def unblock_media(self, call_id: str, tag: str) -> None:
+        raise self._refusal("cannot unblock a leg's audio")
+
     async def start_recording(self, call_id: str, *, metadata: str | None = None) -> None:
         raise self._refusal("cannot record")
 
