@@ -257,7 +257,11 @@ class AgentDeskServicer(pb_grpc.AgentDeskServicer):
     async def _known(self, context: grpc.aio.ServicerContext, agent_id: str) -> str:
         tenant = await _tenant(context)
         if agent_id not in self._acd.book(tenant).profiles:
-            await _abort_unknown(context, agent_id)
+            # The acd may still be loading its store after a start, or the agent was
+            # configured a moment ago: read what the store holds before refusing.
+            await self._acd.refresh()
+            if agent_id not in self._acd.book(tenant).profiles:
+                await _abort_unknown(context, agent_id)
         return tenant
 
     async def _command(
