@@ -31,18 +31,12 @@ from pathlib import Path
 
 import grpc
 from sip_inbound import (
-    REGISTER,
     SECONDS,
     TALK_MS,
     carrier_run,
-    free_both,
-    free_port,
     make_work_dir,
     percentile,
     platform,
-    sipp,
-    sipp_binary,
-    spawn_gateway,
 )
 
 from plateau_contracts.grpc.agents.v1 import agent_desk_pb2 as desk
@@ -51,8 +45,10 @@ from plateau_runtime.db import connect, create_pool
 from plateau_runtime.embedded import EmbeddedBroker
 from plateau_runtime.migrations import ServiceSchema, migrate, role_dsn
 from plateau_runtime.services import service
+from plateau_sip_gateway.testing.inbound import spawn_gateway
+from plateau_sip_gateway.testing.sipp import free_both, free_port, register, run_sipp, sipp_binary
 
-AGENTS = 60
+AGENTS = 160  # 200 calls/s of 500 ms talk keep over 100 agents busy
 TENANT = "bench"
 EXTENSIONS = [str(2000 + n) for n in range(AGENTS)]
 
@@ -126,7 +122,7 @@ async def processes(
     admin_dsn: str, broker: EmbeddedBroker, work: Path, password: str
 ) -> AsyncIterator[tuple[int, int, str]]:
     """Gateway and acd running; yields the SIP port, the acd's gRPC port, the acd's DSN."""
-    gateway_dsn = await migrated(admin_dsn, ServiceSchema("sip_gateway", None))
+    gateway_dsn = await migrated(admin_dsn, service("sip-gateway").service_schema())
     acd_dsn = await migrated(admin_dsn, service("acd").service_schema())
     (work / "trunks.json").write_text(
         json.dumps(
@@ -198,16 +194,13 @@ async def agents_ready(
         stderr=asyncio.subprocess.DEVNULL,
     )
     for extension in EXTENSIONS:
-        register = work / "register.xml"
-        register.write_text(
-            REGISTER.replace("EXT", extension)
-            .replace("PORT", str(agent_port))
-            .replace("PASSWORD", password)
+        scenario = work / "register.xml"
+        scenario.write_text(register(extension, password, agent_port))
+        code, output = await run_sipp(
+            ["-sf", str(scenario), "-m", "1", f"127.0.0.1:{sip_port}"], work, timeout=30
         )
-        await sipp(
-            ["-sf", str(register), "-m", "1", f"127.0.0.1:{sip_port}", "-p", str(free_port())],
-            work,
-        )
+        if code != 0:
+            sys.exit(f"agent {extension} could not register:\n{output}")
     metadata = (("x-plateau-tenant", TENANT),)
     async with grpc.aio.insecure_channel(f"127.0.0.1:{acd_grpc}") as channel:
         stub = desk_grpc.AgentDeskStub(channel)

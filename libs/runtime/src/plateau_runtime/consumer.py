@@ -6,6 +6,11 @@ transaction as the effect. A redelivered or replayed event is then recognised an
 Kafka offsets are committed only after that transaction: a crash in between redelivers
 the event, and the checkpoint makes the second delivery a no-op.
 
+A consumer with a batch handler (``EventConsumer(batch_handler=...)``) applies every
+record of a poll in one transaction (``apply_batch_once``): one claim for all of them, one
+effect, one commit, then the Kafka offsets. Throughput then comes from the batch, as it does
+for the event store's group commit, and the guarantees stay those of one event at a time.
+
 The relay publishes each stream in order, so a version below the checkpoint is always a
 duplicate. A version above ``checkpoint + 1`` means events were missed (say, the local
 broker lost its memory); it is applied, and the gap is logged as a warning.
@@ -22,7 +27,7 @@ import asyncpg
 import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import IllegalStateError
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import Link, SpanKind, get_current_span
 from pydantic import ValidationError
 
 from plateau_contracts.envelope import Envelope
@@ -43,6 +48,10 @@ Effect = Callable[[Connection], Awaitable[None]]
 Handler = Callable[[Connection, Envelope], Awaitable[None]]
 #: Runs once an event's effect and checkpoint are committed (not for skipped duplicates).
 AfterCommit = Callable[[Envelope], Awaitable[None]]
+#: Applies, in one transaction, the events of a batch not applied before (in delivery order).
+BatchHandler = Callable[[Connection, Sequence[Envelope]], Awaitable[None]]
+#: Runs once a batch's effect and checkpoints are committed, with the events it applied.
+AfterBatchCommit = Callable[[Sequence[Envelope]], Awaitable[None]]
 
 # One statement claims the event: it inserts or raises the checkpoint only if the stored
 # version is lower. A concurrent claim of the same event waits on the row lock, then sees
@@ -55,6 +64,24 @@ insert into consumer_checkpoints as c (consumer, stream, version) values ($1, $2
 on conflict (consumer, stream) do update set version = excluded.version
     where c.version < excluded.version
 returning (select version from previous) as previous
+"""
+
+# The batch claim, first statement: a row per stream of the batch, locked until the end of
+# the transaction, with the version applied so far (0 for a stream never seen). ``do update``
+# rather than ``do nothing`` so that an existing row is locked and its latest committed
+# version returned, even when a concurrent claim committed after this statement began.
+# Streams come sorted, so two batches lock their rows in the same order (no deadlock).
+_LOCK_CHECKPOINTS = """
+insert into consumer_checkpoints as c (consumer, stream, version)
+select $1, s, 0 from unnest($2::text[]) as s
+on conflict (consumer, stream) do update set version = c.version
+returning stream, version
+"""
+
+_RAISE_CHECKPOINTS = """
+update consumer_checkpoints as c set version = u.version
+from unnest($2::text[], $3::int[]) as u(stream, version)
+where c.consumer = $1 and c.stream = u.stream
 """
 
 _REJECT = """
@@ -86,6 +113,50 @@ async def apply_once(conn: Connection, consumer: str, envelope: Envelope, effect
     return True
 
 
+async def apply_batch_once(
+    conn: Connection,
+    consumer: str,
+    envelopes: Sequence[Envelope],
+    effect: Callable[[Connection, list[Envelope]], Awaitable[None]],
+) -> list[Envelope]:
+    """Run ``effect`` with the events of ``envelopes`` not applied yet (in their order) and
+    record them all as applied, in one transaction; returns those events.
+
+    As ``apply_once`` for each event in turn: an event whose stream version, or a later
+    one, was applied before (by an earlier batch or earlier in this one) is left out. A
+    concurrent claim of the same streams waits for this transaction, then sees its versions.
+    """
+    if not envelopes:
+        return []
+    streams = sorted({e.stream for e in envelopes})
+    async with conn.transaction():
+        rows = await conn.fetch(_LOCK_CHECKPOINTS, consumer, streams)
+        applied: dict[str, int] = {row["stream"]: row["version"] for row in rows}
+        before = dict(applied)
+        claimed: list[Envelope] = []
+        for envelope in envelopes:
+            previous = applied[envelope.stream]
+            if envelope.stream_version <= previous:
+                continue
+            if envelope.stream_version > previous + 1:
+                log.warning(
+                    "consumer.version_gap",
+                    consumer=consumer,
+                    stream=envelope.stream,
+                    expected_version=previous + 1,
+                    applied_version=envelope.stream_version,
+                    event_id=str(envelope.event_id),
+                )
+            applied[envelope.stream] = envelope.stream_version
+            claimed.append(envelope)
+        if not claimed:
+            return []
+        raised = [s for s in streams if applied[s] != before[s]]
+        await conn.execute(_RAISE_CHECKPOINTS, consumer, raised, [applied[s] for s in raised])
+        await effect(conn, claimed)
+    return claimed
+
+
 def rejection_reason(exc: BaseException) -> str:
     """Why a message is not an envelope, in one line."""
     if isinstance(exc, ValidationError):
@@ -107,6 +178,11 @@ class EventConsumer:
     handler that raises is retried
     with back-off on the same event (later events of that partition wait: order matters
     more than progress); the error is logged each time with its traceback.
+
+    With ``batch_handler`` instead of ``handler``, the records of each poll (up to
+    ``max_batch``, partition after partition, each partition in order) are applied in one
+    ``apply_batch_once`` transaction and ``after_batch_commit`` runs once it committed; a
+    batch that fails is retried whole, with back-off.
     """
 
     def __init__(
@@ -116,15 +192,23 @@ class EventConsumer:
         *,
         consumer: str,
         topics: Sequence[str],
-        handler: Handler,
+        handler: Handler | None = None,
         after_commit: AfterCommit | None = None,
+        batch_handler: BatchHandler | None = None,
+        after_batch_commit: AfterBatchCommit | None = None,
+        max_batch: int = 500,
     ) -> None:
+        if (handler is None) == (batch_handler is None):
+            raise ValueError("give EventConsumer either handler or batch_handler")
         self._pool = pool
         self._bootstrap = bootstrap
         self._consumer = consumer
         self._topics = list(topics)
         self._handler = handler
         self._after_commit = after_commit
+        self._batch_handler = batch_handler
+        self._after_batch_commit = after_batch_commit
+        self._max_batch = max_batch
         self._tracer = tracer(__name__)
 
     @property
@@ -169,21 +253,11 @@ class EventConsumer:
         context = {"consumer": self._consumer}
         handler_backoff = Backoff(initial=0.5, maximum=30.0)
         while not stop.is_set():
-            fetched = await kafka.getmany(timeout_ms=200, max_records=500)
-            done: dict[TopicPartition, int] = {}
-            failure: tuple[BaseException, ConsumerRecord[Any, Any]] | None = None
-            for tp, records in fetched.items():
-                if failure is not None:
-                    _rewind(kafka, tp, records[0].offset)
-                    continue
-                for record in records:
-                    try:
-                        await self._process(record)
-                    except Exception as exc:
-                        failure = (exc, record)
-                        _rewind(kafka, tp, record.offset)
-                        break
-                    done[tp] = record.offset + 1
+            fetched = await kafka.getmany(timeout_ms=200, max_records=self._max_batch)
+            if self._batch_handler is not None:
+                done, failure = await self._apply_batch(kafka, fetched)
+            else:
+                done, failure = await self._apply_each(kafka, fetched)
             if done:
                 # Only offsets whose effects are committed; a crash before this line
                 # redelivers them and ``apply_once`` skips them.
@@ -204,7 +278,44 @@ class EventConsumer:
                 log.error("consumer.handler_failed", **where, **context, exc_info=error)
                 await wait_or_stop(stop, handler_backoff.next_delay())
 
+    async def _apply_each(
+        self, kafka: AIOKafkaConsumer, fetched: dict[TopicPartition, list[ConsumerRecord[Any, Any]]]
+    ) -> tuple[dict[TopicPartition, int], tuple[BaseException, ConsumerRecord[Any, Any]] | None]:
+        """Apply records one by one; the offsets to commit, and the failure that stopped."""
+        done: dict[TopicPartition, int] = {}
+        failure: tuple[BaseException, ConsumerRecord[Any, Any]] | None = None
+        for tp, records in fetched.items():
+            if failure is not None:
+                _rewind(kafka, tp, records[0].offset)
+                continue
+            for record in records:
+                try:
+                    await self._process(record)
+                except Exception as exc:
+                    failure = (exc, record)
+                    _rewind(kafka, tp, record.offset)
+                    break
+                done[tp] = record.offset + 1
+        return done, failure
+
+    async def _apply_batch(
+        self, kafka: AIOKafkaConsumer, fetched: dict[TopicPartition, list[ConsumerRecord[Any, Any]]]
+    ) -> tuple[dict[TopicPartition, int], tuple[BaseException, ConsumerRecord[Any, Any]] | None]:
+        """Apply a poll's records in one transaction; all their offsets, or the failure
+        (then every partition is fetched again from the batch's first record)."""
+        if not fetched:
+            return {}, None
+        try:
+            await self._process_batch(fetched)
+        except Exception as exc:
+            for tp, records in fetched.items():
+                _rewind(kafka, tp, records[0].offset)
+            return {}, (exc, next(iter(fetched.values()))[0])
+        return {tp: records[-1].offset + 1 for tp, records in fetched.items()}, None
+
     async def _process(self, record: ConsumerRecord[Any, Any]) -> None:
+        assert self._handler is not None
+        handler = self._handler
         try:
             if record.value is None:
                 raise ValueError("the message has no value (a tombstone?)")
@@ -226,12 +337,48 @@ class EventConsumer:
         ):
 
             async def effect(conn: Connection) -> None:
-                await self._handler(conn, envelope)
+                await handler(conn, envelope)
 
             async with self._pool.acquire() as conn:
                 applied = await apply_once(conn, self._consumer, envelope, effect)
             if applied and self._after_commit is not None:
                 await self._after_commit(envelope)
+
+    async def _process_batch(
+        self, fetched: dict[TopicPartition, list[ConsumerRecord[Any, Any]]]
+    ) -> None:
+        assert self._batch_handler is not None
+        handler = self._batch_handler
+        envelopes: list[Envelope] = []
+        for records in fetched.values():
+            for record in records:
+                try:
+                    if record.value is None:
+                        raise ValueError("the message has no value (a tombstone?)")
+                    envelopes.append(Envelope.from_message(record.value))
+                except (ValidationError, ValueError) as exc:
+                    await self._reject(record, exc)
+        if not envelopes:
+            return
+        links = [
+            Link(get_current_span(context_from_traceparent(e.traceparent)).get_span_context())
+            for e in envelopes
+            if e.traceparent
+        ]
+        with self._tracer.start_as_current_span(
+            "batch process",
+            kind=SpanKind.CONSUMER,
+            links=links,
+            attributes={
+                "messaging.system": "kafka",
+                "messaging.consumer.group.name": self._consumer,
+                "messaging.batch.message_count": len(envelopes),
+            },
+        ):
+            async with self._pool.acquire() as conn:
+                applied = await apply_batch_once(conn, self._consumer, envelopes, handler)
+            if applied and self._after_batch_commit is not None:
+                await self._after_batch_commit(applied)
 
     async def _reject(self, record: ConsumerRecord[Any, Any], exc: BaseException) -> None:
         reason = rejection_reason(exc)

@@ -1,13 +1,15 @@
 """Idempotent consumption against real PostgreSQL and the real broker: duplicates, replays
 and concurrent deliveries apply once; malformed messages are kept and skipped; a failing
-handler is retried without losing order; offsets follow committed effects."""
+handler is retried without losing order; offsets follow committed effects. The same for
+batches (``apply_batch_once``, ``EventConsumer(batch_handler=...)``): duplicates within and
+across batches, concurrent overlapping batches, a failing batch retried whole."""
 
 from __future__ import annotations
 
 import asyncio
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +20,7 @@ from structlog.testing import capture_logs
 
 from plateau_contracts.envelope import Envelope, new_event_id, utc_now
 from plateau_runtime.bus import ensure_topics
-from plateau_runtime.consumer import EventConsumer, apply_once
+from plateau_runtime.consumer import EventConsumer, apply_batch_once, apply_once
 from plateau_runtime.db import Connection, create_pool
 from plateau_runtime.embedded import EmbeddedBroker
 from plateau_runtime.testing import MigratedSchema, make_schema
@@ -327,5 +329,172 @@ async def test_a_failing_handler_is_retried_in_order_and_offsets_follow_effects(
     await reader.start()
     try:
         assert await reader.committed(TopicPartition(topic, 0)) == len(events)
+    finally:
+        await reader.stop()
+
+
+# -- batches ----------------------------------------------------------------------------
+
+
+async def record_all(conn: Connection, events: Sequence[Envelope]) -> None:
+    for event in events:
+        await record_effect(conn, event)
+
+
+async def test_a_batch_applies_each_event_once_in_order(pool: asyncpg.Pool) -> None:
+    a1, a2, b1, a3 = (envelope("call-a", 1), envelope("call-a", 2), envelope("call-b", 1),
+                      envelope("call-a", 3))  # fmt: skip
+    async with pool.acquire() as conn:
+        applied = await apply_batch_once(conn, CONSUMER, [a1, a2, a1, b1, a3, a2], record_all)
+        assert applied == [a1, a2, b1, a3]
+        # The same batch again, and a later one overlapping it: nothing twice.
+        assert await apply_batch_once(conn, CONSUMER, [a1, a2, b1, a3], record_all) == []
+        b2 = envelope("call-b", 2)
+        assert await apply_batch_once(conn, CONSUMER, [b1, b2, a3], record_all) == [b2]
+        # One event at a time and batches share their checkpoints.
+        assert not await apply_once(conn, CONSUMER, b2, lambda c: record_effect(c, b2))
+    assert await effects(pool) == [
+        ("call-a", 1), ("call-a", 2), ("call-b", 1), ("call-a", 3), ("call-b", 2)
+    ]  # fmt: skip
+    assert await checkpoint(pool, "call-a") == 3
+    assert await checkpoint(pool, "call-b") == 2
+
+
+async def test_a_batch_that_fails_records_nothing(pool: asyncpg.Pool) -> None:
+    events = [envelope("call-f", 1), envelope("call-g", 1)]
+
+    async def fails(conn: Connection, claimed: Sequence[Envelope]) -> None:
+        await record_all(conn, claimed)
+        raise RuntimeError("rolled back")
+
+    async with pool.acquire() as conn:
+        with pytest.raises(RuntimeError):
+            await apply_batch_once(conn, CONSUMER, events, fails)
+        assert await checkpoint(pool, "call-f") is None
+        assert await apply_batch_once(conn, CONSUMER, events, record_all) == events
+    assert await effects(pool) == [("call-f", 1), ("call-g", 1)]
+
+
+async def test_a_version_gap_in_a_batch_is_applied_and_logged(pool: asyncpg.Pool) -> None:
+    with capture_logs() as logs:
+        async with pool.acquire() as conn:
+            await apply_batch_once(
+                conn, CONSUMER, [envelope("call-v", 1), envelope("call-v", 4)], record_all
+            )
+    [gap] = [e for e in logs if e["event"] == "consumer.version_gap"]
+    assert (gap["expected_version"], gap["applied_version"]) == (2, 4)
+    assert await checkpoint(pool, "call-v") == 4
+
+
+async def test_concurrent_overlapping_batches_apply_each_event_once(pool: asyncpg.Pool) -> None:
+    """A second batch arrives while the first one's transaction is open (a rebalance): it
+    waits for the first, then applies only what the first did not."""
+    first_batch = [envelope("call-x", 1), envelope("call-y", 1)]
+    y2 = envelope("call-y", 2)
+    inside, release = asyncio.Event(), asyncio.Event()
+
+    async def slow(conn: Connection, claimed: Sequence[Envelope]) -> None:
+        await record_all(conn, claimed)
+        inside.set()
+        await release.wait()
+
+    async with pool.acquire() as first, pool.acquire() as second:
+        applying = asyncio.create_task(apply_batch_once(first, CONSUMER, first_batch, slow))
+        await inside.wait()
+        overlapping = asyncio.create_task(
+            apply_batch_once(second, CONSUMER, [*first_batch, y2], record_all)
+        )
+        await _waiting_on_a_lock(pool, second.get_server_pid())
+        release.set()
+        assert await applying == first_batch
+        assert await overlapping == [y2]
+    assert await effects(pool) == [("call-x", 1), ("call-y", 1), ("call-y", 2)]
+
+
+async def test_many_simultaneous_batches_apply_once(pool: asyncpg.Pool) -> None:
+    events = [envelope(f"call-{n}", 1) for n in range(5)]
+
+    async def deliver(batch: list[Envelope]) -> list[Envelope]:
+        async with pool.acquire() as conn:
+            return await apply_batch_once(conn, CONSUMER, batch, record_all)
+
+    # Each delivery in its own order of streams: sorted locking keeps them deadlock-free.
+    outcomes = await asyncio.gather(*(deliver(events[n:] + events[:n]) for n in range(10)))
+    assert sorted(e.stream for applied in outcomes for e in applied) == sorted(
+        e.stream for e in events
+    )
+    assert len(await effects(pool)) == len(events)
+
+
+def test_a_consumer_has_one_kind_of_handler(pool: asyncpg.Pool) -> None:
+    with pytest.raises(ValueError, match="either handler or batch_handler"):
+        EventConsumer(pool, "localhost:9092", consumer=CONSUMER, topics=["t"])
+    with pytest.raises(ValueError, match="either handler or batch_handler"):
+        EventConsumer(
+            pool,
+            "localhost:9092",
+            consumer=CONSUMER,
+            topics=["t"],
+            handler=record_effect,
+            batch_handler=record_all,
+        )
+
+
+async def test_a_failing_batch_is_retried_in_order_and_offsets_follow_effects(
+    broker: EmbeddedBroker, pool: asyncpg.Pool, topic: str
+) -> None:
+    streams = [f"call-{n}" for n in range(3)]
+    events = [envelope(s, v) for v in range(1, 6) for s in streams]
+    duplicates = events[:4]  # delivered twice: applied once
+    await produce(
+        broker.bootstrap,
+        topic,
+        [(e.stream.encode(), e.to_message()) for e in [*events[:6], *duplicates, *events[6:]]],
+    )
+    failures = {("call-1", 3): 2}  # a batch holding this event fails twice
+    batches: list[int] = []
+    committed: list[Envelope] = []
+
+    async def flaky(conn: Connection, claimed: Sequence[Envelope]) -> None:
+        await record_all(conn, claimed)
+        for event in claimed:
+            remaining = failures.get((event.stream, event.stream_version), 0)
+            if remaining:
+                failures[(event.stream, event.stream_version)] = remaining - 1
+                raise RuntimeError("downstream hiccup")
+        batches.append(len(claimed))
+
+    async def after(claimed: Sequence[Envelope]) -> None:
+        committed.extend(claimed)
+
+    stop = asyncio.Event()
+    group = f"batch-{topic}"
+    consumer = EventConsumer(
+        pool,
+        broker.bootstrap,
+        consumer=group,
+        topics=[topic],
+        batch_handler=flaky,
+        after_batch_commit=after,
+    )
+    with capture_logs() as logs:
+        running = asyncio.create_task(consumer.run(stop))
+        try:
+            await wait_for(lambda: _count(pool, "effects", len(events)), "every event")
+        finally:
+            stop.set()
+            await asyncio.wait_for(running, 30)
+
+    assert await effects(pool) == [(e.stream, e.stream_version) for e in events]
+    assert [e.event_id for e in committed] == [e.event_id for e in events]
+    assert sum(batches) == len(events)
+    assert [e["event"] for e in logs].count("consumer.handler_failed") == 2
+    for stream in streams:
+        assert await checkpoint(pool, stream, group) == 5
+
+    reader = AIOKafkaConsumer(bootstrap_servers=broker.bootstrap, group_id=group)
+    await reader.start()
+    try:
+        assert await reader.committed(TopicPartition(topic, 0)) == len(events) + len(duplicates)
     finally:
         await reader.stop()

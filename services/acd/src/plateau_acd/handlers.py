@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import cast
@@ -39,7 +39,7 @@ import asyncpg
 import structlog
 
 from plateau_acd.domain import routing
-from plateau_acd.domain.agent import AgentStatus, Recorded
+from plateau_acd.domain.agent import AgentDomainError, AgentStatus, Recorded
 from plateau_acd.domain.routing import AcdState, Distributor, Trigger
 from plateau_contracts.catalogue import UnknownEventError, parse
 from plateau_contracts.envelope import Envelope, EventData, utc_now
@@ -192,6 +192,22 @@ class TenantBook:
 
 Effect = Reservation | HangupOrder
 Listener = Callable[[str, str], None]  # (tenant, agent id) changed
+#: What an outside fact means given the tenant's current state: a trigger to decide on,
+#: the gateway ringing an agent (shown, not recorded), or nothing.
+Interpretation = Trigger | AgentRinging | None
+Interpret = Callable[[AcdState, Envelope], Interpretation]
+
+
+@dataclass(frozen=True)
+class _Ringing:
+    tenant: str
+    fact: AgentRinging
+    at: datetime
+
+
+#: The outcome of one outside fact of a batch, in order: ringing to show, or the
+#: events its decision recorded.
+_Outcome = _Ringing | list[StoredEvent]
 
 
 class Acd:
@@ -215,7 +231,7 @@ class Acd:
         self._listeners: set[Listener] = set()
         self._effects: asyncio.Queue[Effect] = asyncio.Queue()
         self._loaded = asyncio.Event()
-        self._uncommitted: list[StoredEvent] = []
+        self._uncommitted: list[_Outcome] = []
         self._recent_failures: list[HangupOrder] = []
 
     # -- reading -------------------------------------------------------------------------
@@ -378,22 +394,118 @@ class Acd:
         await self._loaded.wait()
         if conn is not None:
             stored = await self._decide_on(conn, tenant, trigger, causation_id, check)
-            self._uncommitted = stored
+            self._uncommitted = [stored]
             return stored
         async with self._pool.acquire() as own, own.transaction():
             stored = await self._decide_on(own, tenant, trigger, causation_id, check)
         await self._apply_committed(stored)
         return stored
 
+    async def decide_facts(
+        self, conn: Connection, envelopes: Sequence[Envelope], interpret: Interpret
+    ) -> None:
+        """Decide on outside facts in order, in the caller's transaction (one append lock,
+        one catch-up, one append for all of them), which must commit for the decisions to
+        count: then call ``committed()``.
+
+        Each fact is decided on the state its predecessors in the batch lead to, exactly
+        as if each had been committed before the next was read.
+        """
+        await self._loaded.wait()
+        async with self._mutex:
+            await self._store.lock_appends(conn)
+            await self._catch_up(conn)
+            states: dict[str, AcdState] = {}
+            appends: list[StreamAppend] = []
+            plan: list[_Ringing | int] = []  # ringing, or how many appends a decision made
+            for envelope in envelopes:
+                tenant = envelope.tenant
+                state = states.get(tenant) or self.book(tenant).state
+                meant = interpret(state, envelope)
+                if isinstance(meant, AgentRinging):
+                    states[tenant] = routing.apply(state, Recorded(meant, envelope.occurred_at))
+                    plan.append(_Ringing(tenant, meant, envelope.occurred_at))
+                    continue
+                if meant is None:
+                    continue
+                try:
+                    decisions = self._distributor.decide(state, meant)
+                except AgentDomainError as exc:
+                    # The agent moved on since the fact was read (say, logged out already).
+                    log.info("acd.fact_ignored", type=envelope.type, reason=str(exc))
+                    continue
+                for decision in decisions:
+                    state = routing.apply(state, Recorded(decision, meant.at))
+                    appends.append(
+                        StreamAppend(
+                            _stream(decision),
+                            [
+                                NewEvent(
+                                    decision,
+                                    tenant=tenant,
+                                    occurred_at=meant.at,
+                                    causation_id=envelope.event_id,
+                                )
+                            ],
+                            traceparent=envelope.traceparent,
+                        )
+                    )
+                states[tenant] = state
+                plan.append(len(decisions))
+            stored = await self._store.append_many(appends, conn=conn)
+        outcomes: list[_Outcome] = []
+        cursor = 0
+        for step in plan:
+            if isinstance(step, _Ringing):
+                outcomes.append(step)
+            elif step:
+                outcomes.append(stored[cursor : cursor + step])
+                cursor += step
+        self._uncommitted = outcomes
+
     def discard_uncommitted(self) -> None:
-        """Forget the events of a ``decide(conn=...)`` whose transaction did not commit
-        (a consumer calls it before each fact, so only a committed fact's events count)."""
+        """Forget the events of a ``decide(conn=...)`` or ``decide_facts`` whose transaction
+        did not commit (a consumer calls it before each batch, so only a committed batch's
+        events count)."""
         self._uncommitted = []
 
     async def committed(self) -> None:
-        """The transaction of the last ``decide(conn=...)`` committed: apply its events."""
-        stored, self._uncommitted = self._uncommitted, []
+        """The transaction of the last ``decide(conn=...)`` or ``decide_facts`` committed:
+        apply its events, and show the ringing agents, in the order of the facts."""
+        outcomes, self._uncommitted = self._uncommitted, []
+        stored = [event for o in outcomes if not isinstance(o, _Ringing) for event in o]
+        ringing = [o for o in outcomes if isinstance(o, _Ringing)]
+        if not ringing:
+            await self._apply_committed(stored)
+            return
+        async with self._mutex:
+            in_order = not stored or stored[0].position == self._position + 1
+            if in_order:
+                changed: set[tuple[str, str]] = set()
+                for outcome in outcomes:
+                    if isinstance(outcome, _Ringing):
+                        self._show_ringing(outcome, changed)
+                        continue
+                    for event in outcome:
+                        self._apply_stored(event, changed, emit_effects=True)
+                        self._position = event.position
+                self._notify(changed)
+                return
+        # Someone read our events already (a decision of its own): bring the state up to
+        # date, then show who rings.
         await self._apply_committed(stored)
+        async with self._mutex:
+            changed = set()
+            for outcome in ringing:
+                self._show_ringing(outcome, changed)
+            self._notify(changed)
+
+    def _show_ringing(self, ringing: _Ringing, changed: set[tuple[str, str]]) -> None:
+        book = self.book(ringing.tenant)
+        before = book.state.agents.get(ringing.fact.agent_id)
+        book.state = routing.apply(book.state, Recorded(ringing.fact, ringing.at))
+        if book.state.agents.get(ringing.fact.agent_id) is not before:
+            changed.add((ringing.tenant, ringing.fact.agent_id))
 
     async def _apply_committed(self, stored: list[StoredEvent]) -> None:
         """Apply committed events of ours without reading them back when they follow the

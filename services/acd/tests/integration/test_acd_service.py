@@ -9,6 +9,7 @@ from collections import Counter
 import grpc
 import pytest
 from acd_harness import (
+    DNIS,
     RunningAcd,
     World,
     eventually,
@@ -18,7 +19,7 @@ from acd_harness import (
 )
 
 from plateau_acd.entrypoints import calls
-from plateau_contracts.events.calls import EndedBy
+from plateau_contracts.events.calls import CallOffered, EndedBy
 from plateau_contracts.events.routing import (
     CallAbandoned,
     CallAgentReserved,
@@ -32,6 +33,7 @@ from plateau_contracts.grpc.agents.v1 import agent_desk_pb2 as desk
 from plateau_contracts.grpc.calls.v1 import call_control_pb2 as pb
 from plateau_runtime.consumer import apply_once
 from plateau_runtime.embedded import EmbeddedBroker
+from plateau_runtime.eventstore import NewEvent, StreamAppend
 
 pytestmark = pytest.mark.integration
 
@@ -293,6 +295,64 @@ async def test_a_replayed_fact_changes_nothing(admin_dsn: str, broker: EmbeddedB
                     await calls.handle(running.acd, conn, offered.envelope)
             await running.acd.refresh()
             assert len(await running.events("call.queued")) == 1
+
+
+async def test_a_burst_of_facts_decided_together_reserves_each_call_once(
+    admin_dsn: str, broker: EmbeddedBroker
+) -> None:
+    """Facts consumed in one batch are decided in one transaction, each on the state its
+    predecessors lead to: an agent is never reserved twice, a call never offered twice."""
+    async with world(admin_dsn, broker.bootstrap) as w:
+        await w.configure()
+        call_ids = [w.c(f"b-{n}") for n in range(8)]
+        async with (
+            w.running_acd() as running,
+            grpc.aio.insecure_channel(f"127.0.0.1:{running.desk_port}") as channel,
+        ):
+            stub = running.desk(channel)
+            await login_available(stub, w.tenant, "a-1", "a-2", "a-3")
+            # All eight offered in one transaction of the gateway: they arrive together.
+            await w.gateway.store.append_many(
+                [
+                    StreamAppend(
+                        f"call-{call_id}",
+                        [
+                            NewEvent(
+                                CallOffered(
+                                    call_id=call_id,
+                                    ani="+242066123456",
+                                    dnis=DNIS,
+                                    trunk="t",
+                                    sip_call_id=call_id,
+                                ),
+                                tenant=w.tenant,
+                            )
+                        ],
+                    )
+                    for call_id in call_ids
+                ]
+            )
+            await eventually(lambda: queued(running, 8), "8 calls queued")
+            await eventually(lambda: running_count(running, "call.answered", 3), "3 answered")
+            served: list[str] = []
+            while len(served) < len(call_ids):
+                connected = [c for c in w.call_control.connected_calls() if c not in served]
+                for call_id in connected:
+                    await w.gateway.end(w.tenant, call_id, EndedBy.AGENT)
+                served += connected
+                expected = min(len(served) + 3, len(call_ids))
+                await eventually(
+                    lambda e=expected: running_count(running, "call.answered", e),
+                    "the next calls answered",
+                )
+            facts = await running.facts("call.agent_reserved")
+            assert sorted(reserved_per_call(facts)) == sorted(call_ids)
+            assert set(reserved_per_call(facts).values()) == {1}, "a call reserved twice"
+            assert len(await running.events("call.queued")) == 8
+            # Nothing is left waiting.
+            await running.acd.refresh()
+            book = running.acd.book(w.tenant)
+            assert not any(q.calls for q in book.state.queues.values())
 
 
 async def test_twenty_waiting_calls_survive_a_crash_and_each_is_routed_once(

@@ -1,12 +1,16 @@
 """The gateway's call facts (topic ``plateau.calls``) as triggers of the distributor.
 
-Each fact is handled inside ``apply_once``'s transaction (``EventConsumer``): the decision
-it leads to is appended on the same connection, so the fact's checkpoint and its decision
-commit together, and a redelivered fact decides nothing.
+The facts of each poll are handled together inside ``apply_batch_once``'s transaction
+(``EventConsumer`` with a batch handler): the decisions they lead to are appended on the
+same connection (``Acd.decide_facts``: one append lock, one catch-up, one append), so the
+facts' checkpoints and their decisions commit together, and a redelivered fact decides
+nothing. One transaction per poll instead of one per fact is what lets the acd keep up
+with the gateway: under load a poll carries many facts.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 
 import asyncpg
@@ -15,7 +19,8 @@ import structlog
 from plateau_acd.domain import agent as agents
 from plateau_acd.domain import routing
 from plateau_acd.domain.agent import AgentStatus
-from plateau_acd.handlers import Acd, TenantBook
+from plateau_acd.domain.routing import AcdState
+from plateau_acd.handlers import Acd, Interpretation
 from plateau_contracts.catalogue import UnknownEventError, parse
 from plateau_contracts.envelope import Envelope
 from plateau_contracts.events.calls import (
@@ -36,7 +41,7 @@ CONSUMER = "acd-calls"
 log = structlog.get_logger(__name__)
 
 
-def trigger_of(acd: Acd, envelope: Envelope) -> routing.Trigger | None:
+def trigger_of(state: AcdState, envelope: Envelope) -> routing.Trigger | None:
     """The distributor's trigger for a call fact, or None for facts the acd ignores."""
     try:
         fact = parse(envelope)
@@ -58,12 +63,12 @@ def trigger_of(acd: Acd, envelope: Envelope) -> routing.Trigger | None:
         case ExtensionUnregistered() if fact.reason != "gateway_restart":
             # Softphones register again after a gateway restart; other losses end the
             # session of an agent who is not on a call.
-            trigger = _logout_on(acd.book(envelope.tenant), fact.extension, at)
+            trigger = _logout_on(state, fact.extension, at)
     return trigger
 
 
-def _logout_on(book: TenantBook, extension: str, at: datetime) -> routing.Trigger | None:
-    for agent in book.state.agents.values():
+def _logout_on(state: AcdState, extension: str, at: datetime) -> routing.Trigger | None:
+    for agent in state.agents.values():
         if (
             agent.extension == extension
             and agent.status not in (AgentStatus.RESERVED, AgentStatus.RINGING)
@@ -74,21 +79,23 @@ def _logout_on(book: TenantBook, extension: str, at: datetime) -> routing.Trigge
     return None
 
 
-async def handle(acd: Acd, conn: Connection, envelope: Envelope) -> None:
-    """Apply one call fact: note ringing, or decide and record in the consumer's transaction."""
+def interpret(state: AcdState, envelope: Envelope) -> Interpretation:
+    """What a call fact means to the acd: ringing to show, a trigger, or nothing."""
     if envelope.type == AgentRinging.event_type:
         fact = parse(envelope)
         assert isinstance(fact, AgentRinging)
-        acd.note_ringing(envelope.tenant, fact, envelope.occurred_at)
-        return
-    trigger = trigger_of(acd, envelope)
-    if trigger is None:
-        return
-    try:
-        await acd.decide(envelope.tenant, trigger, conn=conn, causation_id=envelope.event_id)
-    except agents.AgentDomainError as exc:
-        # The agent moved on since the fact was read (say, logged out already): nothing to do.
-        log.info("acd.fact_ignored", type=envelope.type, reason=str(exc))
+        return fact
+    return trigger_of(state, envelope)
+
+
+async def handle_all(acd: Acd, conn: Connection, envelopes: Sequence[Envelope]) -> None:
+    """Apply call facts in order: decide and record in the consumer's transaction."""
+    await acd.decide_facts(conn, envelopes, interpret)
+
+
+async def handle(acd: Acd, conn: Connection, envelope: Envelope) -> None:
+    """Apply one call fact (``handle_all`` of one)."""
+    await handle_all(acd, conn, [envelope])
 
 
 def calls_consumer(
@@ -102,12 +109,13 @@ def calls_consumer(
     """The consumer of ``plateau.calls`` (Kafka group ``acd-calls``); with ``tenants``,
     facts of other tenants are passed over (another acd serves them)."""
 
-    async def handler(conn: Connection, envelope: Envelope) -> None:
+    async def handler(conn: Connection, envelopes: Sequence[Envelope]) -> None:
         acd.discard_uncommitted()
-        if tenants is None or envelope.tenant in tenants:
-            await handle(acd, conn, envelope)
+        served = [e for e in envelopes if tenants is None or e.tenant in tenants]
+        if served:
+            await handle_all(acd, conn, served)
 
-    async def after_commit(envelope: Envelope) -> None:
+    async def after_commit(envelopes: Sequence[Envelope]) -> None:
         await acd.committed()
 
     return EventConsumer(
@@ -115,6 +123,6 @@ def calls_consumer(
         bootstrap,
         consumer=consumer,
         topics=[Topic.CALLS],
-        handler=handler,
-        after_commit=after_commit,
+        batch_handler=handler,
+        after_batch_commit=after_commit,
     )
