@@ -4,17 +4,17 @@ from __future__ import annotations
 
 from plateau_runtime.service import Components, ServiceHost, ServiceResources
 from plateau_runtime.services import ServiceSpec, service
+from plateau_stats_projector.adapters.read_models import Projection, TenantZones
+from plateau_stats_projector.entrypoints.consumer import projection_consumer
 
 SPEC: ServiceSpec = service("stats-projector")
 
 
 def wire(resources: ServiceResources) -> Components:
-    """The stats projector's gRPC servicers and background tasks, built on the host's resources.
-
-    Only health and reflection so far; wired here as they arrive:
-    its projection consumers.
-    """
-    return Components()
+    """The stats projector's background task: the consumer that maintains the read models."""
+    projection = Projection(TenantZones())
+    consumer = projection_consumer(resources.pool, resources.settings.kafka_bootstrap, projection)
+    return Components(tasks={"projection": consumer.run})
 
 
 def build_host() -> ServiceHost:
