@@ -1,0 +1,292 @@
+"""A scripted day sent through the real event stores, relays and broker to the projector:
+every interval and roll-up matches an oracle computed from the script itself; replaying the
+same events, or replaying the stores one after the other (streams out of order with one
+another), changes nothing, row for row."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import secrets
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+import pytest
+from stats_scripted_day import (
+    Day,
+    build_day,
+    expected_intervals,
+    expected_rollups,
+    tagged,
+    when,
+)
+
+from plateau_contracts.envelope import Envelope
+from plateau_runtime.consumer import apply_once
+from plateau_runtime.db import create_pool
+from plateau_runtime.embedded import EmbeddedBroker
+from plateau_runtime.eventstore import EventStore, NewEvent, StreamAppend
+from plateau_runtime.outbox import OutboxRelay
+from plateau_runtime.testing import MigratedSchema, make_schema
+from plateau_stats_projector.adapters.read_models import Projection
+from plateau_stats_projector.domain.intervals import to_ms
+from plateau_stats_projector.entrypoints.consumer import projection_consumer
+
+pytestmark = pytest.mark.integration
+
+READ_MODELS = (
+    "call_facts",
+    "call_contributions",
+    "interval_measures",
+    "rollup_measures",
+    "call_records",
+    "queue_waiting",
+    "agent_status",
+    "agent_state_spans",
+    "queue_settings",
+)
+
+
+@dataclass
+class RecordedDay:
+    """The day recorded in a gateway store and an acd store, as those services would."""
+
+    day: Day
+    tenant: str
+    tag: str
+    gateway: EventStore
+    acd: EventStore
+    pools: list[asyncpg.Pool]
+
+    async def envelopes(self, store: EventStore) -> list[Envelope]:
+        return [stored.envelope async for stored in store.iterate()]
+
+    async def heads(self) -> dict[str, int]:
+        heads: dict[str, int] = {}
+        for store in (self.gateway, self.acd):
+            for envelope in await self.envelopes(store):
+                heads[envelope.stream] = max(heads.get(envelope.stream, 0), envelope.stream_version)
+        return heads
+
+
+async def record(
+    store: EventStore, events: list[tuple[int, object]], tenant: str, tag: str
+) -> None:
+    """Append in time order (the order the services would have recorded them)."""
+    ordered = sorted(events, key=lambda pair: pair[0])
+    for start in range(0, len(ordered), 250):
+        batch = []
+        for at, event in ordered[start : start + 250]:
+            data = tagged(event, tag)  # type: ignore[arg-type]
+            batch.append(
+                StreamAppend(
+                    data.stream_id(), [NewEvent(data, tenant=tenant, occurred_at=when(at))]
+                )
+            )
+        await store.append_many(batch)
+
+
+@pytest.fixture
+async def recorded(admin_dsn: str) -> AsyncIterator[RecordedDay]:
+    tag = f"-{secrets.token_hex(3)}"
+    tenant = f"t{tag}"
+    day = build_day()
+    gateway_schema = await make_schema(admin_dsn, prefix="gw")
+    acd_schema = await make_schema(admin_dsn, prefix="acd")
+    pools = [await create_pool(s.dsn, max_size=4) for s in (gateway_schema, acd_schema)]
+    gateway = EventStore(pools[0], gateway_schema.schema)
+    acd = EventStore(pools[1], acd_schema.schema)
+    await record(gateway, day.gateway, tenant, tag)
+    await record(acd, day.acd, tenant, tag)
+    yield RecordedDay(day, tenant, tag, gateway, acd, pools)
+    for pool in pools:
+        await pool.close()
+
+
+async def wait_for(
+    condition: Callable[[], Awaitable[bool]], what: str, timeout: float = 240
+) -> None:
+    """Poll until ``condition`` holds; a guard against hanging, not a timing assertion."""
+    deadline = time.monotonic() + timeout
+    while not await condition():
+        assert time.monotonic() < deadline, f"gave up waiting for {what}"
+        await asyncio.sleep(0.2)
+
+
+async def snapshot(pool: asyncpg.Pool, tenant: str) -> dict[str, list[tuple[object, ...]]]:
+    """Every read-model row of a tenant, table by table, in a stable order."""
+    out: dict[str, list[tuple[object, ...]]] = {}
+    for table in READ_MODELS:
+        rows = await pool.fetch(f"select * from {table} where tenant = $1", tenant)
+        out[table] = sorted((tuple(r.values()) for r in rows), key=repr)
+    return out
+
+
+async def intervals_of(
+    pool: asyncpg.Pool, tenant: str, tag: str
+) -> dict[tuple[str, str, int, str], int]:
+    rows = await pool.fetch(
+        "select dimension, dimension_id, interval_start, measure, value from interval_measures "
+        "where tenant = $1",
+        tenant,
+    )
+    return {
+        (
+            r["dimension"],
+            r["dimension_id"].removesuffix(tag),
+            to_ms(r["interval_start"]),
+            r["measure"],
+        ): r["value"]
+        for r in rows
+    }
+
+
+async def rollups_of(
+    pool: asyncpg.Pool, tenant: str, tag: str
+) -> dict[tuple[str, str, str, datetime, str], int]:
+    rows = await pool.fetch(
+        "select grain, dimension, dimension_id, period_start, measure, value from rollup_measures "
+        "where tenant = $1",
+        tenant,
+    )
+    return {
+        (
+            r["grain"],
+            r["dimension"],
+            r["dimension_id"].removesuffix(tag),
+            r["period_start"],
+            r["measure"],
+        ): r["value"]
+        for r in rows
+    }
+
+
+async def replay(pool: asyncpg.Pool, consumer: str, envelopes: list[Envelope]) -> int:
+    """Apply envelopes through ``apply_once``, as the consumer would; how many took effect."""
+    projection = Projection(notify=False)
+    applied = 0
+    async with pool.acquire() as conn:
+        for envelope in envelopes:
+
+            async def effect(c: object, e: Envelope = envelope) -> None:
+                await projection.apply(c, e)  # type: ignore[arg-type]
+
+            applied += await apply_once(conn, consumer, envelope, effect)
+    return applied
+
+
+def assert_matches_oracle(actual: dict, expected: dict, what: str) -> None:
+    missing = {k: v for k, v in expected.items() if actual.get(k) != v}
+    extra = {k: v for k, v in actual.items() if k not in expected}
+    assert not missing and not extra, (
+        f"{what}: {len(missing)} differ or are missing, e.g. "
+        f"{sorted(missing.items(), key=repr)[:5]} (actual "
+        f"{[actual.get(k) for k in sorted(missing, key=repr)[:5]]}); {len(extra)} unexpected, e.g. "
+        f"{sorted(extra.items(), key=repr)[:5]}"
+    )
+
+
+async def test_a_scripted_day_through_the_broker_matches_the_oracle_and_a_rebuild(
+    recorded: RecordedDay,
+    broker: EmbeddedBroker,
+    service_pool: asyncpg.Pool,
+    admin_dsn: str,
+    service_schema: MigratedSchema,
+) -> None:
+    tenant, tag = recorded.tenant, recorded.tag
+    consumer_name = f"stats{tag}"
+    heads = await recorded.heads()
+    consumer = projection_consumer(
+        service_pool, broker.bootstrap, Projection(), consumer=consumer_name
+    )
+    stop = asyncio.Event()
+    relays = [
+        OutboxRelay(store, pool, broker.bootstrap, idle_poll=0.05)
+        for store, pool in zip((recorded.gateway, recorded.acd), recorded.pools, strict=True)
+    ]
+    tasks = [asyncio.create_task(r.run(stop)) for r in relays]
+    tasks.append(asyncio.create_task(consumer.run(stop)))
+
+    async def caught_up() -> bool:
+        rows = await service_pool.fetch(
+            "select stream, version from consumer_checkpoints where consumer = $1", consumer_name
+        )
+        done = {r["stream"]: r["version"] for r in rows}
+        return all(done.get(stream, 0) >= version for stream, version in heads.items())
+
+    try:
+        await wait_for(caught_up, "the projector to apply the whole day")
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks)
+
+    expected = expected_intervals(recorded.day)
+    assert_matches_oracle(await intervals_of(service_pool, tenant, tag), expected, "intervals")
+    assert_matches_oracle(
+        await rollups_of(service_pool, tenant, tag), expected_rollups(expected), "roll-ups"
+    )
+    records = await service_pool.fetch(
+        "select call_id, outcome from call_records where tenant = $1", tenant
+    )
+    assert len(records) == len(recorded.day.calls)
+    outcomes = {r["call_id"].removesuffix(tag): r["outcome"] for r in records}
+    assert (outcomes["o1"], outcomes["o3"], outcomes["t1"], outcomes["v1"]) == (
+        "compliance_abandoned",
+        "no_answer",
+        "answered",
+        "abandoned",
+    )
+    assert (
+        await service_pool.fetchval("select count(*) from queue_waiting where tenant = $1", tenant)
+        == 0
+    )
+    incremental = await snapshot(service_pool, tenant)
+
+    # Replaying every event again, through the checkpoints or around them, changes nothing.
+    everything = await recorded.envelopes(recorded.gateway) + await recorded.envelopes(recorded.acd)
+    assert await replay(service_pool, consumer_name, everything) == 0
+    async with service_pool.acquire() as conn:
+        projection = Projection(notify=False)
+        for envelope in everything:
+            async with conn.transaction():
+                await projection.apply(conn, envelope)
+    assert await snapshot(service_pool, tenant) == incremental
+
+    # A rebuild into fresh tables, one store after the other (the acd's first), gives the
+    # same rows as the incremental build.
+    fresh = await make_schema(admin_dsn, service_schema.service.migrations_dir, prefix="rb")
+    rebuilt_pool = await create_pool(fresh.dsn, max_size=2)
+    try:
+        acd_first = await recorded.envelopes(recorded.acd) + await recorded.envelopes(
+            recorded.gateway
+        )
+        assert await replay(rebuilt_pool, "rebuild", acd_first) == len(acd_first)
+        assert await snapshot(rebuilt_pool, tenant) == incremental
+    finally:
+        await rebuilt_pool.close()
+
+
+async def test_streams_interleaved_in_any_order_give_the_oracles_figures(
+    recorded: RecordedDay, service_pool: asyncpg.Pool
+) -> None:
+    """Without the broker: per-stream order kept, streams shuffled against one another."""
+    by_stream: dict[str, list[Envelope]] = {}
+    for store in (recorded.gateway, recorded.acd):
+        for envelope in await recorded.envelopes(store):
+            by_stream.setdefault(envelope.stream, []).append(envelope)
+    rng = random.Random(7)
+    order = [s for s, events in by_stream.items() for _ in events]
+    rng.shuffle(order)
+    cursors = dict.fromkeys(by_stream, 0)
+    shuffled = []
+    for stream in order:
+        shuffled.append(by_stream[stream][cursors[stream]])
+        cursors[stream] += 1
+    assert await replay(service_pool, "shuffled", shuffled) == len(shuffled)
+    expected = expected_intervals(recorded.day)
+    assert_matches_oracle(
+        await intervals_of(service_pool, recorded.tenant, recorded.tag), expected, "intervals"
+    )
