@@ -23,7 +23,9 @@ class Dimension(StrEnum):
 
 
 class Measure(StrEnum):
-    """Additive counters; ``*_ms`` are durations split exactly at interval boundaries."""
+    """Additive counters. ``answer_wait_ms``, ``abandon_wait_ms`` and ``handle_ms`` are
+    whole per-call durations counted with their call; every other ``*_ms`` is time in a
+    state, split exactly at interval boundaries."""
 
     # Queue visits (dimension queue).
     OFFERED = "offered"  # entries into the queue, at the time of entry
