@@ -33,7 +33,8 @@ from plateau_runtime.outbox import OutboxRelay
 from plateau_runtime.testing import MigratedSchema, make_schema
 from plateau_stats_projector.adapters.read_models import Projection
 from plateau_stats_projector.domain.intervals import to_ms
-from plateau_stats_projector.entrypoints.consumer import projection_consumer
+from plateau_stats_projector.entrypoints.consumer import CONSUMER, projection_consumer
+from plateau_stats_projector.rebuild import rebuild
 
 pytestmark = pytest.mark.integration
 
@@ -289,4 +290,52 @@ async def test_streams_interleaved_in_any_order_give_the_oracles_figures(
     expected = expected_intervals(recorded.day)
     assert_matches_oracle(
         await intervals_of(service_pool, recorded.tenant, recorded.tag), expected, "intervals"
+    )
+
+
+async def test_a_rebuild_from_the_stores_swaps_in_the_incremental_rows(
+    recorded: RecordedDay,
+    service_pool: asyncpg.Pool,
+    service_schema: MigratedSchema,
+    admin_dsn: str,
+) -> None:
+    tenant = recorded.tenant
+    everything = await recorded.envelopes(recorded.gateway) + await recorded.envelopes(recorded.acd)
+    await replay(service_pool, CONSUMER, sorted(everything, key=lambda e: e.occurred_at))
+    incremental = await snapshot(service_pool, tenant)
+    checkpoints = await service_pool.fetch(
+        "select stream, version from consumer_checkpoints where consumer = $1 order by stream",
+        CONSUMER,
+    )
+    # Damage the read models, as a bug in an older projector version would have.
+    await service_pool.execute("delete from interval_measures where measure = 'talk_ms'")
+    await service_pool.execute("update call_records set outcome = 'lost'")
+
+    report = await rebuild(
+        admin_dsn,
+        service_schema.schema,
+        [recorded.gateway.schema, recorded.acd.schema],
+        service_schema.service.migrations_dir,
+    )
+
+    assert report.events_read == report.events_applied == len(everything)
+    assert report.heads == {
+        recorded.gateway.schema: len(recorded.day.gateway),
+        recorded.acd.schema: len(recorded.day.acd),
+    }
+    assert await snapshot(service_pool, tenant) == incremental
+    assert (
+        await service_pool.fetch(
+            "select stream, version from consumer_checkpoints where consumer = $1 order by stream",
+            CONSUMER,
+        )
+        == checkpoints
+    )
+    # The shadow schema is gone.
+    assert (
+        await service_pool.fetchval(
+            "select count(*) from pg_namespace where nspname = $1",
+            f"{service_schema.schema}_rebuild",
+        )
+        == 0
     )
