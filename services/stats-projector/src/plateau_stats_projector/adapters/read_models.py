@@ -23,7 +23,7 @@ import structlog
 from plateau_contracts.envelope import Envelope
 from plateau_runtime.db import Connection
 from plateau_stats_projector.domain.agents import AgentStatus, advance, span_contribution
-from plateau_stats_projector.domain.calls import CallDetail, assemble, contribution
+from plateau_stats_projector.domain.calls import assemble, contribution
 from plateau_stats_projector.domain.contributions import Key, delta
 from plateau_stats_projector.domain.facts import (
     AgentFact,
@@ -46,64 +46,26 @@ log = structlog.get_logger(__name__)
 #: The PostgreSQL notification channel of read-model changes.
 CHANNEL = "plateau_read_models"
 
-_UPSERT_INTERVALS = """
-insert into interval_measures as m (tenant, dimension, dimension_id, interval_start, measure, value)
-select $1, * from unnest($2::text[], $3::text[], $4::timestamptz[], $5::text[], $6::bigint[])
-on conflict (tenant, dimension, dimension_id, interval_start, measure)
-do update set value = m.value + excluded.value
-returning dimension, dimension_id, interval_start, measure, value
-"""
+#: Arguments of ``add_measures``-shaped parameters: the interval deltas, then the roll-up deltas.
+MeasureArrays = tuple[
+    list[str],
+    list[str],
+    list[datetime],
+    list[str],
+    list[int],
+    list[str],
+    list[str],
+    list[str],
+    list[datetime],
+    list[str],
+    list[int],
+]
 
-_DROP_EMPTY_INTERVALS = """
-delete from interval_measures m using unnest($2::text[], $3::text[], $4::timestamptz[], $5::text[])
-    as z(dimension, dimension_id, interval_start, measure)
-where m.tenant = $1 and m.dimension = z.dimension and m.dimension_id = z.dimension_id
-  and m.interval_start = z.interval_start and m.measure = z.measure and m.value = 0
-"""
-
-_UPSERT_ROLLUPS = """
-insert into rollup_measures as m
-    (tenant, grain, dimension, dimension_id, period_start, measure, value)
-select $1, * from unnest(
-    $2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::text[], $7::bigint[])
-on conflict (tenant, grain, dimension, dimension_id, period_start, measure)
-do update set value = m.value + excluded.value
-returning grain, dimension, dimension_id, period_start, measure, value
-"""
-
-_DROP_EMPTY_ROLLUPS = """
-delete from rollup_measures m using unnest(
-    $2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::text[])
-    as z(grain, dimension, dimension_id, period_start, measure)
-where m.tenant = $1 and m.grain = z.grain and m.dimension = z.dimension
-  and m.dimension_id = z.dimension_id and m.period_start = z.period_start
-  and m.measure = z.measure and m.value = 0
-"""
-
-_UPSERT_CALL_RECORD = """
-insert into call_records as r (tenant, call_id, direction, started_at, answered_at, ended_at,
-    outcome, end_cause, ani, dnis, campaign_id, queues, agents, wait_ms, talk_ms, hold_ms,
-    wrap_up_ms, transfers)
-values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)
-on conflict (tenant, call_id) do update set
-    direction = excluded.direction, started_at = excluded.started_at,
-    answered_at = excluded.answered_at, ended_at = excluded.ended_at,
-    outcome = excluded.outcome, end_cause = excluded.end_cause, ani = excluded.ani,
-    dnis = excluded.dnis, campaign_id = excluded.campaign_id, queues = excluded.queues,
-    agents = excluded.agents, wait_ms = excluded.wait_ms, talk_ms = excluded.talk_ms,
-    hold_ms = excluded.hold_ms, wrap_up_ms = excluded.wrap_up_ms,
-    transfers = excluded.transfers
-"""
-
-_UPSERT_AGENT_STATUS = """
-insert into agent_status as s (tenant, agent_id, state, since, pause_code, call_id, queue_id,
-    extension, skills, version)
-values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
-on conflict (tenant, agent_id) do update set
-    state = excluded.state, since = excluded.since, pause_code = excluded.pause_code,
-    call_id = excluded.call_id, queue_id = excluded.queue_id, extension = excluded.extension,
-    skills = excluded.skills, version = excluded.version
-"""
+# The server-side steps are in migrations/0003_projection_functions.sql: one round trip
+# each, so that an event costs a claim, a read and a write.
+_KEEP_CALL_FACT = "select kept, facts, contribution from keep_call_fact($1, $2, $3, $4, $5)"
+_PROJECT_CALL = "select project_call(" + ", ".join(f"${n}" for n in range(1, 39)) + ")"
+_PROJECT_AGENT = "select project_agent(" + ", ".join(f"${n}" for n in range(1, 30)) + ")"
 
 
 class TenantZones:
@@ -151,92 +113,40 @@ class Projection:
     # -- calls
 
     async def _apply_call(self, conn: Connection, tenant: str, fact: CallFact) -> None:
-        kept = await conn.fetchval(
-            "insert into call_facts (tenant, call_id, stream, stream_version, fact) "
-            "values ($1, $2, $3, $4, $5) on conflict do nothing returning 1",
+        kept = await conn.fetchrow(
+            _KEEP_CALL_FACT,
             tenant,
             fact.call_id,
             fact.stream,
             fact.stream_version,
             fact.to_json(),
         )
-        if kept is None:
+        if kept is None or not kept["kept"]:
             return
-        rows = await conn.fetch(
-            "select fact from call_facts where tenant = $1 and call_id = $2", tenant, fact.call_id
-        )
-        detail = assemble(fact.call_id, [CallFact.from_json(r["fact"]) for r in rows])
+        detail = assemble(fact.call_id, [CallFact.from_json(f) for f in kept["facts"]])
         new = contribution(detail)
-        old_rows = await conn.fetch(
-            "select dimension, dimension_id, interval_start, measure, value "
-            "from call_contributions where tenant = $1 and call_id = $2",
-            tenant,
-            fact.call_id,
-        )
         old = {
-            Key(
-                Dimension(r["dimension"]),
-                r["dimension_id"],
-                to_ms(r["interval_start"]),
-                r["measure"],
-            ): r["value"]
-            for r in old_rows
+            Key(Dimension(d), owner, interval, measure): value
+            for d, owner, interval, measure, value in kept["contribution"]
         }
         change = delta(old, new)
-        if change:
-            await self._add_measures(conn, tenant, change)
-            await conn.execute(
-                "delete from call_contributions where tenant = $1 and call_id = $2",
-                tenant,
-                fact.call_id,
-            )
-            keys = [k for k, v in new.items() if v]
-            await conn.execute(
-                "insert into call_contributions (tenant, call_id, dimension, dimension_id, "
-                "interval_start, measure, value) select $1, $2, * from unnest($3::text[], "
-                "$4::text[], $5::timestamptz[], $6::text[], $7::bigint[])",
-                tenant,
-                fact.call_id,
-                [k.dimension.value for k in keys],
-                [k.dimension_id for k in keys],
-                [from_ms(k.interval_ms) for k in keys],
-                [k.measure for k in keys],
-                [new[k] for k in keys],
-            )
-        await self._write_call_record(conn, tenant, detail)
-        await conn.execute(
-            "delete from queue_waiting where tenant = $1 and call_id = $2", tenant, fact.call_id
-        )
+        keys = sorted(k for k, v in new.items() if v) if change else []
+        measures = await self._measure_arrays(conn, tenant, change)
         waiting = detail.open_visit
-        if waiting is not None:
-            await conn.execute(
-                "insert into queue_waiting (tenant, call_id, queue_id, waiting_since) "
-                "values ($1, $2, $3, $4)",
-                tenant,
-                fact.call_id,
-                waiting.queue_id,
-                from_ms(waiting.entered_ms),
-            )
-        queues = {v.queue_id for v in detail.visits} | {
-            s.queue_id for s in detail.segments if s.queue_id
-        }
-        await self._changed(
-            conn,
-            tenant,
-            call=fact.call_id,
-            queues=sorted(q for q in queues if q),
-            agents=sorted({s.agent_id for s in detail.segments}),
-            campaign=detail.campaign_id,
-        )
-
-    async def _write_call_record(self, conn: Connection, tenant: str, detail: CallDetail) -> None:
         answered = detail.segments[0].connected_ms if detail.segments else None
         queues = list(dict.fromkeys(v.queue_id for v in detail.visits))
         agents = list(dict.fromkeys(s.agent_id for s in detail.segments))
+        touched = sorted(set(queues) | {s.queue_id for s in detail.segments if s.queue_id})
         await conn.execute(
-            _UPSERT_CALL_RECORD,
+            _PROJECT_CALL,
             tenant,
-            detail.call_id,
+            fact.call_id,
+            [k.dimension.value for k in keys],
+            [k.dimension_id for k in keys],
+            [from_ms(k.interval_ms) for k in keys],
+            [k.measure for k in keys],
+            [new[k] for k in keys],
+            *measures,
             detail.direction,
             _at(detail.started_ms),
             _at(answered),
@@ -253,13 +163,22 @@ class Projection:
             detail.hold_ms(),
             detail.wrap_ms(),
             detail.transfers,
+            waiting.queue_id if waiting else None,
+            _at(waiting.entered_ms) if waiting else None,
+            *self._notification(
+                tenant,
+                call=fact.call_id,
+                queues=touched,
+                agents=sorted(set(agents)),
+                campaign=detail.campaign_id,
+            ),
         )
 
     # -- agents
 
     async def _apply_agent(self, conn: Connection, tenant: str, fact: AgentFact) -> None:
         row = await conn.fetchrow(
-            "select * from agent_status where tenant = $1 and agent_id = $2 for update",
+            "select * from agent_status where tenant = $1 and agent_id = $2",
             tenant,
             fact.agent_id,
         )
@@ -279,24 +198,18 @@ class Projection:
                 tuple(row["skills"]),
             )
         new, span = advance(status, fact)
-        if span is not None:
-            await conn.execute(
-                "insert into agent_state_spans (tenant, agent_id, opened_by, state, pause_code, "
-                "call_id, started_at, ended_at) values ($1, $2, $3, $4, $5, $6, $7, $8)",
-                tenant,
-                span.agent_id,
-                span.opened_by,
-                span.state.value,
-                span.pause_code,
-                span.call_id,
-                from_ms(span.start_ms),
-                from_ms(span.end_ms),
-            )
-            await self._add_measures(conn, tenant, span_contribution(span))
+        change = span_contribution(span) if span is not None else {}
         await conn.execute(
-            _UPSERT_AGENT_STATUS,
+            _PROJECT_AGENT,
             tenant,
             new.agent_id,
+            span.opened_by if span else None,
+            span.state.value if span else None,
+            span.pause_code if span else None,
+            span.call_id if span else None,
+            _at(span.start_ms if span else None),
+            _at(span.end_ms if span else None),
+            *await self._measure_arrays(conn, tenant, change),
             new.state.value,
             from_ms(new.since_ms),
             new.pause_code,
@@ -305,8 +218,8 @@ class Projection:
             new.extension,
             list(new.skills),
             new.version,
+            *self._notification(tenant, agents=[fact.agent_id]),
         )
-        await self._changed(conn, tenant, agents=[fact.agent_id])
 
     # -- queues
 
@@ -325,89 +238,68 @@ class Projection:
             setting.service_level_target,
             list(setting.required_skills),
         )
-        await self._changed(conn, tenant, queues=[setting.queue_id])
+        channel, payload = self._notification(tenant, queues=[setting.queue_id])
+        if channel is not None:
+            await conn.execute("select pg_notify($1, $2)", channel, payload)
 
     # -- measures
 
-    async def _add_measures(self, conn: Connection, tenant: str, change: Mapping[Key, int]) -> None:
-        """Add ``change`` to the interval measures and their roll-ups; drop rows left at 0.
-
-        Zero rows are dropped so that measures built incrementally and measures rebuilt
-        from scratch hold exactly the same rows.
-        """
-        if not change:
-            return
-        keys = sorted(change)
-        rows = await conn.fetch(
-            _UPSERT_INTERVALS,
-            tenant,
+    async def _measure_arrays(
+        self, conn: Connection, tenant: str, change: Mapping[Key, int]
+    ) -> MeasureArrays:
+        """``change`` and its roll-ups in the tenant's zone, as ``add_measures`` takes them."""
+        keys = sorted(k for k, v in change.items() if v)
+        rollups: dict[tuple[str, str, str, datetime, str], int] = defaultdict(int)
+        if keys:
+            zone = await self._zones.zone(conn, tenant)
+            for key in keys:
+                for grain in Grain:
+                    period = period_start(key.interval_ms, grain, zone)
+                    rollup = (
+                        grain.value,
+                        key.dimension.value,
+                        key.dimension_id,
+                        period,
+                        key.measure,
+                    )
+                    rollups[rollup] += change[key]
+        periods = sorted(k for k, v in rollups.items() if v)
+        return (
             [k.dimension.value for k in keys],
             [k.dimension_id for k in keys],
             [from_ms(k.interval_ms) for k in keys],
             [k.measure for k in keys],
             [change[k] for k in keys],
+            [p[0] for p in periods],
+            [p[1] for p in periods],
+            [p[2] for p in periods],
+            [p[3] for p in periods],
+            [p[4] for p in periods],
+            [rollups[p] for p in periods],
         )
-        emptied = [r for r in rows if r["value"] == 0]
-        if emptied:
-            await conn.execute(
-                _DROP_EMPTY_INTERVALS,
-                tenant,
-                [r["dimension"] for r in emptied],
-                [r["dimension_id"] for r in emptied],
-                [r["interval_start"] for r in emptied],
-                [r["measure"] for r in emptied],
-            )
-        zone = await self._zones.zone(conn, tenant)
-        rollups: dict[tuple[str, str, str, datetime, str], int] = defaultdict(int)
-        for key, value in change.items():
-            for grain in Grain:
-                period = period_start(key.interval_ms, grain, zone)
-                rollups[
-                    (grain.value, key.dimension.value, key.dimension_id, period, key.measure)
-                ] += value
-        keyed = sorted(k for k, v in rollups.items() if v)
-        if not keyed:
-            return
-        rows = await conn.fetch(
-            _UPSERT_ROLLUPS,
-            tenant,
-            [k[0] for k in keyed],
-            [k[1] for k in keyed],
-            [k[2] for k in keyed],
-            [k[3] for k in keyed],
-            [k[4] for k in keyed],
-            [rollups[k] for k in keyed],
-        )
-        emptied = [r for r in rows if r["value"] == 0]
-        if emptied:
-            await conn.execute(
-                _DROP_EMPTY_ROLLUPS,
-                tenant,
-                [r["grain"] for r in emptied],
-                [r["dimension"] for r in emptied],
-                [r["dimension_id"] for r in emptied],
-                [r["period_start"] for r in emptied],
-                [r["measure"] for r in emptied],
-            )
 
-    async def _changed(
+    def _notification(
         self,
-        conn: Connection,
         tenant: str,
         *,
         call: str | None = None,
         queues: list[str] | None = None,
         agents: list[str] | None = None,
         campaign: str | None = None,
-    ) -> None:
+    ) -> tuple[str | None, str | None]:
+        """The channel and payload announcing a change (None, None when not notifying)."""
         if not self._notify:
-            return
-        payload = {"tenant": tenant, "queues": queues or [], "agents": agents or []}
+            return None, None
+        payload: dict[str, object] = {
+            "tenant": tenant,
+            "queues": queues or [],
+            "agents": agents or [],
+        }
         if call is not None:
             payload["call"] = call
         if campaign is not None:
             payload["campaign"] = campaign
-        await conn.execute("select pg_notify($1, $2)", CHANNEL, json.dumps(payload))
+        return CHANNEL, json.dumps(payload)
 
 
 def _at(ms: int | None) -> datetime | None:
