@@ -97,8 +97,6 @@ $$;
 -- (by the deltas), its detail record, whether it waits in a queue, and the notification.
 create function project_call(
     p_tenant text, p_call_id text,
-    c_dimension text[], c_dimension_id text[], c_interval timestamptz[], c_measure text[],
-    c_value bigint[],
     i_dimension text[], i_dimension_id text[], i_interval timestamptz[], i_measure text[],
     i_value bigint[],
     r_grain text[], r_dimension text[], r_dimension_id text[], r_period timestamptz[],
@@ -115,11 +113,15 @@ begin
         perform add_measures(
             p_tenant, i_dimension, i_dimension_id, i_interval, i_measure, i_value,
             r_grain, r_dimension, r_dimension_id, r_period, r_measure, r_value);
-        delete from call_contributions where tenant = p_tenant and call_id = p_call_id;
-        insert into call_contributions
+        -- The call's kept contribution moves by the same delta as the measures.
+        insert into call_contributions as c
             (tenant, call_id, dimension, dimension_id, interval_start, measure, value)
         select p_tenant, p_call_id, *
-        from unnest(c_dimension, c_dimension_id, c_interval, c_measure, c_value);
+        from unnest(i_dimension, i_dimension_id, i_interval, i_measure, i_value)
+        on conflict (tenant, call_id, dimension, dimension_id, interval_start, measure)
+        do update set value = c.value + excluded.value;
+        delete from call_contributions
+        where tenant = p_tenant and call_id = p_call_id and value = 0;
     end if;
     insert into call_records as r (tenant, call_id, direction, started_at, answered_at,
         ended_at, outcome, end_cause, ani, dnis, campaign_id, queues, agents, wait_ms,
@@ -196,9 +198,8 @@ begin
         'add_measures(text, text[], text[], timestamptz[], text[], bigint[], text[], text[], '
             'text[], timestamptz[], text[], bigint[])',
         'keep_call_fact(text, text, text, integer, jsonb)',
-        'project_call(text, text, text[], text[], timestamptz[], text[], bigint[], text[], '
-            'text[], timestamptz[], text[], bigint[], text[], text[], text[], timestamptz[], '
-            'text[], bigint[], text, timestamptz, timestamptz, timestamptz, text, text, text, '
+        'project_call(text, text, text[], text[], timestamptz[], text[], bigint[], '
+            'text[], text[], text[], timestamptz[], text[], bigint[], text, timestamptz, timestamptz, timestamptz, text, text, text, '
             'text, text, text[], text[], bigint, bigint, bigint, bigint, integer, text, '
             'timestamptz, text, text)',
         'project_agent(text, text, integer, text, text, text, timestamptz, timestamptz, '

@@ -64,7 +64,7 @@ MeasureArrays = tuple[
 # The server-side steps are in migrations/0003_projection_functions.sql: one round trip
 # each, so that an event costs a claim, a read and a write.
 _KEEP_CALL_FACT = "select kept, facts, contribution from keep_call_fact($1, $2, $3, $4, $5)"
-_PROJECT_CALL = "select project_call(" + ", ".join(f"${n}" for n in range(1, 39)) + ")"
+_PROJECT_CALL = "select project_call(" + ", ".join(f"${n}" for n in range(1, 34)) + ")"
 _PROJECT_AGENT = "select project_agent(" + ", ".join(f"${n}" for n in range(1, 30)) + ")"
 
 
@@ -130,7 +130,6 @@ class Projection:
             for d, owner, interval, measure, value in kept["contribution"]
         }
         change = delta(old, new)
-        keys = sorted(k for k, v in new.items() if v) if change else []
         measures = await self._measure_arrays(conn, tenant, change)
         waiting = detail.open_visit
         answered = detail.segments[0].connected_ms if detail.segments else None
@@ -141,11 +140,6 @@ class Projection:
             _PROJECT_CALL,
             tenant,
             fact.call_id,
-            [k.dimension.value for k in keys],
-            [k.dimension_id for k in keys],
-            [from_ms(k.interval_ms) for k in keys],
-            [k.measure for k in keys],
-            [new[k] for k in keys],
             *measures,
             detail.direction,
             _at(detail.started_ms),
