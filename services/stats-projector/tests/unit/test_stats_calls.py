@@ -190,3 +190,49 @@ def test_incremental_contributions_add_up_to_the_final_one(data: st.DataObject) 
         previous = current
     final = contribution(assemble("c1", facts))
     assert {k: v for k, v in applied.items() if v} == dict(final)
+
+
+@given(
+    start=st.integers(0, 3 * 86_400_000),
+    wait=st.integers(0, 20 * 60_000),
+    talk=st.integers(1, 40 * 60_000),
+    hold=st.tuples(st.floats(0, 1), st.floats(0, 1)),
+    wrap=st.integers(0, 10 * 60_000),
+)
+def test_split_measures_add_up_to_the_calls_own_durations(
+    start: int, wait: int, talk: int, hold: tuple[float, float], wrap: int
+) -> None:
+    """Whatever the boundaries crossed: wait, talk, hold and wrap-up pieces add up exactly."""
+    base = I0 + start
+    answer, end = base + wait, base + wait + talk
+    h_start = answer + int(hold[0] * talk)
+    h_end = h_start + int(hold[1] * (end - h_start))
+    s = Script()
+    s.queue("q1", K.QUEUED, base, direction="inbound")
+    s.call(K.CONNECTED, answer, agent_id="a1", queue_id="q1")
+    if h_end > h_start:
+        s.call(K.HELD, h_start, agent_id="a1")
+        s.call(K.RESUMED, h_end, agent_id="a1")
+    s.call(K.ENDED, end, agent_id="a1", detail="agent_hangup")
+    s.agent("a1", K.WRAP_UP_STARTED, end)
+    s.agent("a1", K.WRAP_UP_COMPLETED, end + wrap)
+    out = contribution(assemble("c1", s.facts))
+
+    def summed(dimension: Dimension, measure: str) -> int:
+        return sum(v for k, v in out.items() if (k.dimension, k.measure) == (dimension, measure))
+
+    held = h_end - h_start
+    assert summed(Dimension.QUEUE, Measure.WAIT_MS) == wait
+    for dimension in (Dimension.QUEUE, Dimension.AGENT):
+        assert summed(dimension, Measure.TALK_MS) == talk - held
+        assert summed(dimension, Measure.HOLD_MS) == held
+        assert summed(dimension, Measure.WRAP_UP_MS) == wrap
+        assert summed(dimension, Measure.HANDLE_MS) == talk + wrap
+        assert summed(dimension, Measure.HANDLED) == 1
+    assert summed(Dimension.QUEUE, Measure.ANSWER_WAIT_MS) == wait
+    assert all(
+        0 < v <= 900_000
+        for k, v in out.items()
+        if k.measure.endswith("_ms")
+        and k.measure not in (Measure.ANSWER_WAIT_MS, Measure.HANDLE_MS)
+    )
