@@ -19,7 +19,7 @@ from queue_waiting
 group by tenant, queue_id;
 
 -- Per queue: today's measures (offered, answered, abandoned, answer_wait_ms, handled,
--- handle_ms, answered_within_<s>s...) as one JSON object.
+-- handle_ms, answered_wait_le_<s>s...) as one JSON object.
 create view queue_today with (security_invoker = true) as
 select tenant, dimension_id as queue_id, jsonb_object_agg(measure, value) as measures
 from rollup_measures

@@ -641,9 +641,9 @@ def expected_intervals(day: Day) -> Expected:
             if v.outcome == "answered":
                 _count(out, q, v.left, "answered")
                 _count(out, q, v.left, "answer_wait_ms", wait)
-                for t in THRESHOLDS_S:
-                    if wait <= t * S:
-                        _count(out, q, v.left, f"answered_within_{t}s")
+                bound = next((t for t in THRESHOLDS_S if wait <= t * S), None)
+                if bound is not None:
+                    _count(out, q, v.left, f"answered_wait_le_{bound}s")
             elif v.outcome == "abandoned":
                 _count(out, q, v.left, "abandoned")
                 _count(out, q, v.left, "abandon_wait_ms", wait)

@@ -29,7 +29,8 @@ from plateau_stats_projector.domain.metrics import (
     Measure,
     abandonment_rate,
     aht_ms,
-    answered_within_measure,
+    answer_bucket_measure,
+    answer_bucket_of,
     asa_ms,
     effective_threshold_s,
     occupancy,
@@ -144,7 +145,9 @@ def test_the_metric_formulas() -> None:
         Measure.OFFERED: 10,
         Measure.ANSWERED: 6,
         Measure.ANSWER_WAIT_MS: 60_000,
-        answered_within_measure(20): 4,
+        answer_bucket_measure(5): 1,
+        answer_bucket_measure(20): 3,
+        answer_bucket_measure(60): 1,
         Measure.ABANDONED: 4,
         Measure.ABANDONED_SHORT: 1,
         Measure.HANDLED: 5,
@@ -156,6 +159,12 @@ def test_the_metric_formulas() -> None:
     assert service_level(measures, 20).value == Fraction(4, 9)
     assert service_level(measures, 25).value == Fraction(4, 9)  # 25 s is read as 20 s
     assert effective_threshold_s(25) == 20 and effective_threshold_s(1) == 5
+    assert service_level(measures, 60).value == Fraction(5, 9)
+    assert (answer_bucket_of(0), answer_bucket_of(5_001), answer_bucket_of(300_001)) == (
+        answer_bucket_measure(5),
+        answer_bucket_measure(10),
+        None,
+    )
     assert asa_ms(measures).value == 10_000
     assert aht_ms(measures).value == 200_000
     assert abandonment_rate(measures).value == Fraction(3, 9)

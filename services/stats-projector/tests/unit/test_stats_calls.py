@@ -12,7 +12,12 @@ from plateau_stats_projector.domain.calls import assemble, contribution
 from plateau_stats_projector.domain.contributions import Key, delta, total
 from plateau_stats_projector.domain.facts import CallFact, CallFactKind
 from plateau_stats_projector.domain.intervals import to_ms
-from plateau_stats_projector.domain.metrics import Dimension, Measure, answered_within_measure
+from plateau_stats_projector.domain.metrics import (
+    Dimension,
+    Measure,
+    answer_bucket_measure,
+    answered_within,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -72,8 +77,9 @@ def test_an_answered_call_counts_its_wait_talk_hold_and_wrap_up_where_they_happe
     assert (q[(I0, Measure.WAIT_MS)], q[(I1, Measure.WAIT_MS)]) == (10_000, 20_000)
     assert q[(I1, Measure.ANSWERED)] == 1
     assert q[(I1, Measure.ANSWER_WAIT_MS)] == 30_000
-    assert q[(I1, answered_within_measure(30))] == 1
-    assert (I1, answered_within_measure(20)) not in q
+    assert q[(I1, answer_bucket_measure(30))] == 1  # 30 s is in the (20 s, 30 s] bucket
+    in_i1 = {m: v for (i, m), v in q.items() if i == I1}
+    assert (answered_within(in_i1, 30), answered_within(in_i1, 20)) == (1, 0)
     talk = 1_000_000 - 30_000 - 20_000
     ends = T0 + 1_000_000  # 10:31:30
     assert q[(I1, Measure.TALK_MS)] + q[(I2, Measure.TALK_MS)] == talk

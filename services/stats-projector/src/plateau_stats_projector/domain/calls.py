@@ -26,11 +26,10 @@ from plateau_stats_projector.domain.contributions import (
 )
 from plateau_stats_projector.domain.facts import CallFact, CallFactKind
 from plateau_stats_projector.domain.metrics import (
-    SERVICE_LEVEL_THRESHOLDS_S,
     SHORT_ABANDON_MS,
     Dimension,
     Measure,
-    answered_within_measure,
+    answer_bucket_of,
 )
 
 _K = CallFactKind
@@ -279,9 +278,9 @@ def contribution(detail: CallDetail) -> Contribution:
         if visit.outcome == "answered":
             add_count(out, queue, at, Measure.ANSWERED)
             add_count(out, queue, at, Measure.ANSWER_WAIT_MS, wait)
-            for threshold in SERVICE_LEVEL_THRESHOLDS_S:
-                if wait <= threshold * 1000:
-                    add_count(out, queue, at, answered_within_measure(threshold))
+            bucket = answer_bucket_of(wait)
+            if bucket is not None:
+                add_count(out, queue, at, bucket)
         elif visit.outcome == "abandoned":
             add_count(out, queue, at, Measure.ABANDONED)
             add_count(out, queue, at, Measure.ABANDON_WAIT_MS, wait)

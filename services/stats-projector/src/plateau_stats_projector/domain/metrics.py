@@ -73,14 +73,35 @@ def paused_code_measure(code: str) -> str:
 #: their mind): counted, but left out of service level and abandonment rate.
 SHORT_ABANDON_MS = 5_000
 
-#: Answer-within thresholds kept as measures ``answered_within_<s>s``. A queue's service
-#: level uses the largest of these not above its configured threshold (never flatters).
+#: Bounds of the answer-wait histogram: each answer is counted once, in the bucket
+#: ``answered_wait_le_<s>s`` of the smallest bound its queue time does not exceed (answers
+#: after more than the last bound are in no bucket). A queue's service level uses the
+#: largest bound not above its configured threshold (so it never flatters).
 SERVICE_LEVEL_THRESHOLDS_S: tuple[int, ...] = (5, 10, 15, 20, 30, 45, 60, 90, 120, 180, 300)
 
 
-def answered_within_measure(threshold_s: int) -> str:
-    """The measure counting answers within ``threshold_s`` seconds of queue time."""
-    return f"answered_within_{threshold_s}s"
+def answer_bucket_measure(bound_s: int) -> str:
+    """The histogram bucket of answers whose queue time is at most ``bound_s`` seconds and
+    more than the previous bound."""
+    return f"answered_wait_le_{bound_s}s"
+
+
+def answer_bucket_of(wait_ms: int) -> str | None:
+    """The bucket an answer after ``wait_ms`` of queue time is counted in, if any."""
+    for bound in SERVICE_LEVEL_THRESHOLDS_S:
+        if wait_ms <= bound * 1000:
+            return answer_bucket_measure(bound)
+    return None
+
+
+def answered_within(measures: Mapping[str, int], threshold_s: int) -> int:
+    """Answers within the threshold (read down to a kept bound): the buckets up to it."""
+    effective = effective_threshold_s(threshold_s)
+    return sum(
+        measures.get(answer_bucket_measure(bound), 0)
+        for bound in SERVICE_LEVEL_THRESHOLDS_S
+        if bound <= effective
+    )
 
 
 def effective_threshold_s(configured_s: int) -> int:
@@ -119,7 +140,7 @@ def _get(measures: Mapping[str, int], name: str) -> int:
 
 def service_level(measures: Mapping[str, int], threshold_s: int) -> Figure:
     """Answered within the threshold ÷ (answered + abandoned, short abandons excluded)."""
-    within = _get(measures, answered_within_measure(effective_threshold_s(threshold_s)))
+    within = answered_within(measures, threshold_s)
     denominator = (
         _get(measures, Measure.ANSWERED)
         + _get(measures, Measure.ABANDONED)
