@@ -8,9 +8,9 @@ afterwards), migrates a gateway store, an acd store and the stats projector's sc
 
 1. events/s applied by the projection (``apply_once`` + read-model writes, one consumer,
    in one process), on synthetic calls of about a dozen events each;
-2. event-to-read-model latency p50/p99 at an offered 1,000 events/s: events are appended
-   to the two stores at that pace, the relays publish them, the projector's consumer
-   applies them, and each event's latency runs from its ``recorded_at`` to the commit of
+2. event-to-read-model latency p50/p99 at an offered 1,000 events/s, then 300/s: events
+   are appended to the two stores at that pace, the relays publish them, the projector's
+   consumer applies them, and each event's latency runs from its ``recorded_at`` to the commit of
    its read-model change (seen by a listener on a per-event notification);
 3. a 30-day interval report (per queue and 15-minute interval: offered, answered,
    abandoned, ASA and AHT inputs) over one million synthetic calls, read as the access
@@ -55,9 +55,10 @@ from plateau_runtime.services import service
 from plateau_stats_projector.adapters.read_models import Projection
 
 THROUGHPUT_CALLS = 1500
-RATE = 1000  # events/s offered in the latency phase
+#: Offered rates of the freshness phase: the target, then one the projector sustains here.
+RATES = (1000, 300)
 LATENCY_SECONDS = 20.0
-TICK = 0.05  # the pacer appends RATE * TICK events every TICK seconds
+TICK = 0.05  # the pacer appends rate * TICK events every TICK seconds
 REPORT_CALLS = 1_000_000
 QUEUES = 20
 AGENTS = 200
@@ -233,7 +234,25 @@ async def latency(
     tasks.append(asyncio.create_task(consumer.run(stop)))
     await asyncio.sleep(3)  # let the consumer join its group before the clock starts
 
-    per_tick = int(RATE * TICK)
+    try:
+        for number, rate in enumerate(RATES):
+            await paced(stores, rate, f"l{number}", recorded, applied)
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks)
+        await listener.close()
+
+
+async def paced(
+    stores: dict[str, tuple[EventStore, asyncpg.Pool]],
+    rate: int,
+    tag: str,
+    recorded: dict[str, float],
+    applied: dict[str, float],
+) -> None:
+    """Append synthetic calls' events at ``rate`` for a while; print their freshness."""
+    recorded.clear()
+    per_tick = int(rate * TICK)
     pending: list[tuple[str, StreamedEvent]] = []
     n = 0
     sent = 0
@@ -242,7 +261,7 @@ async def latency(
     while time.perf_counter() - began < LATENCY_SECONDS:
         while len(pending) < per_tick:
             now = datetime.now(UTC)
-            pending += [(side, event) for side, _, event in call_events(n, now, "l")]
+            pending += [(side, event) for side, _, event in call_events(n, now, tag)]
             n += 1
         tick, pending = pending[:per_tick], pending[per_tick:]
         for side in ("gw", "acd"):
@@ -267,9 +286,6 @@ async def latency(
             break
         await asyncio.sleep(0.2)
     drained = time.perf_counter() - began
-    stop.set()
-    await asyncio.gather(*tasks)
-    await listener.close()
     waits = [(applied[k] - recorded[k]) * 1000 for k in recorded if k in applied]
     print(
         f"2. freshness: {sent:,} events offered at {offered_rate:,.0f} events/s for "

@@ -242,3 +242,18 @@ def test_split_measures_add_up_to_the_calls_own_durations(
         if k.measure.endswith("_ms")
         and k.measure not in (Measure.ANSWER_WAIT_MS, Measure.HANDLE_MS)
     )
+
+
+def test_a_transfer_to_an_agent_connected_in_the_same_millisecond_ends_only_the_first() -> None:
+    s = Script()
+    s.queue("q1", K.QUEUED, T0, direction="inbound")
+    s.call(K.CONNECTED, T0 + 5_000, agent_id="a1", queue_id="q1")
+    s.call(K.TRANSFERRED, T0 + 60_000, agent_id="a1", detail="agent:a2")
+    s.call(K.CONNECTED, T0 + 60_000, agent_id="a2")
+    s.call(K.ENDED, T0 + 90_000, agent_id="a2", detail="caller_hangup")
+    detail = assemble("c1", s.facts)
+    assert [(x.agent_id, x.ended_ms, x.transferred) for x in detail.segments] == [
+        ("a1", T0 + 60_000, True),
+        ("a2", T0 + 90_000, False),
+    ]
+    assert measures(s.facts, Dimension.AGENT, "a2")[(I1, Measure.TALK_MS)] == 30_000

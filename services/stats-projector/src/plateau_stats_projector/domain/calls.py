@@ -186,9 +186,12 @@ def _close_visit(
     visit.left_ms, visit.outcome, visit.agent_id = at, outcome, agent_id
 
 
-def _close_segments(detail: CallDetail, at: int, transferred: bool = False) -> None:
+def _close_segments(
+    detail: CallDetail, at: int, transferred: bool = False, agent_id: str | None = None
+) -> None:
+    """End the open segments (only ``agent_id``'s, when a transfer names who made it)."""
     for segment in detail.segments:
-        if segment.ended_ms is None:
+        if segment.ended_ms is None and agent_id in (None, segment.agent_id):
             segment.ended_ms = at
             segment.transferred = transferred
             segment.holds = [(s, e if e is not None else at) for s, e in segment.holds]
@@ -232,7 +235,9 @@ def _apply(detail: CallDetail, fact: CallFact) -> None:  # noqa: PLR0912, PLR091
             if segment is not None and segment.holds and segment.holds[-1][1] is None:
                 segment.holds[-1] = (segment.holds[-1][0], at)
         case _K.TRANSFERRED:
-            _close_segments(detail, at, transferred=True)
+            # Only the transferring agent's segment: the agent it went to may already be
+            # connected at the same millisecond.
+            _close_segments(detail, at, transferred=True, agent_id=fact.agent_id)
         case _K.ABANDONED:
             _close_visit(detail, at, "abandoned", fact.queue_id, fact.agent_id)
         case _K.OVERFLOWED:
