@@ -21,6 +21,7 @@ from stats_scripted_day import (
     expected_intervals,
     expected_rollups,
     tagged,
+    utc,
     when,
 )
 
@@ -338,4 +339,86 @@ async def test_a_rebuild_from_the_stores_swaps_in_the_incremental_rows(
             f"{service_schema.schema}_rebuild",
         )
         == 0
+    )
+
+
+async def test_a_rebuild_while_the_projector_runs_loses_and_doubles_nothing(
+    admin_dsn: str,
+    broker: EmbeddedBroker,
+    service_pool: asyncpg.Pool,
+    service_schema: MigratedSchema,
+) -> None:
+    """Half the day is projected, then the other half is recorded while a rebuild swaps the
+    read models under the running projector: the result is the whole day, exactly. How the
+    appends, the live consumer and the swap interleave varies from run to run; whatever
+    it is, no event may be lost or counted twice."""
+    tag = f"-{secrets.token_hex(3)}"
+    tenant = f"t{tag}"
+    day = build_day(arrivals=120)
+    noon = utc("12:00:00")
+    schemas = [await make_schema(admin_dsn, prefix=p) for p in ("gw", "acd")]
+    pools = [await create_pool(s.dsn, max_size=4) for s in schemas]
+    gateway, acd = (EventStore(p, s.schema) for p, s in zip(pools, schemas, strict=True))
+    halves = {
+        side: ([e for e in events if e[0] < noon], [e for e in events if e[0] >= noon])
+        for side, events in (("gateway", day.gateway), ("acd", day.acd))
+    }
+    await record(gateway, halves["gateway"][0], tenant, tag)
+    await record(acd, halves["acd"][0], tenant, tag)
+    consumer_name = f"stats{tag}"
+    stop = asyncio.Event()
+    tasks = [
+        asyncio.create_task(OutboxRelay(store, pool, broker.bootstrap, idle_poll=0.05).run(stop))
+        for store, pool in ((gateway, pools[0]), (acd, pools[1]))
+    ]
+    consumer = projection_consumer(
+        service_pool, broker.bootstrap, Projection(), consumer=consumer_name
+    )
+    tasks.append(asyncio.create_task(consumer.run(stop)))
+
+    async def caught_up() -> bool:
+        heads: dict[str, int] = {}
+        for store in (gateway, acd):
+            async for stored in store.iterate():
+                heads[stored.envelope.stream] = stored.envelope.stream_version
+        rows = await service_pool.fetch(
+            "select stream, version from consumer_checkpoints where consumer = $1", consumer_name
+        )
+        done = {r["stream"]: r["version"] for r in rows}
+        return all(done.get(stream, 0) >= version for stream, version in heads.items())
+
+    async def second_half() -> None:
+        afternoon = sorted(
+            [(at, "gw", e) for at, e in halves["gateway"][1]]
+            + [(at, "acd", e) for at, e in halves["acd"][1]],
+            key=lambda x: x[0],
+        )
+        for start in range(0, len(afternoon), 40):
+            chunk = afternoon[start : start + 40]
+            await record(gateway, [(at, e) for at, side, e in chunk if side == "gw"], tenant, tag)
+            await record(acd, [(at, e) for at, side, e in chunk if side == "acd"], tenant, tag)
+            await asyncio.sleep(0.05)
+
+    try:
+        await wait_for(caught_up, "the morning to be projected")
+        await asyncio.gather(
+            second_half(),
+            rebuild(
+                admin_dsn,
+                service_schema.schema,
+                [gateway.schema, acd.schema],
+                service_schema.service.migrations_dir,
+                consumer=consumer_name,
+            ),
+        )
+        await wait_for(caught_up, "the afternoon to be projected")
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks)
+        for pool in pools:
+            await pool.close()
+    expected = expected_intervals(day)
+    assert_matches_oracle(await intervals_of(service_pool, tenant, tag), expected, "intervals")
+    assert_matches_oracle(
+        await rollups_of(service_pool, tenant, tag), expected_rollups(expected), "roll-ups"
     )
