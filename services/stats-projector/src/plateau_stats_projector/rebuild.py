@@ -53,6 +53,8 @@ REBUILT_TABLES = (
     "agent_status",
     "agent_state_spans",
     "queue_settings",
+    "campaign_status",
+    "campaign_dialled_contacts",
 )
 _BATCH = 2000
 

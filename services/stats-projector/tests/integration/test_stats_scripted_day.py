@@ -49,6 +49,8 @@ READ_MODELS = (
     "agent_status",
     "agent_state_spans",
     "queue_settings",
+    "campaign_status",
+    "campaign_dialled_contacts",
 )
 
 

@@ -12,7 +12,7 @@ import asyncpg
 import pytest
 
 from plateau_contracts.envelope import Envelope, new_event_id
-from plateau_contracts.events import agents, calls, routing
+from plateau_contracts.events import agents, calls, dialer, routing
 from plateau_contracts.events.common import StreamedEvent
 from plateau_runtime.consumer import apply_once
 from plateau_runtime.db import Connection, connect
@@ -32,6 +32,8 @@ TABLES = (
     "agent_status",
     "agent_state_spans",
     "queue_settings",
+    "campaign_status",
+    "campaign_dialled_contacts",
 )
 VIEWS = (
     "queue_live",
@@ -106,6 +108,38 @@ def traffic(tenant: str, tag: str) -> list[Envelope]:
                 trunk="mno",
                 requested_by=calls.DialRequester.DIALER,
                 sip_call_id="sip-o1",
+            ),
+        )
+    )
+    events.append(
+        (
+            96,
+            dialer.ContactListImported(
+                campaign_id=f"cmp{tag}",
+                list_version=1,
+                filename="clients.csv",
+                sha256="0" * 64,
+                encoding="utf-8",
+                delimiter=";",
+                rows_total=10,
+                rows_accepted=10,
+                rows_rejected=0,
+                rows_duplicate=0,
+                imported_by="u-1",
+            ),
+        )
+    )
+    events.append(
+        (
+            97,
+            dialer.DialAttempted(
+                contact_id=f"ct{tag}",
+                campaign_id=f"cmp{tag}",
+                attempt_id="at-1",
+                attempt_number=1,
+                number="+242066000009",
+                list_version=1,
+                dial_level=1.5,
             ),
         )
     )

@@ -29,6 +29,7 @@ from plateau_stats_projector.domain.facts import (
     AgentFact,
     AgentState,
     CallFact,
+    CampaignFact,
     QueueSetting,
     facts_of,
 )
@@ -66,6 +67,7 @@ MeasureArrays = tuple[
 _KEEP_CALL_FACT = "select kept, facts, contribution from keep_call_fact($1, $2, $3, $4, $5)"
 _PROJECT_CALL = "select project_call(" + ", ".join(f"${n}" for n in range(1, 34)) + ")"
 _PROJECT_AGENT = "select project_agent(" + ", ".join(f"${n}" for n in range(1, 30)) + ")"
+_PROJECT_CAMPAIGN = "select project_campaign(" + ", ".join(f"${n}" for n in range(1, 12)) + ")"
 
 
 class TenantZones:
@@ -109,6 +111,8 @@ class Projection:
             await self._apply_agent(conn, tenant, facts.agent)
         if facts.queue is not None:
             await self._apply_queue(conn, tenant, facts.queue)
+        if facts.campaign is not None:
+            await self._apply_campaign(conn, tenant, facts.campaign)
 
     # -- calls
 
@@ -235,6 +239,23 @@ class Projection:
         channel, payload = self._notification(tenant, queues=[setting.queue_id])
         if channel is not None:
             await conn.execute("select pg_notify($1, $2)", channel, payload)
+
+    # -- campaigns
+
+    async def _apply_campaign(self, conn: Connection, tenant: str, fact: CampaignFact) -> None:
+        await conn.execute(
+            _PROJECT_CAMPAIGN,
+            tenant,
+            fact.campaign_id,
+            from_ms(fact.at_ms),
+            fact.status,
+            fact.name,
+            fact.list_version,
+            fact.contacts,
+            fact.contact_id,
+            fact.dial_level,
+            *self._notification(tenant, campaign=fact.campaign_id),
+        )
 
     # -- measures
 

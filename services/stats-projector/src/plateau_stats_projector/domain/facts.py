@@ -14,7 +14,7 @@ from typing import Any
 
 from plateau_contracts.catalogue import UnknownEventError, parse
 from plateau_contracts.envelope import Envelope
-from plateau_contracts.events import agents, calls, routing
+from plateau_contracts.events import agents, calls, dialer, routing
 from plateau_stats_projector.domain.intervals import to_ms
 
 
@@ -115,12 +115,30 @@ class QueueSetting:
 
 
 @dataclass(frozen=True)
+class CampaignFact:
+    """A fact about a campaign's life, its contact list or its dialling pace."""
+
+    campaign_id: str
+    at_ms: int
+    #: The campaign's state after the fact (created, running, paused, stopped), if it says.
+    status: str | None = None
+    name: str | None = None
+    #: A new contact list: its version and the contacts it made dialable.
+    list_version: int | None = None
+    contacts: int | None = None
+    #: A dial: the contact dialled, and the dial level it was paced at.
+    contact_id: str | None = None
+    dial_level: float | None = None
+
+
+@dataclass(frozen=True)
 class Facts:
     """What one event means to the projections (each part may be absent)."""
 
     call: CallFact | None = None
     agent: AgentFact | None = None
     queue: QueueSetting | None = None
+    campaign: CampaignFact | None = None
 
 
 _NOTHING = Facts()
@@ -341,5 +359,63 @@ def facts_of(envelope: Envelope) -> Facts:  # noqa: PLR0911, PLR0912 (one case p
                 call=call(data.call_id, CallFactKind.WRAP_UP_COMPLETED, agent_id=data.agent_id),
                 # Not ready until the acd says available or paused (which follows at once).
                 agent=agent(data.agent_id, AgentState.UNAVAILABLE, call_id=data.call_id),
+            )
+        # -- the dialer's campaigns
+        case dialer.CampaignCreated():
+            return Facts(
+                campaign=CampaignFact(data.campaign_id, at, status="created", name=data.name)
+            )
+        case dialer.CampaignStarted() | dialer.CampaignResumed():
+            return Facts(campaign=CampaignFact(data.campaign_id, at, status="running"))
+        case dialer.CampaignPaused():
+            return Facts(campaign=CampaignFact(data.campaign_id, at, status="paused"))
+        case dialer.CampaignStopped():
+            return Facts(campaign=CampaignFact(data.campaign_id, at, status="stopped"))
+        case dialer.ContactListImported():
+            return Facts(
+                campaign=CampaignFact(
+                    data.campaign_id,
+                    at,
+                    list_version=data.list_version,
+                    contacts=data.rows_accepted,
+                )
+            )
+        case dialer.DialAttempted():
+            return Facts(
+                campaign=CampaignFact(
+                    data.campaign_id,
+                    at,
+                    contact_id=data.contact_id,
+                    dial_level=data.dial_level,
+                )
+            )
+        # -- the dialer's campaigns
+        case dialer.CampaignCreated():
+            return Facts(
+                campaign=CampaignFact(data.campaign_id, at, status="created", name=data.name)
+            )
+        case dialer.CampaignStarted() | dialer.CampaignResumed():
+            return Facts(campaign=CampaignFact(data.campaign_id, at, status="running"))
+        case dialer.CampaignPaused():
+            return Facts(campaign=CampaignFact(data.campaign_id, at, status="paused"))
+        case dialer.CampaignStopped():
+            return Facts(campaign=CampaignFact(data.campaign_id, at, status="stopped"))
+        case dialer.ContactListImported():
+            return Facts(
+                campaign=CampaignFact(
+                    data.campaign_id,
+                    at,
+                    list_version=data.list_version,
+                    contacts=data.rows_accepted,
+                )
+            )
+        case dialer.DialAttempted():
+            return Facts(
+                campaign=CampaignFact(
+                    data.campaign_id,
+                    at,
+                    contact_id=data.contact_id,
+                    dial_level=data.dial_level,
+                )
             )
     return _NOTHING
