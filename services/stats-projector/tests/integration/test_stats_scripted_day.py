@@ -12,6 +12,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
+from fractions import Fraction
 
 import asyncpg
 import pytest
@@ -33,6 +34,7 @@ from plateau_runtime.eventstore import EventStore, NewEvent, StreamAppend
 from plateau_runtime.outbox import OutboxRelay
 from plateau_runtime.testing import MigratedSchema, make_schema
 from plateau_stats_projector.adapters.read_models import Projection
+from plateau_stats_projector.domain import metrics
 from plateau_stats_projector.domain.intervals import to_ms
 from plateau_stats_projector.entrypoints.consumer import CONSUMER, projection_consumer
 from plateau_stats_projector.rebuild import rebuild
@@ -424,3 +426,43 @@ async def test_a_rebuild_while_the_projector_runs_loses_and_doubles_nothing(
     assert_matches_oracle(
         await rollups_of(service_pool, tenant, tag), expected_rollups(expected), "roll-ups"
     )
+
+
+async def test_the_sql_formulas_readers_use_give_the_domains_figures(
+    recorded: RecordedDay, service_pool: asyncpg.Pool
+) -> None:
+    everything = await recorded.envelopes(recorded.gateway) + await recorded.envelopes(recorded.acd)
+    await replay(service_pool, "formulas", everything)
+    rows = await service_pool.fetch(
+        "select m, service_level(m, 20) as sl20, service_level(m, 25) as sl25, "
+        "service_level(m, 400) as sl400, asa_ms(m) as asa, aht_ms(m) as aht, "
+        "abandonment_rate(m) as abandonment, occupancy(m) as occupancy, "
+        "compliance_abandonment_rate(m) as compliance "
+        "from (select jsonb_object_agg(measure, value) as m from rollup_measures "
+        "      where tenant = $1 and grain in ('hour', 'day') "
+        "      group by grain, dimension, dimension_id, period_start) r",
+        recorded.tenant,
+    )
+    assert len(rows) > 100
+    for row in rows:
+        m = row["m"]
+        expected = {
+            "sl20": metrics.service_level(m, 20),
+            "sl25": metrics.service_level(m, 25),
+            "sl400": metrics.service_level(m, 400),
+            "asa": metrics.asa_ms(m),
+            "aht": metrics.aht_ms(m),
+            "abandonment": metrics.abandonment_rate(m),
+            "occupancy": metrics.occupancy(m),
+            "compliance": metrics.compliance_abandonment_rate(m),
+        }
+        for column, figure in expected.items():
+            sql = row[column]
+            if figure.value is None:
+                assert sql is None, (column, m)
+            else:  # numeric division keeps far more significant digits than a report shows
+                assert sql is not None, (column, m)
+                error = abs(Fraction(sql) - figure.value)
+                assert error <= abs(figure.value) / 10**15, (column, m, sql, figure)
+    versions = dict(await service_pool.fetch("select metric, version from metric_formulas"))
+    assert versions == dict(metrics.FORMULA_VERSIONS)

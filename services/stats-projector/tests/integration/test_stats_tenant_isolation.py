@@ -42,6 +42,7 @@ VIEWS = (
     "campaign_last_30_days",
     "agent_live",
     "queue_agents_by_state",
+    "queue_today_metrics",
 )
 
 
@@ -222,6 +223,10 @@ async def test_the_reader_sees_only_its_sessions_tenant_even_without_a_where_cla
             assert waiting is not None and waiting["calls_waiting"] == 1
             today = await reader.fetchval("select measures from queue_today")
             assert today["offered"] == 2 and today["answered"] == 1 and today["handled"] == 1
+            figures = await reader.fetchrow("select * from queue_today_metrics")
+            assert figures is not None
+            # One call answered after 5 s (within 20 s), one still waiting: 1 of 1.
+            assert (figures["service_level"], figures["asa_ms"]) == (1, 5000)
             handled = await reader.fetchval("select handled_today from agent_live")
             assert handled == 1
         with pytest.raises(asyncpg.InsufficientPrivilegeError):
