@@ -77,10 +77,24 @@ select t.tenant, t.queue_id, t.measures,
 from queue_today t
 left join queue_settings q on q.tenant = t.tenant and q.queue_id = t.queue_id;
 
+-- Per agent, today: the measures, occupancy and average handle time.
+create view agent_today_metrics with (security_invoker = true) as
+select tenant, dimension_id as agent_id, measures,
+       occupancy(measures) as occupancy, aht_ms(measures) as aht_ms
+from (
+    select tenant, dimension_id, jsonb_object_agg(measure, value) as measures
+    from rollup_measures
+    where grain = 'day' and dimension = 'agent' and period_start = tenant_today_start(tenant)
+    group by tenant, dimension_id
+) a;
+
 do $$
 declare
     reader_role text := 'plateau_' || current_schema() || '_reader';
 begin
-    execute format('grant select on metric_formulas, queue_today_metrics to %I', reader_role);
+    execute format(
+        'grant select on metric_formulas, queue_today_metrics, agent_today_metrics to %I',
+        reader_role
+    );
 end
 $$;

@@ -43,6 +43,7 @@ VIEWS = (
     "agent_live",
     "queue_agents_by_state",
     "queue_today_metrics",
+    "agent_today_metrics",
 )
 
 
@@ -227,6 +228,9 @@ async def test_the_reader_sees_only_its_sessions_tenant_even_without_a_where_cla
             assert figures is not None
             # One call answered after 5 s (within 20 s), one still waiting: 1 of 1.
             assert (figures["service_level"], figures["asa_ms"]) == (1, 5000)
+            occupancy = await reader.fetchval("select occupancy from agent_today_metrics")
+            # Available, then on the call, then in wrap-up: busy part of the time only.
+            assert occupancy is not None and 0 < occupancy < 1
             handled = await reader.fetchval("select handled_today from agent_live")
             assert handled == 1
         with pytest.raises(asyncpg.InsufficientPrivilegeError):
