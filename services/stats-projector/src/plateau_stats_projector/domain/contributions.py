@@ -12,7 +12,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import NamedTuple
 
-from plateau_stats_projector.domain.intervals import split
+from plateau_stats_projector.domain.intervals import interval_of, split
 from plateau_stats_projector.domain.metrics import Dimension
 
 
@@ -32,9 +32,8 @@ def add_count(
     out: Contribution, owner: tuple[Dimension, str], at_ms: int, measure: str, value: int = 1
 ) -> None:
     """Count ``value`` in the interval holding ``at_ms``."""
-    interval = at_ms - at_ms % (15 * 60 * 1000)
     if value:
-        out[Key(owner[0], owner[1], interval, measure)] += value
+        out[Key(owner[0], owner[1], interval_of(at_ms), measure)] += value
 
 
 def add_duration(
