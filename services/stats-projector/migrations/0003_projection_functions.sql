@@ -70,12 +70,15 @@ end
 $$;
 
 -- Keep a call fact; when it is new, return the call's facts (this one included) and the
--- contribution the call last added.
+-- contribution the call last added. A call's facts arrive on several partitions, which
+-- several consumers (or replicas) may apply at once: the call is locked until commit, so
+-- each recomputation sees every fact committed before it and the deltas add up.
 create function keep_call_fact(
     p_tenant text, p_call_id text, p_stream text, p_stream_version integer, p_fact jsonb,
     out kept boolean, out facts jsonb, out contribution jsonb
 ) language plpgsql as $$
 begin
+    perform pg_advisory_xact_lock(hashtextextended(p_tenant || '/' || p_call_id, 0));
     insert into call_facts (tenant, call_id, stream, stream_version, fact)
     values (p_tenant, p_call_id, p_stream, p_stream_version, p_fact)
     on conflict do nothing;

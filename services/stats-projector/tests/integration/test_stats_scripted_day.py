@@ -6,6 +6,7 @@ another), changes nothing, row for row."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 import secrets
 import time
@@ -466,3 +467,29 @@ async def test_the_sql_formulas_readers_use_give_the_domains_figures(
                 assert error <= abs(figure.value) / 10**15, (column, m, sql, figure)
     versions = dict(await service_pool.fetch("select metric, version from metric_formulas"))
     assert versions == dict(metrics.FORMULA_VERSIONS)
+
+
+async def test_two_consumers_at_once_give_the_oracles_figures(
+    recorded: RecordedDay, service_pool: asyncpg.Pool
+) -> None:
+    """As with two replicas sharing the partitions: each stream is applied in order by one
+    of two concurrent workers, and the facts of one call are split between them."""
+    by_stream: dict[str, list[Envelope]] = {}
+    for store in (recorded.gateway, recorded.acd):
+        for envelope in await recorded.envelopes(store):
+            by_stream.setdefault(envelope.stream, []).append(envelope)
+    streams = sorted(by_stream)
+    halves = [streams[0::2], streams[1::2]]
+
+    async def worker(mine: list[str]) -> None:
+        # Interleave this worker's streams, each in its own order.
+        order = [
+            e for batch in itertools.zip_longest(*(by_stream[s] for s in mine)) for e in batch if e
+        ]
+        await replay(service_pool, "pair", order)
+
+    await asyncio.gather(*(worker(half) for half in halves))
+    expected = expected_intervals(recorded.day)
+    assert_matches_oracle(
+        await intervals_of(service_pool, recorded.tenant, recorded.tag), expected, "intervals"
+    )
