@@ -60,6 +60,8 @@ RATES = (1000, 300)
 LATENCY_SECONDS = 20.0
 TICK = 0.05  # the pacer appends rate * TICK events every TICK seconds
 REPORT_CALLS = 1_000_000
+#: Members of the projector's group in the freshness phase (the service's default is 3).
+CONSUMERS = int(os.environ.get("BENCH_CONSUMERS", "3"))
 QUEUES = 20
 AGENTS = 200
 RUNS = 7
@@ -226,12 +228,16 @@ async def latency(
         "bench_applied", lambda *args: applied.setdefault(args[3], time.time())
     )
     stop = asyncio.Event()
-    consumer = EventConsumer(
-        pool, bootstrap, consumer="bench-latency", topics=list(Topic), handler=handler
-    )
+    # CONSUMERS members of one group share the partitions, as replicas would.
+    consumers = [
+        EventConsumer(
+            pool, bootstrap, consumer="bench-latency", topics=list(Topic), handler=handler
+        )
+        for _ in range(CONSUMERS)
+    ]
     relays = [OutboxRelay(store, store_pool, bootstrap) for store, store_pool in stores.values()]
     tasks = [asyncio.create_task(r.run(stop)) for r in relays]
-    tasks.append(asyncio.create_task(consumer.run(stop)))
+    tasks += [asyncio.create_task(c.run(stop)) for c in consumers]
     await asyncio.sleep(3)  # let the consumer join its group before the clock starts
 
     try:
@@ -289,7 +295,8 @@ async def paced(
     waits = [(applied[k] - recorded[k]) * 1000 for k in recorded if k in applied]
     print(
         f"2. freshness: {sent:,} events offered at {offered_rate:,.0f} events/s for "
-        f"{LATENCY_SECONDS:.0f} s through 2 stores, 2 relays, the broker and the projector; "
+        f"{LATENCY_SECONDS:.0f} s through 2 stores, 2 relays, the broker and {CONSUMERS} "
+        "projector consumer(s); "
         f"{len(waits):,} applied ({len(waits) / drained:,.0f}/s until drained)"
     )
     if waits:
@@ -437,7 +444,8 @@ async def run_bench(pg: EmbeddedPostgres, broker: EmbeddedBroker) -> None:
     try:
         await throughput(pool)
         await latency(pool, projector_dsn, stores, broker.bootstrap)
-        await report(pg.admin_dsn, "stats_bench", reader_dsn)
+        if not os.environ.get("BENCH_SKIP_REPORT"):
+            await report(pg.admin_dsn, "stats_bench", reader_dsn)
     finally:
         await pool.close()
         for _, store_pool in stores.values():
