@@ -1,6 +1,7 @@
 """``plateau``: run the embedded default (``up``), check it (``status``), apply migrations
-(``migrate``), verify the event stores' hash chains (``verify``) and apply configuration
-files (``config apply``).
+(``migrate``), verify the event stores' hash chains (``verify``), apply configuration
+files (``config apply``) and rebuild the read models from the stores (``projections
+rebuild``).
 
 Exit codes: 0 success; 1 already running, unhealthy, or an unexpected error; 2 a problem
 with the input or the environment (bad setting, port in use, unreachable database,
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import os
 import sys
 import tempfile
@@ -146,6 +148,22 @@ def cmd_config_apply(args: argparse.Namespace) -> int:
     return apply_file(path, database_url)
 
 
+def cmd_projections_rebuild(args: argparse.Namespace) -> int:
+    settings = load_cli_settings()
+    admin_dsn = args.admin_url or _running_admin_dsn(Home(settings.home))
+    projector = service("stats-projector")
+    sources = [s.schema for s in SERVICES if s.name != projector.name]
+    # The projector owns how its read models are rebuilt; the CLI only runs it.
+    rebuild = importlib.import_module(f"{projector.package}.rebuild").rebuild
+    report = asyncio.run(rebuild(admin_dsn, projector.schema, sources, projector.migrations_dir()))
+    heads = ", ".join(f"{schema} at {position}" for schema, position in report.heads.items())
+    print(
+        f"{projector.name}: rebuilt from {report.events_read} events ({heads}) and swapped in: "
+        + ", ".join(f"{table} {rows}" for table, rows in report.rows.items())
+    )
+    return EXIT_OK
+
+
 def _add_database_target(command: argparse.ArgumentParser, admin_needs: str) -> None:
     """``--service`` and ``--admin-url``, shared by the commands that work on the schemas."""
     command.add_argument(
@@ -233,6 +251,27 @@ def build_parser() -> argparse.ArgumentParser:
         help="postgresql://plateau_acd:PASSWORD@HOST:PORT/DATABASE of the acd's role",
     )
     apply.set_defaults(handler=cmd_config_apply)
+
+    projections = commands.add_parser(
+        "projections",
+        help="manage the read models built from the event stores",
+        description="Manage the read models the stats projector builds from the event stores.",
+    )
+    actions = projections.add_subparsers(dest="action", required=True, metavar="ACTION")
+    rebuild = actions.add_parser(
+        "rebuild",
+        help="replay every event store into fresh read models and swap them in",
+        description="Replay every service's event store into fresh read-model tables, then "
+        "swap them in atomically (the running projector waits for the swap and goes on from "
+        "the rebuilt checkpoints). Without --admin-url, on the running embedded default.",
+    )
+    rebuild.add_argument(
+        "--admin-url",
+        metavar="DSN",
+        help="postgresql://USER:PASSWORD@HOST:PORT/DATABASE of a role that may read every "
+        "service's schema and create schemas and roles",
+    )
+    rebuild.set_defaults(handler=cmd_projections_rebuild)
     return parser
 
 

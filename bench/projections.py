@@ -1,0 +1,476 @@
+"""Read-model projection: throughput, freshness at 1,000 events/s, and report speed.
+
+Run from the checkout:  .venv/bin/python bench/projections.py
+
+It starts its own embedded PostgreSQL and Tansu broker in a temporary directory (removed
+afterwards), migrates a gateway store, an acd store and the stats projector's schema as
+``plateau migrate`` would, and prints:
+
+1. events/s applied by the projection (``apply_once`` + read-model writes, one consumer,
+   in one process), on synthetic calls of about a dozen events each;
+2. event-to-read-model latency p50/p99 at an offered 1,000 events/s, then 300/s: events
+   are appended to the two stores at that pace, the relays publish them, the projector's
+   consumer applies them, and each event's latency runs from its ``recorded_at`` to the commit of
+   its read-model change (seen by a listener on a per-event notification);
+3. a 30-day interval report (per queue and 15-minute interval: offered, answered,
+   abandoned, ASA and AHT inputs) over one million synthetic calls, read as the access
+   gateway would (reader role, row-level security), next to the same question answered by
+   a plain aggregate query over the call records in the same database. The million calls
+   are generated in SQL, and their interval measures derived from them in SQL with the
+   definitions of docs/metrics.md (counts at the answer or abandon, whole per-call times),
+   so both queries describe the same calls.
+
+Figures only: nothing here asserts a speed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import platform
+import secrets
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import asyncpg
+
+from plateau_contracts.envelope import Envelope, new_event_id
+from plateau_contracts.events import agents as ag
+from plateau_contracts.events import calls as cl
+from plateau_contracts.events import routing as rt
+from plateau_contracts.events.common import StreamedEvent
+from plateau_contracts.topics import Topic
+from plateau_runtime.consumer import EventConsumer, apply_once
+from plateau_runtime.db import Connection, connect, create_pool
+from plateau_runtime.embedded import EmbeddedBroker, EmbeddedPostgres, free_port
+from plateau_runtime.eventstore import EventStore, NewEvent, StreamAppend
+from plateau_runtime.migrations import ServiceSchema, migrate, role_dsn
+from plateau_runtime.outbox import OutboxRelay
+from plateau_runtime.services import service
+from plateau_stats_projector.adapters.read_models import Projection
+
+THROUGHPUT_CALLS = 1500
+#: Offered rates of the freshness phase: the target, then one the projector sustains here.
+RATES = (1000, 300)
+LATENCY_SECONDS = 20.0
+TICK = 0.05  # the pacer appends rate * TICK events every TICK seconds
+REPORT_CALLS = 1_000_000
+#: Members of the projector's group in the freshness phase (the service's default is 3).
+CONSUMERS = int(os.environ.get("BENCH_CONSUMERS", "3"))
+QUEUES = 20
+AGENTS = 200
+RUNS = 7
+
+
+def call_events(n: int, start: datetime, tag: str) -> list[tuple[str, datetime, StreamedEvent]]:
+    """One answered (or, every seventh, abandoned) inbound call: ('gw'|'acd', at, event)."""
+    cid, queue, agent = f"{tag}c{n}", f"q{n % QUEUES}", f"{tag}a{n % AGENTS}"
+    s = timedelta(seconds=1)
+    out: list[tuple[str, datetime, StreamedEvent]] = [
+        (
+            "gw",
+            start,
+            cl.CallOffered(
+                call_id=cid,
+                ani="+242066000001",
+                dnis="+242053000100",
+                trunk="mno",
+                sip_call_id=cid,
+            ),
+        ),
+        ("acd", start, rt.CallQueued(queue_id=queue, call_id=cid, direction="inbound", priority=0)),
+    ]
+    if n % 7 == 0:
+        out.append(
+            ("acd", start + 9 * s, rt.CallAbandoned(queue_id=queue, call_id=cid, waited_ms=9000))
+        )
+        out.append(
+            (
+                "gw",
+                start + 9 * s,
+                cl.CallEnded(
+                    call_id=cid, cause=cl.EndCause.CALLER_HANGUP, ended_by=cl.EndedBy.CALLER
+                ),
+            )
+        )
+        return out
+    out += [
+        (
+            "acd",
+            start + 4 * s,
+            rt.CallAgentReserved(
+                queue_id=queue,
+                call_id=cid,
+                agent_id=agent,
+                extension="1001",
+                waited_ms=4000,
+                strategy="longest_idle",
+                candidates=(),
+                decision="bench",
+            ),
+        ),
+        ("acd", start + 4 * s, ag.AgentReserved(agent_id=agent, call_id=cid, queue_id=queue)),
+        (
+            "gw",
+            start + 6 * s,
+            cl.CallConnected(call_id=cid, agent_id=agent, extension="1001", queue_id=queue),
+        ),
+        (
+            "acd",
+            start + 6 * s,
+            ag.AgentBecameBusy(agent_id=agent, call_id=cid, queue_id=queue, direction="inbound"),
+        ),
+        ("gw", start + 60 * s, cl.CallHeld(call_id=cid, agent_id=agent, via="api")),
+        ("gw", start + 80 * s, cl.CallResumed(call_id=cid, agent_id=agent, via="api")),
+        (
+            "gw",
+            start + 200 * s,
+            cl.CallEnded(
+                call_id=cid,
+                cause=cl.EndCause.AGENT_HANGUP,
+                ended_by=cl.EndedBy.AGENT,
+                agent_id=agent,
+            ),
+        ),
+        ("acd", start + 200 * s, ag.WrapUpStarted(agent_id=agent, call_id=cid, queue_id=queue)),
+        (
+            "acd",
+            start + 230 * s,
+            ag.WrapUpCompleted(agent_id=agent, call_id=cid, completed_by="agent"),
+        ),
+        ("acd", start + 230 * s, ag.AgentBecameAvailable(agent_id=agent)),
+    ]
+    return out
+
+
+def envelopes(events: list[tuple[str, datetime, StreamedEvent]], tenant: str) -> list[Envelope]:
+    versions: dict[str, int] = {}
+    out = []
+    for _, at, event in sorted(events, key=lambda e: e[1]):
+        stream = event.stream_id()
+        versions[stream] = versions.get(stream, 0) + 1
+        out.append(
+            Envelope(
+                event_id=new_event_id(),
+                type=event.event_type,
+                schema_version=event.schema_version,
+                stream=stream,
+                stream_version=versions[stream],
+                tenant=tenant,
+                occurred_at=at,
+                recorded_at=at,
+                data=event.model_dump(mode="json"),
+            )
+        )
+    return out
+
+
+async def migrated(admin_dsn: str, schema: str, migrations: Path | None) -> str:
+    service_schema = ServiceSchema(schema, migrations)
+    password = secrets.token_urlsafe(16)
+    admin = await connect(admin_dsn)
+    try:
+        await migrate(admin, service_schema, password)
+    finally:
+        await admin.close()
+    return role_dsn(admin_dsn, service_schema, password)
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(p * len(ordered)))]
+
+
+async def throughput(pool: asyncpg.Pool) -> None:
+    start = datetime(2026, 5, 4, 7, tzinfo=UTC)
+    events: list[tuple[str, datetime, StreamedEvent]] = []
+    for n in range(THROUGHPUT_CALLS):
+        events += call_events(n, start + timedelta(seconds=17 * n), "t")
+    batch = envelopes(events, "bench-throughput")
+    projection = Projection()
+    async with pool.acquire() as conn:
+        started = time.perf_counter()
+        for envelope in batch:
+
+            async def effect(c: Connection, e: Envelope = envelope) -> None:
+                await projection.apply(c, e)
+
+            await apply_once(conn, "throughput", envelope, effect)
+        elapsed = time.perf_counter() - started
+    print(
+        f"1. projection: {len(batch):,} events ({THROUGHPUT_CALLS:,} calls) applied in "
+        f"{elapsed:.1f} s = {len(batch) / elapsed:,.0f} events/s "
+        "(one consumer: apply_once + call recomputation + interval and roll-up upserts)"
+    )
+
+
+async def latency(
+    pool: asyncpg.Pool,
+    projector_dsn: str,
+    stores: dict[str, tuple[EventStore, asyncpg.Pool]],
+    bootstrap: str,
+) -> None:
+    projection = Projection()
+    applied: dict[str, float] = {}
+    recorded: dict[str, float] = {}
+
+    async def handler(conn: Connection, envelope: Envelope) -> None:
+        await projection.apply(conn, envelope)
+        await conn.execute("select pg_notify('bench_applied', $1)", str(envelope.event_id))
+
+    listener = await asyncpg.connect(projector_dsn)
+    await listener.add_listener(
+        "bench_applied", lambda *args: applied.setdefault(args[3], time.time())
+    )
+    stop = asyncio.Event()
+    # CONSUMERS members of one group share the partitions, as replicas would.
+    consumers = [
+        EventConsumer(
+            pool, bootstrap, consumer="bench-latency", topics=list(Topic), handler=handler
+        )
+        for _ in range(CONSUMERS)
+    ]
+    relays = [OutboxRelay(store, store_pool, bootstrap) for store, store_pool in stores.values()]
+    tasks = [asyncio.create_task(r.run(stop)) for r in relays]
+    tasks += [asyncio.create_task(c.run(stop)) for c in consumers]
+    await asyncio.sleep(3)  # let the consumer join its group before the clock starts
+
+    try:
+        for number, rate in enumerate(RATES):
+            await paced(stores, rate, f"l{number}", recorded, applied)
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks)
+        await listener.close()
+
+
+async def paced(
+    stores: dict[str, tuple[EventStore, asyncpg.Pool]],
+    rate: int,
+    tag: str,
+    recorded: dict[str, float],
+    applied: dict[str, float],
+) -> None:
+    """Append synthetic calls' events at ``rate`` for a while; print their freshness."""
+    recorded.clear()
+    per_tick = int(rate * TICK)
+    pending: list[tuple[str, StreamedEvent]] = []
+    n = 0
+    sent = 0
+    began = time.perf_counter()
+    next_tick = began
+    while time.perf_counter() - began < LATENCY_SECONDS:
+        while len(pending) < per_tick:
+            now = datetime.now(UTC)
+            pending += [(side, event) for side, _, event in call_events(n, now, tag)]
+            n += 1
+        tick, pending = pending[:per_tick], pending[per_tick:]
+        for side in ("gw", "acd"):
+            appends = [
+                StreamAppend(e.stream_id(), [NewEvent(e, tenant="bench-latency")])
+                for s, e in tick
+                if s == side
+            ]
+            if appends:
+                for stored in await stores[side][0].append_many(appends):
+                    recorded[str(stored.envelope.event_id)] = (
+                        stored.envelope.recorded_at.timestamp()
+                    )
+        sent += len(tick)
+        next_tick += TICK
+        await asyncio.sleep(max(0.0, next_tick - time.perf_counter()))
+    offered_rate = sent / (time.perf_counter() - began)
+    deadline = time.perf_counter() + 120
+    # Poll until every event is applied (bounded): the listener fills ``applied``.
+    while len(applied.keys() & recorded.keys()) < len(recorded):
+        if time.perf_counter() > deadline:
+            break
+        await asyncio.sleep(0.2)
+    drained = time.perf_counter() - began
+    waits = [(applied[k] - recorded[k]) * 1000 for k in recorded if k in applied]
+    print(
+        f"2. freshness: {sent:,} events offered at {offered_rate:,.0f} events/s for "
+        f"{LATENCY_SECONDS:.0f} s through 2 stores, 2 relays, the broker and {CONSUMERS} "
+        "projector consumer(s); "
+        f"{len(waits):,} applied ({len(waits) / drained:,.0f}/s until drained)"
+    )
+    if waits:
+        print(
+            f"   event recorded -> read model committed: p50 {percentile(waits, 0.5):,.0f} ms, "
+            f"p99 {percentile(waits, 0.99):,.0f} ms, max {max(waits):,.0f} ms"
+        )
+
+
+REPORT_READ_MODEL = """
+select dimension_id as queue_id, interval_start,
+       sum(value) filter (where measure = 'offered') as offered,
+       sum(value) filter (where measure = 'answered') as answered,
+       sum(value) filter (where measure = 'abandoned') as abandoned,
+       sum(value) filter (where measure = 'answer_wait_ms') as answer_wait_ms,
+       sum(value) filter (where measure in ('answered_wait_le_5s', 'answered_wait_le_10s',
+           'answered_wait_le_15s', 'answered_wait_le_20s')) as within_20s,
+       sum(value) filter (where measure = 'handled') as handled,
+       sum(value) filter (where measure = 'handle_ms') as handle_ms
+from interval_measures
+where dimension = 'queue' and interval_start >= $1 and interval_start < $2 {one_queue}
+group by dimension_id, interval_start
+"""
+
+REPORT_CALL_RECORDS = """
+select queues[1] as queue_id,
+       date_bin('15 minutes', started_at, timestamptz '2000-01-01') as interval_start,
+       count(*) as offered,
+       count(*) filter (where outcome = 'answered') as answered,
+       count(*) filter (where outcome = 'abandoned') as abandoned,
+       sum(wait_ms) filter (where outcome = 'answered') as answer_wait_ms,
+       count(*) filter (where outcome = 'answered' and wait_ms <= 20000) as within_20s,
+       count(*) filter (where outcome = 'answered') as handled,
+       sum(talk_ms + hold_ms + wrap_up_ms) filter (where outcome = 'answered') as handle_ms
+from call_records
+where started_at >= $1 and started_at < $2 {one_queue}
+group by 1, 2
+"""
+
+GENERATE_CALLS = """
+insert into call_records (tenant, call_id, direction, started_at, answered_at, ended_at, outcome,
+    end_cause, queues, agents, wait_ms, talk_ms, hold_ms, wrap_up_ms, transfers)
+select 'bench-report', 'c' || n, 'inbound', $1::timestamptz + random() * interval '30 days',
+       null, null, case when n % 7 = 0 then 'abandoned' else 'answered' end, null,
+       array['q' || (n % {queues})], array['a' || (n % 200)], (random() * 60000)::bigint,
+       (random() * 600000)::bigint, (random() * 30000)::bigint, (random() * 90000)::bigint, 0
+from generate_series(1, {calls}) n
+"""
+
+# The interval measures of those calls, as the projection defines them (docs/metrics.md),
+# binned by the interval of arrival like the plain query below, so that both answer
+# exactly the same question over the same calls.
+DERIVE_MEASURES = """
+insert into interval_measures (tenant, dimension, dimension_id, interval_start, measure, value)
+select tenant, 'queue', queues[1], date_bin('15 minutes', started_at, timestamptz '2000-01-01'),
+       m.measure, sum(m.value)
+from call_records,
+lateral (values ('offered', 1::bigint),
+                ('answered', (outcome = 'answered')::int::bigint),
+                ('abandoned', (outcome = 'abandoned')::int::bigint),
+                ('answer_wait_ms', case when outcome = 'answered' then wait_ms else 0 end),
+                ('answered_wait_le_20s', (outcome = 'answered' and wait_ms <= 20000)::int::bigint),
+                ('handled', (outcome = 'answered')::int::bigint),
+                ('handle_ms',
+                 case when outcome = 'answered' then talk_ms + hold_ms + wrap_up_ms else 0 end),
+                ('talk_ms', talk_ms), ('wait_ms', wait_ms)) as m(measure, value)
+where tenant = 'bench-report'
+group by 1, 2, 3, 4, 5
+having sum(m.value) <> 0
+"""
+
+
+async def report(admin_dsn: str, schema: str, reader_dsn: str) -> None:
+    start = datetime(2026, 4, 1, tzinfo=UTC) - timedelta(hours=1)
+    end = start + timedelta(days=30)
+    admin = await connect(admin_dsn)
+    try:
+        await admin.execute(f"set search_path = {schema}")
+        began = time.perf_counter()
+        await admin.execute(GENERATE_CALLS.format(calls=REPORT_CALLS, queues=QUEUES), start)
+        await admin.execute(DERIVE_MEASURES)
+        await admin.execute("analyze call_records; analyze interval_measures")
+        rows = await admin.fetchval(
+            "select count(*) from interval_measures where tenant = 'bench-report'"
+        )
+        print(
+            f"3. report data: {REPORT_CALLS:,} calls over 30 days in {QUEUES} queues generated "
+            f"({rows:,} interval-measure rows) in {time.perf_counter() - began:.0f} s"
+        )
+    finally:
+        await admin.close()
+    reader = await asyncpg.connect(reader_dsn)
+    try:
+        await reader.execute(f"set search_path = {schema}")
+        for label, clause, arg in (("all queues", "", None), ("one queue", "and {col} = $3", "q7")):
+            timings: dict[str, list[float]] = {"read model": [], "call records": []}
+            counts: dict[str, int] = {}
+            for _ in range(RUNS):
+                for name, sql, col in (
+                    ("read model", REPORT_READ_MODEL, "dimension_id"),
+                    ("call records", REPORT_CALL_RECORDS, "queues[1]"),
+                ):
+                    query = sql.format(one_queue=clause.format(col=col))
+                    params = [start, end] + ([arg] if arg else [])
+                    async with reader.transaction():
+                        await reader.execute(
+                            "select set_config('plateau.tenant', 'bench-report', true)"
+                        )
+                        began = time.perf_counter()
+                        result = await reader.fetch(query, *params)
+                        timings[name].append((time.perf_counter() - began) * 1000)
+                    counts[name] = len(result)
+            ours, plain = (statistics.median(timings[k]) for k in ("read model", "call records"))
+            print(
+                f"   30-day interval report, {label}: read model {ours:,.0f} ms "
+                f"({counts['read model']:,} rows), plain aggregate over call records "
+                f"{plain:,.0f} ms ({counts['call records']:,} rows); "
+                f"median of {RUNS}, reader role under row-level security"
+            )
+    finally:
+        await reader.close()
+
+
+async def run_bench(pg: EmbeddedPostgres, broker: EmbeddedBroker) -> None:
+    spec = service("stats-projector")
+    projector_dsn = await migrated(pg.admin_dsn, "stats_bench", spec.migrations_dir())
+    stores: dict[str, tuple[EventStore, asyncpg.Pool]] = {}
+    for side in ("gw", "acd"):
+        dsn = await migrated(pg.admin_dsn, f"{side}_bench", None)
+        store_pool = await create_pool(dsn, max_size=4)
+        stores[side] = (EventStore(store_pool, f"{side}_bench"), store_pool)
+    reader_password = secrets.token_urlsafe(12)
+    admin = await connect(pg.admin_dsn)
+    try:
+        await admin.execute(f"create role bench_reader login password '{reader_password}'")
+        await admin.execute("grant plateau_stats_bench_reader to bench_reader")
+        server = await admin.fetchval("show server_version")
+    finally:
+        await admin.close()
+    reader_dsn = projector_dsn.replace(
+        projector_dsn.split("//")[1].split("@")[0], f"bench_reader:{reader_password}"
+    )
+    print(f"PostgreSQL {server} (embedded); Tansu broker (memory storage)")
+    pool = await create_pool(projector_dsn, max_size=8)
+    try:
+        await throughput(pool)
+        await latency(pool, projector_dsn, stores, broker.bootstrap)
+        if not os.environ.get("BENCH_SKIP_REPORT"):
+            await report(pg.admin_dsn, "stats_bench", reader_dsn)
+    finally:
+        await pool.close()
+        for _, store_pool in stores.values():
+            await store_pool.close()
+
+
+def main() -> None:
+    print(f"$ {os.path.relpath(sys.executable)} {os.path.relpath(__file__)}")
+    python = platform.python_version()
+    print(f"machine: {platform.platform()}, nproc {os.cpu_count()}, Python {python}")
+    work = Path(tempfile.mkdtemp(prefix="plateau-bench-"))
+    work.chmod(0o755)
+    pg = EmbeddedPostgres(work / "pg" / "data", free_port())
+    broker = EmbeddedBroker(free_port(), work / "logs" / "broker.log")
+    started = time.perf_counter()
+    try:
+        pg.start()
+        broker.start()
+        asyncio.run(run_bench(pg, broker))
+    finally:
+        broker.stop()
+        pg.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    print(f"total run time {time.perf_counter() - started:.0f} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,21 @@
+"""The projector's Kafka entrypoint: every topic, each event applied once to the read models."""
+
+from __future__ import annotations
+
+import asyncpg
+
+from plateau_contracts.topics import Topic
+from plateau_runtime.consumer import EventConsumer
+from plateau_stats_projector.adapters.read_models import Projection
+
+#: The projector's consumer group and the name of its checkpoints.
+CONSUMER = "stats-projector"
+
+
+def projection_consumer(
+    pool: asyncpg.Pool, bootstrap: str, projection: Projection, *, consumer: str = CONSUMER
+) -> EventConsumer:
+    """A consumer of every topic whose handler is the projection (in ``apply_once``)."""
+    return EventConsumer(
+        pool, bootstrap, consumer=consumer, topics=list(Topic), handler=projection.apply
+    )
