@@ -51,6 +51,28 @@ def tool(name: str, package: str) -> str:
     return path
 
 
+_HANDED_OUT: set[int] = set()
+
+
+def free_sip_ports(host: str = "127.0.0.1") -> int:
+    """A port P for a baresip: P free for UDP and TCP, and P+1 free for TCP, where baresip
+    puts its SIP/TLS listener. Ports handed out before in this run are never reused, nor
+    their neighbours: two softphones started one after the other must not get P and P+1
+    (the second would find its TLS port taken and exit)."""
+    for _ in range(100):
+        port = free_both(host)
+        if {port - 1, port, port + 1} & _HANDED_OUT:
+            continue
+        with socket.socket() as tls:
+            try:
+                tls.bind((host, port + 1))
+            except OSError:
+                continue
+        _HANDED_OUT.update((port, port + 1))
+        return port
+    raise RuntimeError("no port pair free for a softphone's SIP (UDP/TCP) and SIP/TLS")
+
+
 def baresip_modules() -> Path:
     """Where the installed baresip keeps its modules (next to its binary's prefix)."""
     prefix = Path(tool("baresip", "baresip-core")).resolve().parent.parent
@@ -87,7 +109,7 @@ def baresip_agent(
     config_dir.mkdir()
     # baresip hangs up when its audio source ends: longer than any call of the tests.
     tone(config_dir / "tone.wav", seconds=60.0)
-    sip_port = free_both()
+    sip_port = free_sip_ports()
     (config_dir / "config").write_text(
         "\n".join(
             [
