@@ -1297,24 +1297,23 @@ class B2bua:
     def hold(self, tenant: str, call_id: str) -> None:
         """Put the customer on hold (``CallControl.Hold``): a re-INVITE with every stream
         inactive; ``call.held`` once the customer accepted it."""
-        call = self.find(tenant, call_id)
-        decide(call.state, Hold(via="api"))  # FAILED_PRECONDITION unless connected
-        if call.reinviting:
-            raise SessionChangeError("a session change is under way; retry in a moment")
-        body, content_type = call.agent_sdp
-        held = with_direction(body, "inactive") if body else b""
-        self._spawn(self._change_hold(call, held, content_type, Hold(via="api")))
+        self._change_hold(tenant, call_id, Hold(via="api"))
 
     def resume(self, tenant: str, call_id: str) -> None:
         """Take the customer off hold (``CallControl.Resume``): the agent's SDP again."""
+        self._change_hold(tenant, call_id, Resume(via="api"))
+
+    def _change_hold(self, tenant: str, call_id: str, command: Hold | Resume) -> None:
         call = self.find(tenant, call_id)
-        decide(call.state, Resume(via="api"))  # FAILED_PRECONDITION unless held
+        decide(call.state, command)  # FAILED_PRECONDITION unless connected (held)
         if call.reinviting:
             raise SessionChangeError("a session change is under way; retry in a moment")
         body, content_type = call.agent_sdp
-        self._spawn(self._change_hold(call, body, content_type, Resume(via="api")))
+        if isinstance(command, Hold) and body:
+            body = with_direction(body, "inactive")
+        self._spawn(self._reoffer_for(call, body, content_type, command))
 
-    async def _change_hold(
+    async def _reoffer_for(
         self, call: Call, body: bytes, content_type: str | None, command: Hold | Resume
     ) -> None:
         stamped, stamped_type = self._to_customer(call, (body, content_type))
@@ -1330,8 +1329,8 @@ class B2bua:
         *,
         extension: str | None = None,
     ) -> None:
-        """Blind-transfer a call (``CallControl.Transfer``); a number must be allowed
-        (``DialNotAllowed`` otherwise) and is handed to the carrier with REFER."""
+        """Blind-transfer a call (``CallControl.Transfer``); a number (already allowed by
+        the caller's allow-list check) is handed to the carrier with REFER."""
         call = self.find(tenant, call_id)
         decide(call.state, Transfer(target, via="api"))  # FAILED_PRECONDITION if not now
         if target.kind == "agent" and not extension:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import grpc
 
@@ -25,6 +26,7 @@ from plateau_sip_gateway.domain.call import CallDomainError, HangupReason
 SERVICE_NAME = "plateau.calls.v1.CallControl"
 REFUSAL_METADATA_KEY = "x-plateau-refusal-reason"
 _REMEMBERED_REQUESTS = 10_000
+T = TypeVar("T")
 
 _HANGUP_REASONS = {
     pb.HANGUP_REASON_UNSPECIFIED: HangupReason.NORMAL,
@@ -54,11 +56,9 @@ class CallControlServicer(pb_grpc.CallControlServicer):
             await context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT, "call_id, agent_id and extension are required"
             )
-        key = (tenant, "ConnectAgent", request.request_id)
-        if request.request_id and key in self._answers:
-            return self._answers[key]  # type: ignore[no-any-return]
         timeout = request.ring_timeout.ToTimedelta().total_seconds() or None
-        try:
+
+        async def connect() -> pb.ConnectAgentResponse:
             leg = self._b2bua.connect_agent(
                 tenant,
                 request.call_id,
@@ -67,28 +67,21 @@ class CallControlServicer(pb_grpc.CallControlServicer):
                 queue_id=request.queue_id or None,
                 ring_timeout_s=timeout,
             )
-        except Exception as exc:
-            await _abort_for(context, exc)
-        answer = pb.ConnectAgentResponse(agent_sip_call_id=leg)
-        self._remember(key, answer)
-        return answer
+            return pb.ConnectAgentResponse(agent_sip_call_id=leg)
+
+        return await self._once(context, (tenant, "ConnectAgent", request.request_id), connect)
 
     async def Hangup(
         self, request: pb.HangupRequest, context: grpc.aio.ServicerContext
     ) -> pb.HangupResponse:
         tenant = await _tenant(context)
-        key = (tenant, "Hangup", request.request_id)
-        if request.request_id and key in self._answers:
-            return self._answers[key]  # type: ignore[no-any-return]
-        try:
-            self._b2bua.hangup(
-                tenant, request.call_id, _HANGUP_REASONS.get(request.reason, HangupReason.NORMAL)
-            )
-        except Exception as exc:
-            await _abort_for(context, exc)
-        answer = pb.HangupResponse()
-        self._remember(key, answer)
-        return answer
+        reason = _HANGUP_REASONS.get(request.reason, HangupReason.NORMAL)
+
+        async def hang_up() -> pb.HangupResponse:
+            self._b2bua.hangup(tenant, request.call_id, reason)
+            return pb.HangupResponse()
+
+        return await self._once(context, (tenant, "Hangup", request.request_id), hang_up)
 
     async def Originate(
         self, request: pb.OriginateRequest, context: grpc.aio.ServicerContext
@@ -98,27 +91,23 @@ class CallControlServicer(pb_grpc.CallControlServicer):
         if requested_by is None:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "requested_by is required")
             raise AssertionError  # abort raises
-        key = (tenant, "Originate", request.request_id)
-        if request.request_id and key in self._answers:
-            return self._answers[key]  # type: ignore[no-any-return]
-        try:
+
+        async def originate() -> pb.OriginateResponse:
             _ = self._b2bua.endpoint  # not listening yet: the allow-list may not be loaded
-        except GatewayNotReadyError as exc:
-            await _abort_for(context, exc)
-        decision = self._b2bua.allowlist.check(tenant, request.campaign_id or None, request.number)
-        if isinstance(decision, Refused):
-            self._b2bua.refuse_dial(
-                tenant,
-                decision,
-                requested_by=requested_by,
-                requester=request.requester or requested_by.value,
-                campaign_id=request.campaign_id or None,
-                contact_id=request.contact_id or None,
-                attempt_id=request.attempt_id or None,
-            )
-            await _deny(context, decision, request.number)
-        assert isinstance(decision, Allowed)
-        try:
+            number, campaign = request.number, request.campaign_id or None
+            decision = self._b2bua.allowlist.check(tenant, campaign, number)
+            if isinstance(decision, Refused):
+                self._b2bua.refuse_dial(
+                    tenant,
+                    decision,
+                    requested_by=requested_by,
+                    requester=request.requester or requested_by.value,
+                    campaign_id=campaign,
+                    contact_id=request.contact_id or None,
+                    attempt_id=request.attempt_id or None,
+                )
+                await _deny(context, decision, number)
+            assert isinstance(decision, Allowed)
             call_id = self._b2bua.originate(
                 tenant,
                 decision,
@@ -127,19 +116,14 @@ class CallControlServicer(pb_grpc.CallControlServicer):
                 ring_timeout_s=request.ring_timeout.ToTimedelta().total_seconds() or None,
                 agent_id=request.agent_id or None,
             )
-        except Exception as exc:
-            await _abort_for(context, exc)
-        answer = pb.OriginateResponse(call_id=call_id)
-        self._remember(key, answer)
-        return answer
+            return pb.OriginateResponse(call_id=call_id)
+
+        return await self._once(context, (tenant, "Originate", request.request_id), originate)
 
     async def Transfer(
         self, request: pb.TransferRequest, context: grpc.aio.ServicerContext
     ) -> pb.TransferResponse:
         tenant = await _tenant(context)
-        key = (tenant, "Transfer", request.request_id)
-        if request.request_id and key in self._answers:
-            return self._answers[key]  # type: ignore[no-any-return]
         kind = request.WhichOneof("target")
         extension: str | None = None
         if kind == "agent":
@@ -168,41 +152,50 @@ class CallControlServicer(pb_grpc.CallControlServicer):
                 grpc.StatusCode.INVALID_ARGUMENT, "set one target: agent, queue_id or number"
             )
             raise AssertionError  # abort raises
-        try:
+
+        async def transfer() -> pb.TransferResponse:
             await self._b2bua.transfer(tenant, request.call_id, target, extension=extension)
-        except Exception as exc:
-            await _abort_for(context, exc)
-        answer = pb.TransferResponse()
-        self._remember(key, answer)
-        return answer
+            return pb.TransferResponse()
+
+        return await self._once(context, (tenant, "Transfer", request.request_id), transfer)
 
     async def Hold(
         self, request: pb.HoldRequest, context: grpc.aio.ServicerContext
     ) -> pb.HoldResponse:
         tenant = await _tenant(context)
-        key = (tenant, "Hold", request.request_id)
-        if request.request_id and key in self._answers:
-            return self._answers[key]  # type: ignore[no-any-return]
-        try:
+
+        async def hold() -> pb.HoldResponse:
             self._b2bua.hold(tenant, request.call_id)
-        except Exception as exc:
-            await _abort_for(context, exc)
-        answer = pb.HoldResponse()
-        self._remember(key, answer)
-        return answer
+            return pb.HoldResponse()
+
+        return await self._once(context, (tenant, "Hold", request.request_id), hold)
 
     async def Resume(
         self, request: pb.ResumeRequest, context: grpc.aio.ServicerContext
     ) -> pb.ResumeResponse:
         tenant = await _tenant(context)
-        key = (tenant, "Resume", request.request_id)
-        if request.request_id and key in self._answers:
+
+        async def resume() -> pb.ResumeResponse:
+            self._b2bua.resume(tenant, request.call_id)
+            return pb.ResumeResponse()
+
+        return await self._once(context, (tenant, "Resume", request.request_id), resume)
+
+    async def _once(
+        self,
+        context: grpc.aio.ServicerContext,
+        key: tuple[str, str, str],
+        act: Callable[[], Awaitable[T]],
+    ) -> T:
+        """``act``'s answer, or the first answer to this ``(tenant, method, request_id)``;
+        a domain error aborts with its status code."""
+        if key[2] and key in self._answers:
             return self._answers[key]  # type: ignore[no-any-return]
         try:
-            self._b2bua.resume(tenant, request.call_id)
+            answer = await act()
         except Exception as exc:
             await _abort_for(context, exc)
-        answer = pb.ResumeResponse()
+            raise  # abort raises
         self._remember(key, answer)
         return answer
 
