@@ -781,31 +781,6 @@ class B2bua:
 
     # -- outbound ----------------------------------------------------------------------
 
-    def originate(
-        self,
-        tenant: str,
-        allowed: Allowed,
-        *,
-        attempt_id: str,
-        requested_by: DialRequester,
-        ring_timeout_s: float | None = None,
-        agent_id: str | None = None,
-    ) -> str:
-        """Dial a number the allow-list allowed (``CallControl.Originate``); the call id.
-
-        The INVITE carries no SDP: the customer's 2xx brings the offer, and its ACK waits
-        for the answer of the agent the acd or the dialer connects (RFC 3725 flow I). No
-        agent within ``COMPLIANCE_WINDOW_S`` of the answer: the call is abandoned.
-        """
-        return self._dial(
-            tenant,
-            allowed,
-            attempt_id=attempt_id,
-            requested_by=requested_by,
-            ring_timeout_s=ring_timeout_s,
-            agent_id=agent_id,
-        )
-
     def dial_for_softphone(
         self,
         tx: InviteServerTransaction,
@@ -829,7 +804,7 @@ class B2bua:
             routes=tuple(str(r) for r in request.record_routes),
             cseq=0,
         )
-        return self._dial(
+        return self.originate(
             tenant,
             allowed,
             attempt_id=f"softphone-{request.call_id}"[:64],
@@ -838,7 +813,7 @@ class B2bua:
             softphone=(tx, agent, extension),
         )
 
-    def _dial(
+    def originate(
         self,
         tenant: str,
         allowed: Allowed,
@@ -849,6 +824,14 @@ class B2bua:
         agent_id: str | None = None,
         softphone: tuple[InviteServerTransaction, Dialog, str] | None = None,
     ) -> str:
+        """Dial a number the allow-list allowed (``CallControl.Originate``, or a softphone's
+        own dial with its INVITE, leg and extension as ``softphone``); the call id.
+
+        Without a softphone the INVITE carries no SDP: the customer's 2xx brings the offer,
+        and its ACK waits for the answer of the agent the acd or the dialer connects (RFC
+        3725 flow I). No agent within ``COMPLIANCE_WINDOW_S`` of the answer: the call is
+        abandoned.
+        """
         endpoint = self.endpoint
         trunk = self.trunks.outbound_for(tenant)
         if trunk is None:
@@ -1355,10 +1338,10 @@ class B2bua:
             self._spawn(self._bye(old_agent))
         if target.kind == "agent":
             assert target.agent_id is not None
-            ext = extension or next(
-                (e for e, a in self._agent_on_extension.items() if a == target.agent_id), ""
+            assert extension, "an agent target always comes with its extension"
+            self.connect_agent(
+                call.tenant, call.call_id, agent_id=target.agent_id, extension=extension
             )
-            self.connect_agent(call.tenant, call.call_id, agent_id=target.agent_id, extension=ext)
         elif talking and call.agent_sdp[0]:
             # Waiting for the acd again: nothing flows until the next agent answers.
             body, content_type = call.agent_sdp
