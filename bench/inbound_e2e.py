@@ -46,7 +46,14 @@ from plateau_runtime.embedded import EmbeddedBroker
 from plateau_runtime.migrations import ServiceSchema, migrate, role_dsn
 from plateau_runtime.services import service
 from plateau_sip_gateway.testing.inbound import spawn_gateway
-from plateau_sip_gateway.testing.sipp import free_both, free_port, register, run_sipp, sipp_binary
+from plateau_sip_gateway.testing.sipp import (
+    free_both,
+    free_media_ports,
+    free_port,
+    register,
+    run_sipp,
+    sipp_binary,
+)
 
 AGENTS = 160  # 200 calls/s of 500 ms talk keep over 100 agents busy
 TENANT = "bench"
@@ -187,7 +194,7 @@ async def agents_ready(
     uas = await asyncio.create_subprocess_exec(
         sipp_binary(),
         *["-sn", "uas", "-i", "127.0.0.1", "-p", str(agent_port), "-nostdin"],
-        *["-mp", str(free_port())],
+        *["-mp", str(free_media_ports())],
         cwd=work,
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.DEVNULL,
@@ -258,7 +265,7 @@ async def main(rates: list[int]) -> None:
         uas = await asyncio.create_subprocess_exec(
             sipp_binary(),
             *["-sn", "uas", "-i", "127.0.0.1", "-p", str(baseline_port), "-nostdin"],
-            *["-mp", str(free_port())],
+            *["-mp", str(free_media_ports())],
             cwd=work,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.DEVNULL,

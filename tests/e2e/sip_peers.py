@@ -24,7 +24,7 @@ import pytest
 from plateau_runtime.embedded import EmbeddedBroker
 from plateau_sip_gateway.testing.inbound import GatewayProcess, GatewayStartError
 from plateau_sip_gateway.testing.inbound import gateway_process as running_gateway
-from plateau_sip_gateway.testing.sipp import free_both, free_port
+from plateau_sip_gateway.testing.sipp import free_both, free_media_ports, free_port
 
 __all__ = [
     "CARRIER",
@@ -33,6 +33,7 @@ __all__ = [
     "GatewayProcess",
     "baresip_agent",
     "free_both",
+    "free_media_ports",
     "free_port",
     "gateway_process",
     "sipp",
@@ -257,7 +258,7 @@ async def sipp(args: list[str], cwd: Path, timeout: float = 180.0) -> tuple[int,
         "127.0.0.1",
         "-nostdin",
         "-mp",
-        str(free_port()),
+        str(free_media_ports()),
         "-timeout",
         f"{int(timeout) - 10}s",
         "-timeout_error",

@@ -48,6 +48,24 @@ def free_port(kind: socket.SocketKind = socket.SOCK_DGRAM, host: str = "127.0.0.
         return int(s.getsockname()[1])
 
 
+def free_media_ports(host: str = "127.0.0.1") -> int:
+    """A base for sipp's ``-mp``: sipp binds audio RTP/RTCP on it and the next port, and
+    video RTP/RTCP on the two after; all four must be free or sipp refuses to start."""
+    for _ in range(100):
+        base = free_port(host=host)
+        sockets = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(4)]
+        try:
+            for offset, sock in enumerate(sockets):
+                sock.bind((host, base + offset))
+        except OSError:
+            continue
+        finally:
+            for sock in sockets:
+                sock.close()
+        return base
+    raise RuntimeError("no four consecutive UDP ports free for sipp's media")
+
+
 def free_both(host: str = "127.0.0.1") -> int:
     """A port free for UDP and TCP both (the gateway's SIP listens on the two)."""
     for _ in range(50):
@@ -124,7 +142,7 @@ async def start_sipp(
     process = await asyncio.create_subprocess_exec(
         sipp_binary(),
         *args,
-        *["-i", ip, "-p", str(port), "-nostdin", "-mp", str(free_port(host=ip))],
+        *["-i", ip, "-p", str(port), "-nostdin", "-mp", str(free_media_ports(ip))],
         *["-timeout", f"{max(int(timeout) - 10, 1)}s", "-timeout_error"],
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
