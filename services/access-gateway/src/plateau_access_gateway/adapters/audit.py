@@ -1,0 +1,24 @@
+"""The audit trail: access facts appended to the gateway's own hash-chained event store.
+
+Every login, failure, lockout, report view, export and refusal is an event of
+``plateau_contracts.events.access``; the store chains them, so a rewritten audit trail shows
+when the chain is verified (``plateau verify``).
+"""
+
+from __future__ import annotations
+
+from plateau_contracts.events.common import StreamedEvent
+from plateau_runtime.eventstore import EventStore, NewEvent, StoredEvent, StreamAppend
+
+
+class AuditTrail:
+    """Records access facts, each in its own stream (``user-<user_id>`` or ``login-<name>``)."""
+
+    def __init__(self, store: EventStore) -> None:
+        self._store = store
+
+    async def record(self, tenant: str, *facts: StreamedEvent) -> list[StoredEvent]:
+        """Append the facts (one transaction), unconditionally: an audit fact is never refused."""
+        return await self._store.append_many(
+            [StreamAppend(fact.stream_id(), [NewEvent(fact, tenant=tenant)]) for fact in facts]
+        )
