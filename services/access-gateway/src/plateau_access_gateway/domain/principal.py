@@ -22,7 +22,7 @@ class Via(StrEnum):
     """How the principal proved who it is."""
 
     SESSION = "session"
-    API_TOKEN = "api_token"
+    API_TOKEN = "api_token"  # noqa: S105 - a credential kind, not a secret
 
 
 @dataclass(frozen=True, slots=True)
