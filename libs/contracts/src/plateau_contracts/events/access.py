@@ -22,9 +22,9 @@ from plateau_contracts.topics import Topic
 class Role(StrEnum):
     """What a user may do; least privilege: a user has only the roles it needs."""
 
-    ADMINISTRATOR = "administrator"  # the operator: manages users of the tenant
-    SUPERVISOR = "supervisor"  # live supervision of the queues and campaigns in scope
-    ANALYST = "analyst"  # historical reports and exports of the queues and campaigns in scope
+    CLIENT_ANALYST = "client_analyst"  # the client's reports and exports, read-only
+    CLIENT_SUPERVISOR = "client_supervisor"  # the client's live supervision and reports, read-only
+    OPERATOR_ADMIN = "operator_admin"  # the contact centre: users, tokens and the audit trail
 
 
 class LoginFailure(StrEnum):
@@ -58,7 +58,9 @@ class UserEvent(StreamedEvent):
 class SessionEvent(UserEvent):
     """Common shape of events in one login session."""
 
-    session_id: Ident = Field(description="Session the request was made in.")
+    session_id: Ident = Field(
+        description="Session (or API token) the request was made with.",
+    )
 
 
 @event
@@ -69,10 +71,10 @@ class UserCreated(UserEvent):
     username: str = Field(min_length=1, description="Login name.", examples=["m.nkounkou"])
     roles: tuple[Role, ...] = Field(description="Roles granted.")
     queue_ids: tuple[Ident, ...] = Field(
-        default=(), description="Queues the user may see; empty: none."
+        default=(), description="Queues the user may see; empty: every queue of the tenant."
     )
     campaign_ids: tuple[Ident, ...] = Field(
-        default=(), description="Campaigns the user may see; empty: none."
+        default=(), description="Campaigns the user may see; empty: every campaign of the tenant."
     )
     created_by: str = Field(description="User id of the administrator, or `cli`.")
 
@@ -179,7 +181,7 @@ class ExportDownloaded(SessionEvent):
     export: str = Field(
         description="Kind of export.", examples=["call_detail_records", "compliance_ledger"]
     )
-    format: Literal["csv", "json"] = Field(description="File format.")
+    format: Literal["csv", "xlsx", "json"] = Field(description="File format.")
     filters: Mapping[str, str] = Field(
         default_factory=dict, description="Filters applied (queue, campaign, period...)."
     )

@@ -9,13 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from plateau_contracts.events.access import Role
 
-class Role(StrEnum):
-    """The roles of the access gateway (least privilege: client roles only read)."""
-
-    CLIENT_ANALYST = "client_analyst"
-    CLIENT_SUPERVISOR = "client_supervisor"
-    OPERATOR_ADMIN = "operator_admin"
+__all__ = ["Principal", "Role", "Via"]
 
 
 class Via(StrEnum):
@@ -36,6 +32,15 @@ class Principal:
     via: Via
     # The session or token id, so an audit record names the credential that was used.
     credential_id: str
+    # Queues and campaigns of the tenant the user may see; None: every one of the tenant.
+    queue_scope: frozenset[str] | None = None
+    campaign_scope: frozenset[str] | None = None
+
+    def may_see_queue(self, queue_id: str) -> bool:
+        return self.queue_scope is None or queue_id in self.queue_scope
+
+    def may_see_campaign(self, campaign_id: str) -> bool:
+        return self.campaign_scope is None or campaign_id in self.campaign_scope
 
     @property
     def is_client(self) -> bool:
