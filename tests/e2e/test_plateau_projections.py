@@ -61,21 +61,24 @@ async def _read_models(dsn: str) -> list[tuple[object, ...]]:
         await conn.close()
 
 
-async def _wait_for_records(dsn: str, count: int, timeout: float = 120) -> None:
-    """Poll until the projector has ``count`` finished calls; a guard, not a timing check."""
+async def _wait_for_call(dsn: str, n: int, timeout: float = 120) -> None:
+    """Poll until the projector has applied all three facts of call ``n`` (queued, connected,
+    ended — they come from two stores over two topics, in either order); a guard, not a
+    timing check."""
     deadline = time.monotonic() + timeout
     while True:
         conn = await asyncpg.connect(dsn)
         try:
-            done = await conn.fetchval(
-                "select count(*) from stats_projector.call_records "
-                "where tenant = 'demo' and outcome = 'answered' and ended_at is not null"
+            facts = await conn.fetchval(
+                "select count(*) from stats_projector.call_facts "
+                "where tenant = 'demo' and call_id = $1",
+                f"e2e-call-{n}",
             )
         finally:
             await conn.close()
-        if done >= count:
+        if facts >= 3:
             return
-        assert time.monotonic() < deadline, f"only {done} of {count} calls were projected"
+        assert time.monotonic() < deadline, f"only {facts} of call {n}'s 3 facts were projected"
         await asyncio.sleep(0.5)
 
 
@@ -87,7 +90,7 @@ def test_a_rebuild_swaps_in_the_same_figures_and_the_projector_goes_on() -> None
         assert up.wait_for("Plateau is up"), up.output()[-4000:]
         dsn = admin_dsn(home)
         asyncio.run(_record_call(dsn, 1))
-        asyncio.run(_wait_for_records(dsn, 1))
+        asyncio.run(_wait_for_call(dsn, 1))
         before = asyncio.run(_read_models(dsn))
         assert ("queue", "e2e-support") in {row[:2] for row in before}
 
@@ -97,7 +100,7 @@ def test_a_rebuild_swaps_in_the_same_figures_and_the_projector_goes_on() -> None
         assert asyncio.run(_read_models(dsn)) == before
 
         asyncio.run(_record_call(dsn, 2))
-        asyncio.run(_wait_for_records(dsn, 2))
+        asyncio.run(_wait_for_call(dsn, 2))
     finally:
         assert up.stop() == 0
         shutil.rmtree(home.parent, ignore_errors=True)

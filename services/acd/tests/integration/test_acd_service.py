@@ -19,6 +19,7 @@ from acd_harness import (
 )
 
 from plateau_acd.entrypoints import calls
+from plateau_contracts.catalogue import parse
 from plateau_contracts.events.calls import CallOffered, EndedBy
 from plateau_contracts.events.routing import (
     CallAbandoned,
@@ -390,11 +391,41 @@ async def test_twenty_waiting_calls_survive_a_crash_and_each_is_routed_once(
                             await w.gateway.end(w.tenant, call_id, EndedBy.AGENT)
             assert await reserved_order(running) == call_ids
             assert sorted(w.call_control.connected_calls()) == call_ids
-            await eventually(lambda: running_count(running, "call.answered", 20), "20 answers")
+            try:
+                await eventually(lambda: running_count(running, "call.answered", 20), "20 answers")
+            except pytest.fail.Exception as missing:
+                raise AssertionError(await why_unanswered(w, running, call_ids)) from missing
             reserved = reserved_per_call(await running.facts("call.agent_reserved"))
             assert reserved == Counter({call_id: 1 for call_id in call_ids})
         finally:
             await w.stop_acd(running)
+
+
+async def why_unanswered(w: World, running: RunningAcd, call_ids: list[str]) -> str:
+    """For each call without an answer: what the gateway recorded, what the acd decided, and
+    how far the acd's consumer got in the call's stream (a failure names its cause)."""
+    decided = await running.events()
+    answered = {
+        getattr(parse(e.envelope), "call_id", None)
+        for e in decided
+        if e.envelope.type == "call.answered"
+    }
+    lines = []
+    async with w.acd_pool.acquire() as conn:
+        for call_id in call_ids:
+            if call_id in answered:
+                continue
+            facts = [e.envelope.type for e in await w.gateway.store.read_stream(f"call-{call_id}")]
+            acd = [
+                f"{e.position}:{e.envelope.type}"
+                for e in decided
+                if getattr(parse(e.envelope), "call_id", None) == call_id
+            ]
+            checkpoint = await conn.fetchval(
+                "select version from consumer_checkpoints where stream = $1", f"call-{call_id}"
+            )
+            lines.append(f"{call_id}: gateway {facts}, acd {acd}, consumed up to {checkpoint}")
+    return "calls without an answer:\n" + "\n".join(lines)
 
 
 async def test_an_unknown_number_is_hung_up_and_a_call_gone_at_the_gateway_is_not_retried(
