@@ -10,9 +10,11 @@ import pytest
 
 from plateau_dialer.domain.contacts_file import (
     Accepted,
+    ContactFile,
     ContactFileRefused,
     ContactReader,
     ContactRules,
+    FileHints,
     Limits,
     RejectReason,
     RowOutcome,
@@ -24,8 +26,10 @@ pytestmark = pytest.mark.unit
 RULES = ContactRules()
 
 
-def read(data: bytes, rules: ContactRules = RULES, mapping: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
-    return read_contact_file(io.BytesIO(data), rules, mapping)
+def read(
+    data: bytes, rules: ContactRules = RULES, columns: dict[str, str] | None = None
+) -> ContactFile:
+    return read_contact_file(io.BytesIO(data), rules, FileHints(columns=columns or {}))
 
 
 def test_an_excel_export_in_french_reads_as_cp1252_with_semicolons() -> None:
@@ -145,9 +149,28 @@ def test_formula_cells_are_kept_as_inert_text_and_the_row_says_so() -> None:
 
 def test_a_mapping_names_the_columns_of_an_unusual_header() -> None:
     data = "Abonné;N° portable;Code\nAnge;066123456;K9\n".encode()
-    result = read(data, mapping={"phone": "N° portable", "name": "abonne", "reference": "code"})
+    result = read(data, columns={"phone": "N° portable", "name": "abonne", "reference": "3"})
     [contact] = result.contacts
     assert (contact.number, contact.name, contact.reference) == ("+242066123456", "Ange", "K9")
+
+
+def test_an_unnamed_phone_column_is_found_by_its_values() -> None:
+    data = "Client;Coordonnées;Ville\nAnge;06 612 34 56;Bzv\nBruno;05 512 34 56;PNR\n"
+    result = read(data.encode())
+    assert result.summary.mapping.phone == 1
+    assert [c.number for c in result.contacts] == ["+242066123456", "+242055123456"]
+
+
+def test_hints_override_what_would_be_sniffed() -> None:
+    data = "phone,name\n066123456,Ren\xe9e\n".encode("latin-1")
+    hints = FileHints(delimiter=",", encoding="latin-1", has_header=True)
+    result = read_contact_file(io.BytesIO(data), RULES, hints)
+    assert (result.summary.encoding, result.summary.delimiter) == ("latin-1", ",")
+    assert result.contacts[0].name == "Renée"
+    with pytest.raises(ContactFileRefused, match="separator"):
+        read_contact_file(io.BytesIO(data), RULES, FileHints(delimiter="|"))
+    with pytest.raises(ContactFileRefused, match="unknown encoding"):
+        read_contact_file(io.BytesIO(data), RULES, FileHints(encoding="klingon"))
 
 
 def test_a_file_without_header_is_read_from_its_first_row() -> None:
@@ -168,7 +191,8 @@ def test_a_file_without_header_is_read_from_its_first_row() -> None:
         (b"\x00\x01\x02binary", None, "not a text file"),
         (b"nom;ville\nAnge;Brazzaville\n", None, "no phone column"),
         (b"phone\n066123456\n", {"phone": "portable"}, "not in the header"),
-        (b"phone\n066123456\n", {"mobile_number": "phone"}, "unknown mapping keys"),
+        (b"phone;nom\n066123456;A\n", {"name": "3"}, "does not exist"),
+        (b"phone\n066123456\n", {"mobile_number": "phone"}, "unknown column roles"),
         (b"PK\x03\x04 not really a zip", None, "not a readable XLSX"),
     ],
 )
@@ -176,7 +200,7 @@ def test_an_unreadable_file_is_refused_whole_with_a_reason(
     data: bytes, mapping: dict[str, str] | None, says: str
 ) -> None:
     with pytest.raises(ContactFileRefused, match=says):
-        read(data, mapping=mapping)
+        read(data, columns=mapping)
 
 
 def test_a_file_that_changes_encoding_half_way_is_refused_whole() -> None:

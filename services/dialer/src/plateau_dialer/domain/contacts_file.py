@@ -121,6 +121,38 @@ class ContactRules:
     limits: Limits = field(default_factory=Limits)
 
 
+_ROLES = ("phone", "name", "reference")
+
+
+@dataclass(frozen=True)
+class FileHints:
+    """What the uploader says about the file; anything left empty is detected."""
+
+    delimiter: str = ""  # ",", ";" or "\t"
+    encoding: str = ""  # "utf-8", "latin-1", "cp1252"...
+    has_header: bool | None = None
+    #: Columns by role (phone, name, reference): a header name or a 1-based index.
+    columns: Mapping[str, str] = field(default_factory=dict)
+
+    def checked(self) -> FileHints:
+        """The hints, or ``ContactFileRefused`` naming the one that cannot be used."""
+        if self.delimiter and self.delimiter not in _DELIMITERS:
+            raise ContactFileRefused(
+                f"separator {self.delimiter!r} not supported: use ',', ';' or a tab"
+            )
+        if self.encoding:
+            try:
+                codecs.lookup(self.encoding)
+            except LookupError:
+                raise ContactFileRefused(f"unknown encoding {self.encoding!r}") from None
+        unknown = set(self.columns) - set(_ROLES)
+        if unknown:
+            raise ContactFileRefused(
+                f"unknown column roles {sorted(unknown)}: use phone, name and reference"
+            )
+        return self
+
+
 @dataclass(frozen=True)
 class ColumnMapping:
     """Which column holds what (0-based indexes into a row), and the header as read."""
@@ -223,10 +255,10 @@ class ContactFile:
 
 
 def read_contact_file(
-    source: BinaryIO, rules: ContactRules, mapping: Mapping[str, str] | None = None
+    source: BinaryIO, rules: ContactRules, hints: FileHints | None = None
 ) -> ContactFile:
     """Read a whole file into contacts and a report (convenience over :class:`ContactReader`)."""
-    reader = ContactReader(source, rules, mapping)
+    reader = ContactReader(source, rules, hints)
     by_number: dict[str, Contact] = {}
     reports: list[RowReport] = []
     for row in reader:
@@ -246,20 +278,15 @@ def read_contact_file(
 class ContactReader:
     """Rows of a customer file, one at a time; ``summary`` is complete after the last.
 
-    ``mapping`` names the columns when the header does not say it plainly:
-    ``{"phone": "N° portable", "name": "Abonné", "reference": "Code"}``.
+    ``hints.columns`` names the columns when the header does not say it plainly:
+    ``{"phone": "N° portable", "name": "Abonné", "reference": "3"}``.
     """
 
     def __init__(
-        self, source: BinaryIO, rules: ContactRules, mapping: Mapping[str, str] | None = None
+        self, source: BinaryIO, rules: ContactRules, hints: FileHints | None = None
     ) -> None:
         self._rules = rules
-        self._mapping = dict(mapping or {})
-        unknown = set(self._mapping) - {"phone", "name", "reference"}
-        if unknown:
-            raise ContactFileRefused(
-                f"unknown mapping keys {sorted(unknown)}: use phone, name and reference"
-            )
+        self._hints = (hints or FileHints()).checked()
         self._digest = hashlib.sha256()
         self._source = _Hashing(source, self._digest)
         self._seen: dict[str, int] = {}
@@ -270,10 +297,10 @@ class ContactReader:
             self._records = self._xlsx_records()
             self.summary = self._start("xlsx", "xlsx", "")
         else:
-            encoding = _sniff_encoding(head)
+            encoding = self._hints.encoding or _sniff_encoding(head)
             lines = _decoded_lines(self._source, encoding)
             sample = _text_sample(head, encoding)
-            delimiter = _sniff_delimiter(sample)
+            delimiter = self._hints.delimiter or _sniff_delimiter(sample)
             self._records = self._csv_records(lines, delimiter)
             self.summary = self._start("csv", _encoding_name(encoding), delimiter)
 
@@ -285,13 +312,25 @@ class ContactReader:
             if not any(c.strip() for c in cells):
                 blank += 1
                 continue
-            mapping = self._header(cells)
+            # A few rows after the first tell which column holds numbers when the header
+            # does not say; they are read again as data afterwards.
+            ahead = self._lookahead(20)
+            mapping = self._header(cells, [c for _, c, _ in ahead])
             summary = FileSummary(fmt, encoding, delimiter, mapping, blank_lines=blank)
             if not mapping.has_header:
                 # The first row was already a customer: read it again as data.
-                self._records = _prepend((line, cells, numeric), self._records)
+                ahead.insert(0, (line, cells, numeric))
+            self._records = _prepend(ahead, self._records)
             return summary
         raise ContactFileRefused("the file has no rows")
+
+    def _lookahead(self, rows: int) -> list[Record]:
+        ahead: list[Record] = []
+        for record in self._records:
+            ahead.append(record)
+            if len(ahead) >= rows:
+                break
+        return ahead
 
     def __iter__(self) -> Iterator[ReadRow]:
         limits = self._rules.limits
@@ -368,45 +407,50 @@ class ContactReader:
 
     # -- the header ------------------------------------------------------------------------
 
-    def _header(self, cells: list[str]) -> ColumnMapping:
-        header = tuple(c.strip() for c in cells)
+    def _header(self, cells: list[str], following: list[list[str]]) -> ColumnMapping:
+        hints = self._hints
+        first = tuple(c.strip() for c in cells)
+        numbers_first = [i for i, c in enumerate(first) if _looks_like_number(c, self._rules)]
+        has_header = hints.has_header if hints.has_header is not None else not numbers_first
+        # Without a header the first row is a customer; columns get positional names.
+        header = first if has_header else tuple(f"column_{i + 1}" for i in range(len(first)))
+        roles = {role: self._column(role, spec, header) for role, spec in hints.columns.items()}
         keys = [_header_key(h) for h in header]
-        if self._mapping:
-            return self._mapped(header)
-        phone = _first(keys, PHONE_HEADERS)
+        phone = roles.get("phone")
+        if phone is None and has_header:
+            phone = _first(keys, PHONE_HEADERS)
         if phone is None:
-            numbers = [i for i, c in enumerate(header) if _looks_like_number(c, self._rules)]
-            if numbers:
-                # No header: the first row is a customer. Columns get positional names.
-                names = tuple(f"column_{i + 1}" for i in range(len(header)))
-                return ColumnMapping(names, numbers[0], has_header=False)
+            phone = _numbers_column(([] if has_header else [list(first)]) + following, self._rules)
+        if phone is None:
             raise ContactFileRefused(
-                f"no phone column in the header {list(header)}: name it phone, téléphone or "
-                "msisdn, or give a mapping (phone=<column>)"
+                f"no phone column in the header {list(header)} and no column of phone "
+                "numbers: name it phone, téléphone or msisdn, or say which column it is"
             )
         return ColumnMapping(
             header,
             phone,
-            name=_first(keys, NAME_HEADERS),
-            reference=_first(keys, REFERENCE_HEADERS),
+            name=roles.get("name", _first(keys, NAME_HEADERS) if has_header else None),
+            reference=roles.get(
+                "reference", _first(keys, REFERENCE_HEADERS) if has_header else None
+            ),
+            has_header=has_header,
         )
 
-    def _mapped(self, header: tuple[str, ...]) -> ColumnMapping:
-        by_key = {_header_key(h): i for i, h in reversed(list(enumerate(header)))}
-        found: dict[str, int] = {}
-        for role, column in self._mapping.items():
-            index = by_key.get(_header_key(column))
-            if index is None:
+    @staticmethod
+    def _column(role: str, spec: str, header: tuple[str, ...]) -> int:
+        """A column named by header or 1-based index."""
+        if spec.strip().isdigit():
+            index = int(spec) - 1
+            if not 0 <= index < len(header):
                 raise ContactFileRefused(
-                    f"the mapping names {role}={column!r}, which is not in the header "
-                    f"{list(header)}"
+                    f"{role} column {spec} does not exist: the file has {len(header)} columns"
                 )
-            found[role] = index
-        if "phone" not in found:
-            raise ContactFileRefused("the mapping must name the phone column (phone=<column>)")
-        return ColumnMapping(
-            header, found["phone"], name=found.get("name"), reference=found.get("reference")
-        )
+            return index
+        by_key = {_header_key(h): i for i, h in reversed(list(enumerate(header)))}
+        index_by_name = by_key.get(_header_key(spec))
+        if index_by_name is None:
+            raise ContactFileRefused(f"{role} column {spec!r} is not in the header {list(header)}")
+        return index_by_name
 
     # -- one row ---------------------------------------------------------------------------
 
@@ -680,6 +724,16 @@ def _cell_text(value: object) -> str:
     return str(value)
 
 
-def _prepend(first: Record, rest: Iterator[Record]) -> Iterator[Record]:
-    yield first
+def _prepend(first: list[Record], rest: Iterator[Record]) -> Iterator[Record]:
+    yield from first
     yield from rest
+
+
+def _numbers_column(rows: list[list[str]], rules: ContactRules) -> int | None:
+    """The first column where most non-empty cells of ``rows`` are dialable numbers."""
+    width = max((len(r) for r in rows), default=0)
+    for index in range(width):
+        cells = [r[index].strip() for r in rows if index < len(r) and r[index].strip()]
+        if cells and sum(_looks_like_number(c, rules) for c in cells) * 2 > len(cells):
+            return index
+    return None
