@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from plateau_dialer.campaigns import CampaignCommands
+from plateau_dialer.entrypoints.campaigns import campaigns_service
+from plateau_dialer.settings import DialerSettings
 from plateau_runtime.service import Components, ServiceHost, ServiceResources
 from plateau_runtime.services import ServiceSpec, service
 
@@ -9,14 +12,26 @@ SPEC: ServiceSpec = service("dialer")
 
 
 def wire(resources: ServiceResources) -> Components:
-    """The dialer's gRPC servicers and background tasks, built on the host's resources.
+    """The dialer's ``Campaigns`` servicer (campaigns and customer-file imports).
 
-    Only health and reflection so far; wired here as they arrive:
-    its `Campaigns` servicer, pacing loop and consumers.
+    Still to come: the pacing loop and the consumers of call outcomes.
     """
-    return Components()
+    settings = resources.settings
+    if not isinstance(settings, DialerSettings):
+        settings = DialerSettings.model_validate(settings.model_dump())
+    commands = CampaignCommands(
+        resources.store,
+        resources.pool,
+        default_region=settings.dialer_default_region.upper(),
+        allowed_regions=settings.allowed_regions(),
+    )
+    return Components(
+        grpc_services=[
+            campaigns_service(commands, max_upload_bytes=settings.dialer_max_upload_bytes)
+        ]
+    )
 
 
 def build_host() -> ServiceHost:
     """The host that runs the dialer (``python -m plateau_dialer``)."""
-    return ServiceHost(SPEC, wire)
+    return ServiceHost(SPEC, wire, settings_type=DialerSettings)

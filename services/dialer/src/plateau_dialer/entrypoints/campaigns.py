@@ -1,0 +1,370 @@
+"""``Campaigns`` over gRPC: campaign commands and customer-file uploads.
+
+The tenant comes from metadata (``x-plateau-tenant``). Errors follow the proto's contract:
+INVALID_ARGUMENT names the field (or, for an unreadable file, the reason: nothing was
+imported), NOT_FOUND for an unknown campaign, ALREADY_EXISTS for a reused id with other
+settings, FAILED_PRECONDITION when the campaign's state forbids the command,
+RESOURCE_EXHAUSTED for an upload over the size limit, DATA_LOSS when the bytes received do
+not match the digest announced.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import time
+from typing import NoReturn, TypeVar
+
+import grpc
+import phonenumbers
+from google.protobuf.duration_pb2 import Duration
+from pydantic import ValidationError
+
+from plateau_contracts.events.dialer import CallingWindow, CampaignCreated, PacingMode
+from plateau_contracts.grpc.campaigns.v1 import campaigns_pb2 as pb
+from plateau_contracts.grpc.campaigns.v1 import campaigns_pb2_grpc as pb_grpc
+from plateau_dialer.campaigns import CampaignCommands, ImportOutcome
+from plateau_dialer.domain.campaign import (
+    Campaign,
+    CampaignConflictError,
+    CampaignError,
+    CampaignNotFoundError,
+    CampaignStatus,
+)
+from plateau_dialer.domain.contacts_file import ContactFileRefused, FileHints, RowOutcome
+from plateau_runtime.grpc_server import GrpcService, current_tenant
+
+SERVICE_NAME = "plateau.campaigns.v1.Campaigns"
+
+#: Problems listed in an import report at most (the proto's limit).
+MAX_PROBLEMS = 1000
+DEFAULT_TIME_ZONE = "Africa/Brazzaville"
+
+_PACING = {
+    pb.PACING_MODE_PREDICTIVE: PacingMode.PREDICTIVE,
+    pb.PACING_MODE_PROGRESSIVE: PacingMode.PROGRESSIVE,
+    pb.PACING_MODE_PREVIEW: PacingMode.PREVIEW,
+}
+_STATES = {
+    CampaignStatus.CREATED: pb.CAMPAIGN_STATE_CREATED,
+    CampaignStatus.RUNNING: pb.CAMPAIGN_STATE_RUNNING,
+    CampaignStatus.PAUSED: pb.CAMPAIGN_STATE_PAUSED,
+    CampaignStatus.STOPPED: pb.CAMPAIGN_STATE_STOPPED,
+}
+
+T = TypeVar("T")
+
+
+class CampaignsServicer(pb_grpc.CampaignsServicer):
+    def __init__(self, commands: CampaignCommands, *, max_upload_bytes: int) -> None:
+        self._commands = commands
+        self._max_upload = max_upload_bytes
+
+    async def CreateCampaign(
+        self, request: pb.CreateCampaignRequest, context: grpc.aio.ServicerContext
+    ) -> pb.Campaign:
+        tenant = await _tenant(context)
+        created = await _checked(context, lambda: _created(request))
+        campaign = await _run(context, self._commands.create(tenant, created))
+        return await self._message(tenant, campaign)
+
+    async def StartCampaign(
+        self, request: pb.StartCampaignRequest, context: grpc.aio.ServicerContext
+    ) -> pb.Campaign:
+        tenant = await _tenant(context)
+        by = _caller(context)
+        campaign = await _run(
+            context, self._commands.command(tenant, request.campaign_id, lambda c: c.start(by))
+        )
+        return await self._message(tenant, campaign)
+
+    async def PauseCampaign(
+        self, request: pb.PauseCampaignRequest, context: grpc.aio.ServicerContext
+    ) -> pb.Campaign:
+        tenant = await _tenant(context)
+        by, reason = _caller(context), request.reason or None
+        campaign = await _run(
+            context,
+            self._commands.command(tenant, request.campaign_id, lambda c: c.pause(by, reason)),
+        )
+        return await self._message(tenant, campaign)
+
+    async def ResumeCampaign(
+        self, request: pb.ResumeCampaignRequest, context: grpc.aio.ServicerContext
+    ) -> pb.Campaign:
+        tenant = await _tenant(context)
+        by = _caller(context)
+        campaign = await _run(
+            context, self._commands.command(tenant, request.campaign_id, lambda c: c.resume(by))
+        )
+        return await self._message(tenant, campaign)
+
+    async def StopCampaign(
+        self, request: pb.StopCampaignRequest, context: grpc.aio.ServicerContext
+    ) -> pb.Campaign:
+        tenant = await _tenant(context)
+        campaign = await _run(
+            context,
+            self._commands.stop(
+                tenant, request.campaign_id, _caller(context), request.reason or None
+            ),
+        )
+        return await self._message(tenant, campaign)
+
+    async def GetCampaign(
+        self, request: pb.GetCampaignRequest, context: grpc.aio.ServicerContext
+    ) -> pb.Campaign:
+        tenant = await _tenant(context)
+        campaign = await self._commands.campaign(tenant, request.campaign_id)
+        if campaign.created is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no campaign {request.campaign_id}")
+        return await self._message(tenant, campaign)
+
+    async def ImportContacts(
+        self,
+        request_iterator: AsyncIterator[pb.ImportContactsRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> pb.ImportReport:
+        tenant = await _tenant(context)
+        header: pb.ImportHeader | None = None
+        digest = hashlib.sha256()
+        received = 0
+        # The upload is spooled (memory, then disk): a workbook is read with seeks, and the
+        # file must be whole before anything of it is recorded.
+        with tempfile.SpooledTemporaryFile(max_size=8 * 1024 * 1024) as spool:
+            async for part in request_iterator:
+                if part.WhichOneof("part") == "header":
+                    if header is not None:
+                        await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "header: twice")
+                    header = part.header
+                    continue
+                if header is None:
+                    await _abort(
+                        context, grpc.StatusCode.INVALID_ARGUMENT, "header: must come first"
+                    )
+                received += len(part.chunk)
+                if received > self._max_upload:
+                    await _abort(
+                        context,
+                        grpc.StatusCode.RESOURCE_EXHAUSTED,
+                        f"the file is larger than {self._max_upload} bytes",
+                    )
+                digest.update(part.chunk)
+                spool.write(part.chunk)
+            if header is None:
+                await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "header: missing")
+            if not header.campaign_id:
+                await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "campaign_id: required")
+            if header.sha256 and header.sha256.lower() != digest.hexdigest():
+                await _abort(
+                    context,
+                    grpc.StatusCode.DATA_LOSS,
+                    f"received bytes have SHA-256 {digest.hexdigest()}, not {header.sha256}",
+                )
+            hints = await _checked(context, lambda: _hints(header.format))
+            region = await _checked(context, lambda: _region(header.format))
+            spool.seek(0)
+            outcome = await _run(
+                context,
+                self._commands.import_file(
+                    tenant,
+                    header.campaign_id,
+                    filename=header.filename or "upload",
+                    source=spool,  # type: ignore[arg-type]
+                    hints=hints,
+                    imported_by=_caller(context),
+                    region=region,
+                ),
+            )
+        return _report(header.campaign_id, outcome)
+
+    async def _message(self, tenant: str, campaign: Campaign) -> pb.Campaign:
+        created = campaign.created
+        assert created is not None
+        total = await self._commands.allowed_count(tenant, campaign.campaign_id)
+        return pb.Campaign(
+            campaign_id=campaign.campaign_id,
+            state=_STATES[campaign.status],
+            settings=_settings(created),
+            list_version=campaign.list_version,
+            contacts_total=total,
+            # No dial has been placed by this dialer yet: every allowed contact remains.
+            contacts_remaining=total,
+        )
+
+
+# -- requests to domain values ---------------------------------------------------------------
+
+
+def _created(request: pb.CreateCampaignRequest) -> CampaignCreated:
+    if not request.campaign_id:
+        raise ValueError("campaign_id: required")
+    settings = request.settings
+    if settings.pacing not in _PACING:
+        raise ValueError("settings.pacing: choose predictive, progressive or preview")
+    window = settings.calling_window
+    try:
+        start, end = time.fromisoformat(window.start), time.fromisoformat(window.end)
+    except ValueError:
+        raise ValueError("settings.calling_window: start and end are HH:MM") from None
+    ring_s = settings.ring_timeout.seconds if settings.HasField("ring_timeout") else 25
+    if ring_s < 15:
+        # Regulators (Ofcom, the FTC) want a dial to ring at least 15 s before giving up.
+        raise ValueError("settings.ring_timeout: at least 15 s")
+    return CampaignCreated(
+        campaign_id=request.campaign_id,
+        name=settings.name or request.campaign_id,
+        queue_id=settings.queue_id,
+        pacing=_PACING[settings.pacing],
+        caller_id=settings.caller_id or None,
+        max_abandon_rate=settings.max_abandon_rate or 0.03,
+        max_attempts=settings.max_attempts or 3,
+        retry_after_s=settings.retry_after.seconds if settings.HasField("retry_after") else 3600,
+        ring_timeout_s=ring_s,
+        calling_window=CallingWindow(
+            start=start,
+            end=end,
+            days=tuple(window.days) or ("mon", "tue", "wed", "thu", "fri", "sat"),
+            time_zone=window.time_zone or DEFAULT_TIME_ZONE,
+        ),
+    )
+
+
+def _settings(created: CampaignCreated) -> pb.CampaignSettings:
+    window = created.calling_window
+    return pb.CampaignSettings(
+        name=created.name,
+        queue_id=created.queue_id,
+        pacing=next(k for k, v in _PACING.items() if v == created.pacing),
+        caller_id=created.caller_id or "",
+        max_abandon_rate=created.max_abandon_rate,
+        max_attempts=created.max_attempts,
+        retry_after=Duration(seconds=created.retry_after_s),
+        ring_timeout=Duration(seconds=created.ring_timeout_s),
+        calling_window=pb.CallingWindow(
+            start=window.start.strftime("%H:%M"),
+            end=window.end.strftime("%H:%M"),
+            days=list(window.days),
+            time_zone=window.time_zone,
+        ),
+    )
+
+
+def _region(fmt: pb.FileFormat) -> str | None:
+    """The region of the uploader's default country code (``242`` → ``CG``)."""
+    if not fmt.default_country_code:
+        return None
+    code = fmt.default_country_code.lstrip("+")
+    region = phonenumbers.region_code_for_country_code(int(code)) if code.isdigit() else "ZZ"
+    if region == "ZZ":
+        raise ValueError(f"format.default_country_code: unknown code {code!r}")
+    return region
+
+
+def _hints(fmt: pb.FileFormat) -> FileHints:
+    columns = {"phone": fmt.number_column} if fmt.number_column else {}
+    hints = FileHints(
+        delimiter=fmt.delimiter,
+        encoding=fmt.encoding,
+        has_header=fmt.has_header_row if fmt.HasField("has_header_row") else None,
+        columns=columns,
+    )
+    try:
+        return hints.checked()
+    except ContactFileRefused as exc:
+        raise ValueError(f"format: {exc.reason}") from None
+
+
+def _report(campaign_id: str, outcome: ImportOutcome) -> pb.ImportReport:
+    summary = outcome.file.summary
+    problems = [
+        pb.RowProblem(
+            line=r.line,
+            column=summary.mapping.header[summary.mapping.phone]
+            if r.outcome is not RowOutcome.ACCEPTED
+            else "",
+            code=(r.reason.value if r.reason else r.outcome.value),
+            message=r.detail or "; ".join(r.warnings),
+        )
+        for r in outcome.file.reports[: MAX_PROBLEMS + 1]
+    ]
+    record = outcome.record
+    return pb.ImportReport(
+        campaign_id=campaign_id,
+        list_version=record.list_version if record else 0,
+        sha256=summary.sha256,
+        encoding=summary.encoding,
+        delimiter=summary.delimiter,
+        rows_total=summary.rows_total,
+        rows_accepted=summary.accepted,
+        rows_rejected=summary.rejected,
+        rows_duplicate=summary.duplicates,
+        contacts_withdrawn=record.contacts_withdrawn
+        if record and not outcome.already_imported
+        else 0,
+        problems=problems[:MAX_PROBLEMS],
+        problems_truncated=len(outcome.file.reports) > MAX_PROBLEMS,
+    )
+
+
+# -- errors ------------------------------------------------------------------------------------
+
+
+async def _tenant(context: grpc.aio.ServicerContext) -> str:
+    tenant = current_tenant()
+    if not tenant:
+        await _abort(
+            context,
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "send the tenant in metadata x-plateau-tenant",
+        )
+    assert tenant is not None
+    return tenant
+
+
+def _caller(context: grpc.aio.ServicerContext) -> str:
+    for key, value in context.invocation_metadata() or ():
+        if key == "x-plateau-user" and isinstance(value, str) and value:
+            return value
+    return "integrator"
+
+
+async def _abort(
+    context: grpc.aio.ServicerContext, code: grpc.StatusCode, message: str
+) -> NoReturn:
+    await context.abort(code, message)
+    raise AssertionError("abort raises")  # pragma: no cover
+
+
+async def _checked(context: grpc.aio.ServicerContext, build: Callable[[], T]) -> T:
+    try:
+        return build()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"{where}: {first['msg']}")
+    except ValueError as exc:
+        await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+
+
+async def _run(context: grpc.aio.ServicerContext, work: Awaitable[T]) -> T:
+    try:
+        return await work
+    except CampaignNotFoundError as exc:
+        await _abort(context, grpc.StatusCode.NOT_FOUND, str(exc))
+    except CampaignConflictError as exc:
+        await _abort(context, grpc.StatusCode.ALREADY_EXISTS, str(exc))
+    except CampaignError as exc:
+        await _abort(context, grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+    except ContactFileRefused as exc:
+        await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"file refused: {exc.reason}")
+
+
+def campaigns_service(commands: CampaignCommands, *, max_upload_bytes: int) -> GrpcService:
+    """The servicer, ready for the host's gRPC server."""
+    return GrpcService(
+        SERVICE_NAME,
+        pb_grpc.add_CampaignsServicer_to_server,
+        CampaignsServicer(commands, max_upload_bytes=max_upload_bytes),
+    )
