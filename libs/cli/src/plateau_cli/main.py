@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 
+from plateau_cli import campaigns
 from plateau_cli.configure import ACD, apply_file
 from plateau_cli.console import Console
 from plateau_cli.home import AlreadyRunningError, Home, NotRunningError, StartingError
@@ -272,6 +273,8 @@ def build_parser() -> argparse.ArgumentParser:
         "service's schema and create schemas and roles",
     )
     rebuild.set_defaults(handler=cmd_projections_rebuild)
+
+    campaigns.register(commands)
     return parser
 
 
