@@ -197,8 +197,12 @@ class SecurityHeadersMiddleware:
             await crashed(scope, receive, send_with_headers)
 
 
-class _BodyTooLargeError(Exception):
-    pass
+class _BodyTooLargeError(StarletteHTTPException):
+    """A body that outgrew the limit while it arrived; an HTTPException so that FastAPI's
+    body parsing lets it through (it turns any other error into a 400)."""
+
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__(413, f"the request body is larger than {max_bytes} bytes")
 
 
 class BodySizeLimitMiddleware:
@@ -231,7 +235,7 @@ class BodySizeLimitMiddleware:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
-                    raise _BodyTooLargeError
+                    raise _BodyTooLargeError(self.max_bytes)
             return message
 
         async def tracking_send(message: Message) -> None:
