@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import timedelta
 
+import asyncpg
 from fastapi import APIRouter
 
 from plateau_access_gateway.adapters.accounts import AccountsRepository
@@ -16,6 +17,7 @@ from plateau_access_gateway.entrypoints.http_guards import RateLimiter
 from plateau_access_gateway.entrypoints.https_server import HttpsServer
 from plateau_access_gateway.handlers import AccessService
 from plateau_access_gateway.settings import AccessSettings
+from plateau_runtime.eventstore import EventStore
 from plateau_runtime.service import Components, ServiceHost, ServiceResources
 from plateau_runtime.services import ServiceSpec, service
 
@@ -27,14 +29,14 @@ def read_routers() -> Sequence[APIRouter]:
     return ()
 
 
-def wire(resources: ServiceResources) -> Components:
-    """The access gateway's background task: the HTTPS API (uvicorn) on its settings."""
-    settings = resources.settings
-    if not isinstance(settings, AccessSettings):
-        settings = AccessSettings.model_validate(settings.model_dump())
-    access = AccessService(
-        AccountsRepository(resources.pool),
-        AuditTrail(resources.store),
+def access_service(
+    pool: asyncpg.Pool, store: EventStore, settings: AccessSettings | None = None
+) -> AccessService:
+    """Accounts and authentication over the gateway's schema and event store."""
+    settings = settings or AccessSettings()
+    return AccessService(
+        AccountsRepository(pool),
+        AuditTrail(store),
         Passwords(),
         default_policy(),
         sessions=SessionPolicy(
@@ -42,6 +44,14 @@ def wire(resources: ServiceResources) -> Components:
             lifetime=timedelta(hours=settings.session_lifetime_hours),
         ),
     )
+
+
+def wire(resources: ServiceResources) -> Components:
+    """The access gateway's background task: the HTTPS API (uvicorn) on its settings."""
+    settings = resources.settings
+    if not isinstance(settings, AccessSettings):
+        settings = AccessSettings.model_validate(settings.model_dump())
+    access = access_service(resources.pool, resources.store, settings)
     app = create_app(
         access,
         routers=read_routers(),
