@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import csv
 import io
+from typing import Annotated
 
 import asyncpg
 import httpx
 import pytest
 from access_harness import PASSWORD, Gateway, enrol, gateway, login
+from fastapi import APIRouter, Depends, Request
 
-from plateau_access_gateway.domain.principal import Role
+from plateau_access_gateway.domain.principal import Principal, Role
+from plateau_access_gateway.entrypoints.http import ProblemError
+from plateau_access_gateway.entrypoints.http_denials import not_found
 from plateau_access_gateway.entrypoints.http_guards import RateLimiter
+from plateau_access_gateway.entrypoints.http_principal import current_principal
 from plateau_contracts.events.access import AccessDenied, DeniedReason
 from plateau_runtime.testing import MigratedSchema
 
@@ -321,3 +326,46 @@ async def test_expired_password_must_be_changed_and_old_hashes_are_upgraded(
             assert (await login(client, "aging.admin", "Mpila-Poto-Poto-1990")).status_code == 200
         _, after = await gw.service.repository.by_id(user_id) or (None, "")
         assert before.startswith("$argon2id$") and after.startswith("$argon2id$v=19$m=2048,t=2")
+
+
+def _queue_router() -> APIRouter:
+    """A stand-in for a read router, as the read endpoints plug in."""
+    router = APIRouter()
+
+    @router.get("/queues/{queue_id}")
+    async def queue(
+        queue_id: str, request: Request, principal: Annotated[Principal, Depends(current_principal)]
+    ) -> dict[str, str]:
+        owner = {"q-acme": "acme", "q-acme-vip": "acme", "q-globex": "globex"}.get(queue_id)
+        if owner is None:
+            raise ProblemError(404, f"no queue {queue_id}", "not-found")
+        if owner != principal.tenant or not principal.may_see_queue(queue_id):
+            raise await not_found(request, principal, "queue", queue_id, object_tenant=owner)
+        return {"queue_id": queue_id}
+
+    return router
+
+
+async def test_plugged_routers_refuse_other_tenants_and_scopes_with_an_audited_404(
+    service_pool: asyncpg.Pool, service_schema: MigratedSchema
+) -> None:
+    async with gateway(service_pool, service_schema.schema, routers=[_queue_router()]) as gw:
+        await gw.user("scoped.user", queue_ids=["q-acme"])
+        async with gw.client() as client:
+            await enrol(gw, client, "scoped.user")
+            mine = await client.get("/api/v1/queues/q-acme")
+            theirs = await client.get("/api/v1/queues/q-globex")
+            unscoped = await client.get("/api/v1/queues/q-acme-vip")
+            missing = await client.get("/api/v1/queues/q-none")
+        assert mine.status_code == 200
+        assert theirs.status_code == unscoped.status_code == missing.status_code == 404
+        assert theirs.json()["detail"] == "no queue q-globex"
+        assert {k: v for k, v in theirs.json().items() if k not in {"detail", "instance"}} == {
+            k: v for k, v in missing.json().items() if k not in {"detail", "instance"}
+        }
+        denied = await gw.events("access.denied")
+        assert [(d.resource_id, d.reason) for d in denied] == [
+            ("q-globex", DeniedReason.OTHER_TENANT),
+            ("q-acme-vip", DeniedReason.OUT_OF_SCOPE),
+        ]
+        assert all(d.path.startswith("/api/v1/queues/") and d.method == "GET" for d in denied)
