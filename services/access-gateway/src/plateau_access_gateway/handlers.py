@@ -338,10 +338,9 @@ class AccessService:
         self, account: Account | None, username: str, reason: LoginFailure, source_ip: str
     ) -> None:
         now = self.clock()
-        source = self.source_lockout.after_failure(
-            await self.repository.source_failures(source_ip), now
+        source = await self.repository.update_source_failures(
+            source_ip, lambda record: self.source_lockout.after_failure(record, now)
         )
-        await self.repository.set_source_failures(source_ip, source)
         if account is None:
             await self.audit.record(
                 INSTALLATION_TENANT,
@@ -353,11 +352,10 @@ class AccessService:
                 ),
             )
             return
-        before = self.account_lockout.current(
-            await self.repository.account_failures(account.user_id), now
+        stored, after = await self.repository.update_account_failures(
+            account.user_id, lambda record: self.account_lockout.after_failure(record, now)
         )
-        after = self.account_lockout.after_failure(before, now)
-        await self.repository.set_account_failures(account.user_id, after)
+        before = self.account_lockout.current(stored, now)
         facts: list[LoginFailed | AccountLocked] = [
             LoginFailed(
                 username=username,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import asyncpg
 import pytest
 from access_harness import PASSWORD, enrol, gateway, login
@@ -252,3 +254,21 @@ async def test_logout_and_logout_everywhere_end_sessions(
             assert (await desk.get("/api/v1/me")).status_code == 401
         reasons = [e.reason for e in await gw.events("session.ended")]
         assert reasons == ["logged_out"] * 3
+
+
+async def test_concurrent_guesses_each_count_towards_the_lockout(
+    service_pool: asyncpg.Pool, service_schema: MigratedSchema
+) -> None:
+    async with gateway(service_pool, service_schema.schema) as gw:
+        user_id = await gw.user("raced.admin", role=Role.OPERATOR_ADMIN, tenant="operator")
+
+        async def guess(n: int) -> int:
+            async with gw.client(f"203.0.113.{n}") as client:
+                return (await login(client, "raced.admin", f"Guess-Number-{n}-x")).status_code
+
+        statuses = await asyncio.gather(*(guess(n) for n in range(12)))
+        assert statuses == [401] * 12
+        record = await gw.service.repository.account_failures(user_id)
+        assert record.failed == 12
+        locks = [e for e in await gw.events() if isinstance(e, AccountLocked)]
+        assert len(locks) == 1 and locks[0].failed_attempts == 5

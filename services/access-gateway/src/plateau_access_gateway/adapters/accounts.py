@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 
 import asyncpg
@@ -172,6 +172,63 @@ class AccountsRepository:
             record.locked_until,
         )
 
+    async def update_account_failures(
+        self, user_id: str, change: Callable[[FailureRecord], FailureRecord]
+    ) -> tuple[FailureRecord, FailureRecord]:
+        """Apply ``change`` to the account's failures atomically (concurrent failed logins
+        each count); the record before and after."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                "select failed_logins, last_failure_at, locked_until from users "
+                "where user_id = $1 for update",
+                user_id,
+            )
+            if row is None:
+                return FailureRecord(), FailureRecord()
+            before = FailureRecord(
+                row["failed_logins"], row["last_failure_at"], row["locked_until"]
+            )
+            after = change(before)
+            await conn.execute(
+                "update users set failed_logins = $2, last_failure_at = $3, locked_until = $4 "
+                "where user_id = $1",
+                user_id,
+                after.failed,
+                after.last_failure_at,
+                after.locked_until,
+            )
+        return before, after
+
+    async def update_source_failures(
+        self, source: str, change: Callable[[FailureRecord], FailureRecord]
+    ) -> FailureRecord:
+        """Apply ``change`` to a source address's failures atomically; the record after."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                "insert into source_failures (source, failed_logins, last_failure_at) "
+                "values ($1, 0, now()) on conflict (source) do nothing",
+                source,
+            )
+            row = await conn.fetchrow(
+                "select failed_logins, last_failure_at, locked_until from source_failures "
+                "where source = $1 for update",
+                source,
+            )
+            assert row is not None  # inserted above if it was missing
+            before = FailureRecord(
+                row["failed_logins"], row["last_failure_at"], row["locked_until"]
+            )
+            after = change(before)
+            await conn.execute(
+                "update source_failures set failed_logins = $2, last_failure_at = $3, "
+                "locked_until = $4 where source = $1",
+                source,
+                after.failed,
+                after.last_failure_at,
+                after.locked_until,
+            )
+        return after
+
     async def source_failures(self, source: str) -> FailureRecord:
         row = await self._pool.fetchrow(
             "select failed_logins, last_failure_at, locked_until from source_failures "
@@ -181,21 +238,6 @@ class AccountsRepository:
         if row is None:
             return FailureRecord()
         return FailureRecord(row["failed_logins"], row["last_failure_at"], row["locked_until"])
-
-    async def set_source_failures(self, source: str, record: FailureRecord) -> None:
-        if record.last_failure_at is None:
-            await self._pool.execute("delete from source_failures where source = $1", source)
-            return
-        await self._pool.execute(
-            "insert into source_failures (source, failed_logins, last_failure_at, locked_until) "
-            "values ($1, $2, $3, $4) on conflict (source) do update set "
-            "failed_logins = excluded.failed_logins, last_failure_at = excluded.last_failure_at, "
-            "locked_until = excluded.locked_until",
-            source,
-            record.failed,
-            record.last_failure_at,
-            record.locked_until,
-        )
 
     # -- second factor -----------------------------------------------------------------
 
