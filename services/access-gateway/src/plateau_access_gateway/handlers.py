@@ -263,10 +263,12 @@ class AccessService:
         return await self._after_second_factor(account, session, source_ip, user_agent)
 
     async def start_enrolment(self, session: Session) -> TotpEnrolment:
-        """A new TOTP seed for the account, as a URI and a QR code (the seed is shown once)."""
-        if session.stage is not SessionStage.ENROL_TOTP:
-            raise SessionStateError("this session is not enrolling a second factor")
-        account = await self.account(session.user_id)
+        """A new TOTP seed for the account, as a URI and a QR code (the seed is shown once).
+
+        At a login's ``enrol_totp`` stage, or from an active session of a user who has no
+        second factor yet (an operator admin choosing to use one).
+        """
+        account = await self._enrolling(session)
         enrolment = totp_enrolment(account.username)
         await self.repository.start_totp(account.user_id, enrolment.secret)
         return enrolment
@@ -275,9 +277,7 @@ class AccessService:
         self, session: Session, code: str, source_ip: str, user_agent: str | None
     ) -> tuple[Login, list[str]]:
         """Confirm the seed with a code; returns the session and ten recovery codes."""
-        if session.stage is not SessionStage.ENROL_TOTP:
-            raise SessionStateError("this session is not enrolling a second factor")
-        account = await self.account(session.user_id)
+        account = await self._enrolling(session)
         secret, _ = await self.repository.totp(account.user_id)
         if secret is None:
             raise SessionStateError("start the enrolment first (POST /api/v1/auth/totp/enrolment)")
@@ -288,9 +288,21 @@ class AccessService:
         await self.audit.record(
             account.tenant, SecondFactorEnrolled(user_id=account.user_id, method="totp")
         )
+        if session.stage is SessionStage.ACTIVE:
+            return Login(session), codes
         account = replace(account, totp_confirmed=True)
         login = await self._after_second_factor(account, session, source_ip, user_agent)
         return login, codes
+
+    async def _enrolling(self, session: Session) -> Account:
+        account = await self.account(session.user_id)
+        if session.stage is SessionStage.ENROL_TOTP or (
+            session.stage is SessionStage.ACTIVE and not account.totp_confirmed
+        ):
+            return account
+        if account.totp_confirmed:
+            raise SessionStateError("a second factor is already enrolled")
+        raise SessionStateError("this session is not enrolling a second factor")
 
     async def _after_second_factor(
         self, account: Account, session: Session, source_ip: str, user_agent: str | None

@@ -272,3 +272,27 @@ async def test_concurrent_guesses_each_count_towards_the_lockout(
         assert record.failed == 12
         locks = [e for e in await gw.events() if isinstance(e, AccountLocked)]
         assert len(locks) == 1 and locks[0].failed_attempts == 5
+
+
+async def test_an_admin_may_enrol_totp_and_then_must_use_it(
+    service_pool: asyncpg.Pool, service_schema: MigratedSchema
+) -> None:
+    async with gateway(service_pool, service_schema.schema) as gw:
+        await gw.user("careful.admin", role=Role.OPERATOR_ADMIN, tenant="operator")
+        async with gw.client() as client:
+            started = await login(client, "careful.admin")
+            assert started.json()["stage"] == "active"
+            csrf = {"x-csrf-token": started.json()["csrf_token"]}
+            secret = (await client.post("/api/v1/auth/totp/enrolment", headers=csrf)).json()[
+                "secret"
+            ]
+            confirmed = await client.post(
+                "/api/v1/auth/totp/confirm", json={"code": gw.code(secret)}, headers=csrf
+            )
+            assert confirmed.status_code == 200, confirmed.text
+            assert len(confirmed.json()["recovery_codes"]) == 10
+            assert (await client.get("/api/v1/me")).status_code == 200  # same session goes on
+            twice = await client.post("/api/v1/auth/totp/enrolment", headers=csrf)
+            assert twice.status_code == 409
+        async with gw.client() as client:
+            assert (await login(client, "careful.admin")).json()["stage"] == "totp"

@@ -277,7 +277,8 @@ async def session_info(request: Request, session: CurrentSession) -> SessionView
 
 @router.post("/auth/totp/enrolment", response_model=EnrolmentView, tags=["auth"])
 async def start_enrolment(session: CurrentSession, service: Service) -> EnrolmentView:
-    """Start enrolling TOTP: a new seed as an otpauth URI and a QR code."""
+    """Start enrolling TOTP: a new seed as an otpauth URI and a QR code (at the login's
+    `enrol_totp` stage, or from an active session of a user without a second factor)."""
     try:
         enrolment: TotpEnrolment = await service.start_enrolment(session)
     except SessionStateError as exc:
@@ -304,7 +305,8 @@ async def confirm_enrolment(
         raise ProblemError(409, str(exc), "wrong-stage") from None
     except LoginRefusedError:
         raise _refused() from None
-    _set_cookie(response, started)
+    if started.secret is not None:  # a login that completed: its new session
+        _set_cookie(response, started)
     view = _session_view(started.session)
     return EnrolledView(**view.model_dump(), recovery_codes=codes)
 
