@@ -162,6 +162,10 @@ async def test_openapi_is_published_under_v1(
         assert {"/api/v1/auth/login", "/api/v1/me", "/api/v1/tokens", "/api/v1/admin/audit"} <= set(
             spec["paths"]
         )
+        login = spec["paths"]["/api/v1/auth/login"]["post"]["responses"]
+        assert set(login["422"]["content"]) == set(login["default"]["content"])
+        assert set(login["422"]["content"]) == {"application/problem+json"}
+        assert "Problem" in spec["components"]["schemas"]
 
 
 async def test_large_bodies_get_413_and_bursts_get_429(

@@ -19,6 +19,7 @@ from typing import Any
 import structlog
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -449,4 +450,66 @@ def create_app(
     app.add_middleware(RateLimitMiddleware, limiter=source_limiter or RateLimiter(600))
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=max_request_bytes)
     app.add_middleware(SecurityHeadersMiddleware)
+    _document_problems(app)
     return app
+
+
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": "An error (RFC 9457 problem details).",
+    "required": ["type", "title", "status", "detail"],
+    "properties": {
+        "type": {"type": "string", "description": "`urn:plateau:problem:<name>` or about:blank"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string", "description": "What was wrong and what to do."},
+        "instance": {"type": "string", "description": "Path of the request."},
+        "errors": {
+            "type": "array",
+            "description": "Each invalid field (422 invalid-request).",
+            "items": {"type": "object"},
+        },
+        "rules": {
+            "type": "array",
+            "description": "Each password rule broken (422 weak-password).",
+            "items": {"type": "object"},
+        },
+    },
+}
+
+
+def _document_problems(app: FastAPI) -> None:
+    """Every error of every operation is documented as ``application/problem+json``.
+
+    FastAPI documents its validation errors as plain JSON of another shape; the spec must
+    say what the API really answers, so clients and schema-driven testers can rely on it.
+    """
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = get_openapi(
+            title=app.title,
+            version=app.version,
+            summary=app.summary,
+            routes=app.routes,
+        )
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        components["Problem"] = PROBLEM_SCHEMA
+        components.pop("HTTPValidationError", None)
+        components.pop("ValidationError", None)
+        problem_content = {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}
+        for operations in schema.get("paths", {}).values():
+            for operation in operations.values():
+                responses = operation.setdefault("responses", {})
+                for code, response in responses.items():
+                    if code.isdigit() and int(code) >= 400:
+                        response["content"] = problem_content
+                responses["default"] = {
+                    "description": "An error (401, 403, 404, 405, 413, 429, 500 ...)",
+                    "content": problem_content,
+                }
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
