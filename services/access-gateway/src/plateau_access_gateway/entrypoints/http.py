@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from http import HTTPStatus
 from typing import Any
 
+import asyncpg
 import structlog
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -144,7 +145,19 @@ def _install_problem_handlers(app: FastAPI) -> None:
             extra={"errors": errors},
         )
 
+    async def on_unstorable_text(request: Request, exc: Exception) -> JSONResponse:
+        # PostgreSQL text cannot hold NUL (nor characters outside UTF-8): bad input, not a
+        # server failure.
+        return problem(
+            422,
+            "the request contains characters that cannot be stored (e.g. NUL); remove them",
+            slug="invalid-characters",
+            instance=request.url.path,
+        )
+
     app.add_exception_handler(ProblemError, on_problem)
+    app.add_exception_handler(asyncpg.CharacterNotInRepertoireError, on_unstorable_text)
+    app.add_exception_handler(asyncpg.UntranslatableCharacterError, on_unstorable_text)
     app.add_exception_handler(StarletteHTTPException, on_http)
     app.add_exception_handler(RequestValidationError, on_validation)
 
