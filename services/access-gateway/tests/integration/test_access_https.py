@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import socket
 import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -13,6 +14,7 @@ import asyncpg
 import httpx
 import pytest
 from access_harness import PASSWORD
+from fastapi import FastAPI
 
 from plateau_access_gateway.adapters.accounts import AccountsRepository
 from plateau_access_gateway.adapters.audit import AuditTrail
@@ -20,9 +22,11 @@ from plateau_access_gateway.adapters.credentials import Passwords, default_polic
 from plateau_access_gateway.adapters.tls import ensure_self_signed
 from plateau_access_gateway.bootstrap import SPEC, wire
 from plateau_access_gateway.domain.principal import Role
+from plateau_access_gateway.entrypoints.https_server import HttpsServer
 from plateau_access_gateway.handlers import AccessService
 from plateau_access_gateway.settings import AccessSettings
 from plateau_runtime.embedded import EmbeddedBroker, free_port
+from plateau_runtime.errors import ConfigurationError
 from plateau_runtime.eventstore import EventStore
 from plateau_runtime.service import ServiceHost
 from plateau_runtime.testing import MigratedSchema
@@ -116,3 +120,20 @@ async def test_the_service_serves_the_api_over_tls_with_secure_cookies(
                 await plain.get("/api/v1/openapi.json")  # no plain HTTP on the TLS port
     logged_in = [e for e in await access.audit.page() if e.envelope.type == "user.logged_in"]
     assert len(logged_in) == 1
+
+
+async def test_a_taken_port_is_a_clear_error_not_an_exit(tmp_path: Path) -> None:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    ensure_self_signed(cert, key)
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    try:
+        server = HttpsServer(FastAPI(), "127.0.0.1", port, cert, key)
+        with pytest.raises(ConfigurationError, match=f"127.0.0.1:{port}"):
+            await server.run(asyncio.Event())
+    finally:
+        taken.close()
+    with pytest.raises(ConfigurationError, match="PLATEAU_TLS_CERT_FILE"):
+        HttpsServer(FastAPI(), "127.0.0.1", port, None, None)

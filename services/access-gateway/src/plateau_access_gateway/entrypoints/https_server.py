@@ -58,18 +58,22 @@ class HttpsServer:
 
     async def run(self, stop: asyncio.Event) -> None:
         """A ``BackgroundTask``: serve until ``stop``, then close connections and return."""
-        serving = asyncio.create_task(self._server.serve())
+        serving = asyncio.create_task(self._serve())
         stopping = asyncio.create_task(stop.wait())
         try:
             await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             self._server.should_exit = True
             stopping.cancel()
-            try:
-                await serving
-            except SystemExit:
-                # uvicorn exits the process when it cannot bind; the host reports it instead.
-                raise ConfigurationError(
-                    f"the HTTPS API cannot listen on {self._address}",
-                    "free the port or set PLATEAU_HTTPS_PORT / PLATEAU_HTTPS_HOST",
-                ) from None
+            await serving
+
+    async def _serve(self) -> None:
+        try:
+            await self._server.serve()
+        except SystemExit:
+            # uvicorn exits the process when it cannot bind; caught inside the task (the
+            # event loop would let a SystemExit through), the host reports it instead.
+            raise ConfigurationError(
+                f"the HTTPS API cannot listen on {self._address}",
+                "free the port or set PLATEAU_HTTPS_PORT / PLATEAU_HTTPS_HOST",
+            ) from None
