@@ -290,6 +290,12 @@ async def test_client_roles_cannot_administer(
                 headers={"x-csrf-token": csrf},
             )
         assert [r.status_code for r in (listed, audit, create)] == [403, 403, 403]
+        denied = await gw.events("access.denied")
+        assert [(d.method, d.path, d.reason) for d in denied] == [
+            ("GET", "/api/v1/admin/users", DeniedReason.MISSING_ROLE),
+            ("GET", "/api/v1/admin/audit", DeniedReason.MISSING_ROLE),
+            ("POST", "/api/v1/admin/users", DeniedReason.MISSING_ROLE),
+        ]
 
 
 async def test_expired_password_must_be_changed_and_old_hashes_are_upgraded(

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request, Response, status
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
@@ -38,10 +38,10 @@ from plateau_access_gateway.handlers import (
     NotFoundError,
     SessionStateError,
 )
+from plateau_contracts.events.access import AccessDenied, DeniedReason
 
 router = APIRouter()
 
-Admin = Annotated[Principal, Depends(require_roles(Role.OPERATOR_ADMIN))]
 Authenticated = Annotated[Principal, Depends(current_principal)]
 
 
@@ -52,6 +52,31 @@ def _service(request: Request) -> AccessService:
 
 
 Service = Annotated[AccessService, Depends(_service)]
+
+_admin_only = require_roles(Role.OPERATOR_ADMIN)
+
+
+async def _admin(request: Request) -> Principal:
+    """An operator admin; anyone else gets 403, and the attempt is audited."""
+    try:
+        return await _admin_only(request)
+    except HTTPException as exc:
+        principal = getattr(request.state, "principal", None)
+        if exc.status_code == status.HTTP_403_FORBIDDEN and isinstance(principal, Principal):
+            await _service(request).audit.record(
+                principal.tenant,
+                AccessDenied(
+                    user_id=principal.user_id,
+                    session_id=principal.credential_id,
+                    method=request.method,
+                    path=request.url.path,
+                    reason=DeniedReason.MISSING_ROLE,
+                ),
+            )
+        raise
+
+
+Admin = Annotated[Principal, Depends(_admin)]
 
 
 def _session(request: Request) -> Session:
