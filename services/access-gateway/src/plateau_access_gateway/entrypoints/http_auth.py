@@ -39,6 +39,7 @@ from plateau_access_gateway.handlers import (
     SessionStateError,
 )
 from plateau_contracts.events.access import AccessDenied, DeniedReason
+from plateau_runtime.eventstore import StoredEvent
 
 router = APIRouter()
 
@@ -560,7 +561,7 @@ async def set_password_policy(
     return body
 
 
-def _audit_view(stored: Any) -> AuditEventView:
+def _audit_view(stored: StoredEvent) -> AuditEventView:
     envelope = stored.envelope
     return AuditEventView(
         position=stored.position,
