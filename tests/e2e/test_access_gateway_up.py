@@ -6,12 +6,13 @@ from __future__ import annotations
 import json
 import shutil
 import ssl
+import subprocess
 import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
-from plateau_e2e import PlateauUp, cli_env, make_home, run_cli
+from plateau_e2e import CLI, PlateauUp, cli_env, make_home, run_cli
 
 pytestmark = pytest.mark.e2e
 
@@ -93,3 +94,23 @@ def test_users_add_list_and_unlock(platform: PlateauUp) -> None:
     unlocked = run_cli("users", "unlock", "a.analyst", env=env)
     assert unlocked.returncode == 0, unlocked.stderr
     assert _login(platform, "a.analyst", password).json()["stage"] == "enrol_totp"
+
+
+def test_users_add_reads_a_chosen_password_from_stdin_and_checks_the_policy(
+    platform: PlateauUp,
+) -> None:
+    def add(username: str, password: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*CLI, "users", "add", "--tenant", "demo", "--username", username,
+             "--role", "client_supervisor", "--password-stdin"],
+            input=password + "\n", env=platform.env, capture_output=True, text=True,
+            timeout=60, check=False,
+        )  # fmt: skip
+
+    weak = add("s.weak", "s.weak-Password1")
+    assert weak.returncode == 2
+    assert "must not contain the username" in weak.stderr and "Traceback" not in weak.stderr
+    chosen = add("s.chosen", "Mpila-Poto-Poto-1990")
+    assert chosen.returncode == 0, chosen.stderr
+    assert "initial password" not in chosen.stdout  # the operator chose it: not echoed
+    assert _login(platform, "s.chosen", "Mpila-Poto-Poto-1990").json()["stage"] == "enrol_totp"
