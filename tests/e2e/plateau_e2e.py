@@ -42,15 +42,16 @@ def free_ports(count: int) -> list[int]:
 
 def cli_env(home: Path, **extra: str) -> dict[str, str]:
     """The environment of a ``plateau`` run: ours without PLATEAU_*, its home, and a free gRPC
-    port for every service and for SIP (the well-known ones may be in use on a developer's
-    machine)."""
+    port for every service, for SIP and for HTTPS (the well-known ones may be in use on a
+    developer's machine)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PLATEAU_")}
     env["PLATEAU_HOME"] = str(home)
     env["NO_COLOR"] = "1"
-    *grpc_ports, sip_port = free_ports(len(SERVICES) + 1)
+    *grpc_ports, sip_port, https_port = free_ports(len(SERVICES) + 2)
     for spec, port in zip(SERVICES, grpc_ports, strict=True):
         env[f"PLATEAU_{spec.schema.upper()}_GRPC_PORT"] = str(port)
     env["PLATEAU_SIP_PORT"] = str(sip_port)
+    env["PLATEAU_HTTPS_PORT"] = str(https_port)
     env.update(extra)
     return env
 

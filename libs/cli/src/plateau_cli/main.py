@@ -1,7 +1,7 @@
 """``plateau``: run the embedded default (``up``), check it (``status``), apply migrations
 (``migrate``), verify the event stores' hash chains (``verify``), apply configuration
-files (``config apply``) and rebuild the read models from the stores (``projections
-rebuild``).
+files (``config apply``), rebuild the read models from the stores (``projections
+rebuild``) and manage the access gateway's users (``users add|list|unlock``).
 
 Exit codes: 0 success; 1 already running, unhealthy, or an unexpected error; 2 a problem
 with the input or the environment (bad setting, port in use, unreachable database,
@@ -22,6 +22,7 @@ from datetime import datetime
 from pathlib import Path
 
 from plateau_cli import campaigns
+from plateau_cli.access import ACCESS
 from plateau_cli.configure import ACD, apply_file
 from plateau_cli.console import Console
 from plateau_cli.home import AlreadyRunningError, Home, NotRunningError, StartingError
@@ -165,6 +166,20 @@ def cmd_projections_rebuild(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_users(args: argparse.Namespace) -> int:
+    if args.database_url:
+        database_url = args.database_url
+    else:
+        home = Home(load_cli_settings().home)
+        admin_dsn = _running_admin_dsn(home)
+        password = home.role_passwords([ACCESS.name])[ACCESS.name]
+        database_url = role_dsn(admin_dsn, ACCESS.service_schema(), password)
+    # The access gateway owns its account rules; the CLI only runs its task.
+    users = importlib.import_module(f"{ACCESS.package}.users")
+    code: int = users.run(args, database_url)
+    return code
+
+
 def _add_database_target(command: argparse.ArgumentParser, admin_needs: str) -> None:
     """``--service`` and ``--admin-url``, shared by the commands that work on the schemas."""
     command.add_argument(
@@ -273,9 +288,66 @@ def build_parser() -> argparse.ArgumentParser:
         "service's schema and create schemas and roles",
     )
     rebuild.set_defaults(handler=cmd_projections_rebuild)
-
+    _add_users_commands(commands)
     campaigns.register(commands)
     return parser
+
+
+def _add_users_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    users = commands.add_parser(
+        "users",
+        help="manage the access gateway's users",
+        description="Users of the access gateway (the client's web and API access). Without "
+        "--database-url, on the running embedded default. Every change is audited.",
+    )
+    users.add_argument(
+        "--database-url",
+        metavar="DSN",
+        help="postgresql://plateau_access_gateway:PASSWORD@HOST:PORT/DATABASE "
+        "of the gateway's role",
+    )
+    actions = users.add_subparsers(dest="command", required=True, metavar="ACTION")
+    add = actions.add_parser(
+        "add",
+        help="create a user",
+        description="Create a user of TENANT. The initial password is generated and printed "
+        "once, or read from stdin (one line) with --password-stdin; it must pass the "
+        "password policy. Client users enrol a TOTP second factor at their first login.",
+    )
+    add.add_argument("--tenant", required=True, help="tenant (client account) of the user")
+    add.add_argument("--username", required=True, help="login name, unique in the installation")
+    add.add_argument(
+        "--role",
+        required=True,
+        choices=["client_analyst", "client_supervisor", "operator_admin"],
+        help="what the user may do",
+    )
+    add.add_argument(
+        "--queue",
+        action="append",
+        default=[],
+        metavar="Q",
+        help="a queue the user may see (repeat; none: every queue of the tenant)",
+    )
+    add.add_argument(
+        "--campaign",
+        action="append",
+        default=[],
+        metavar="C",
+        help="a campaign the user may see (repeat; none: every campaign of the tenant)",
+    )
+    add.add_argument(
+        "--password-stdin", action="store_true", help="read the initial password from stdin"
+    )
+    listing = actions.add_parser("list", help="list users", description="List users.")
+    listing.add_argument("--tenant", help="only this tenant's users")
+    unlock = actions.add_parser(
+        "unlock",
+        help="lift a lockout after failed logins",
+        description="Lift the lockout of USERNAME after repeated failed logins.",
+    )
+    unlock.add_argument("username", metavar="USERNAME")
+    users.set_defaults(handler=cmd_users)
 
 
 def _one_line(text: str) -> str:

@@ -23,12 +23,14 @@ from typing import IO, Any
 
 import psutil
 
+from plateau_cli.access import ACCESS, AccessDemo, prepare_access
 from plateau_cli.checks import SERVING, grpc_health, port_in_use
 from plateau_cli.configure import ACD, apply_demo
 from plateau_cli.console import Console
 from plateau_cli.home import Home, process_matches, utc_now
 from plateau_cli.provision import (
     DATABASE,
+    Migrated,
     ensure_database,
     migrate_services,
     republish_to_fresh_broker,
@@ -278,6 +280,7 @@ class Platform:
         self.started_at = utc_now()
         self._admin_dsn = ""
         self._state_written = False
+        self.access: AccessDemo | None = None
 
     # -- start ---------------------------------------------------------------------------
 
@@ -286,6 +289,7 @@ class Platform:
         previous = self.home.read_state()
         self._refuse_leftovers(previous)
         pg_port, kafka_port, grpc_ports = self._choose_ports(previous)
+        https_port = self._choose_https_port()
         check_data_dir(self.home.pg_data)
         if self.with_services:
             _check_services_installed()
@@ -317,10 +321,7 @@ class Platform:
         if asyncio.run(republish_to_fresh_broker(self._admin_dsn, SERVICES)):
             say("the embedded broker starts empty: relays republish every stored event")
         check()
-        acd = next(item for item in migrated if item.service.name == ACD.name)
-        for line in apply_demo(acd.dsn):
-            say(f"configuration: {line}")
-        check()
+        access = self._seed_demo(migrated, https_port)
 
         if self.with_services:
             probe_host = _reachable_host(os.environ.get("PLATEAU_GRPC_HOST", ""))
@@ -336,6 +337,8 @@ class Platform:
                     "PLATEAU_LOG_FORMAT": "json",
                     "PYTHONUNBUFFERED": "1",
                 }
+                if spec.name == ACCESS.name:
+                    env |= access.environment
                 self.services.append(
                     ServiceProcess(
                         spec,
@@ -353,6 +356,27 @@ class Platform:
         if self.with_services:
             names = ", ".join(f"{s.name}:{s.grpc_port}" for s in self.services)
             say(f"starting services (gRPC ports): {names}")
+
+    def _choose_https_port(self) -> int:
+        if not self.with_services:
+            return 0
+        return self._port(
+            self.settings.https_port, "the access gateway", "PLATEAU_HTTPS_PORT", None
+        )
+
+    def _seed_demo(self, migrated: list[Migrated], https_port: int) -> AccessDemo:
+        """The demo tenant's configuration, and the access gateway's certificate and demo
+        users (each made once)."""
+        acd = next(item for item in migrated if item.service.name == ACD.name)
+        for line in apply_demo(acd.dsn):
+            self.console.say(f"configuration: {line}")
+        self.signals.check()
+        access = next(item for item in migrated if item.service.name == ACCESS.name)
+        self.access = prepare_access(access.dsn, self.home.root, HOST, https_port)
+        for line in self.access.lines:
+            self.console.say(f"access: {line}")
+        self.signals.check()
+        return self.access
 
     @property
     def _password_path(self) -> Path:
@@ -461,6 +485,8 @@ class Platform:
             f"Plateau is up: {len(self.services)} services {SERVING} — "
             f"check: plateau status · logs: {self.home.logs} · stop: Ctrl-C"
         )
+        if self.access is not None:
+            self.console.say(self.access.how_to_log_in)
 
     def _infrastructure_failure(self) -> str:
         for part, label in ((self.postgres, "PostgreSQL"), (self.broker, "the broker")):

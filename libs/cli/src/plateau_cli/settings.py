@@ -37,6 +37,9 @@ class _CliSettingsBase(BaseSettings):
     kafka_port: Port = Field(
         default=0, description="Loopback port of the embedded broker; 0 picks a free one."
     )
+    https_port: Port = Field(
+        default=8443, description="Port of the access gateway's HTTPS API; 0 picks a free one."
+    )
 
 
 @cache
@@ -56,6 +59,7 @@ class CliSettings:
         self.home = values.home.expanduser().absolute()
         self.postgres_port = values.postgres_port
         self.kafka_port = values.kafka_port
+        self.https_port = values.https_port
 
     def grpc_port(self, spec: ServiceSpec) -> int:
         """The gRPC port ``plateau up`` gives a service (its well-known port unless overridden)."""

@@ -8,7 +8,13 @@ when the chain is verified (``plateau verify``).
 from __future__ import annotations
 
 from plateau_contracts.events.common import StreamedEvent
-from plateau_runtime.eventstore import EventStore, NewEvent, StoredEvent, StreamAppend
+from plateau_runtime.eventstore import (
+    ChainReport,
+    EventStore,
+    NewEvent,
+    StoredEvent,
+    StreamAppend,
+)
 
 
 class AuditTrail:
@@ -22,3 +28,25 @@ class AuditTrail:
         return await self._store.append_many(
             [StreamAppend(fact.stream_id(), [NewEvent(fact, tenant=tenant)]) for fact in facts]
         )
+
+    async def page(
+        self, after_position: int = 0, limit: int = 100, tenant: str | None = None
+    ) -> list[StoredEvent]:
+        """Audit events after a chain position, oldest first, of one tenant or all."""
+        found: list[StoredEvent] = []
+        position = after_position
+        while len(found) < limit:
+            batch = await self._store.read_all(position, max(limit, 500))
+            if not batch:
+                break
+            for stored in batch:
+                if tenant is None or stored.envelope.tenant == tenant:
+                    found.append(stored)
+                    if len(found) == limit:
+                        break
+            position = batch[-1].position
+        return found
+
+    async def verify(self) -> ChainReport:
+        """The chain verifier's verdict on the whole audit trail."""
+        return await self._store.verify()
