@@ -1,0 +1,224 @@
+"""Live supervision pushed to browsers: Server-Sent Events fed by the projector's NOTIFY.
+
+One LISTEN connection per process (:class:`ChangeFeed`) receives every read-model change
+and fans it out to the streams of that change's tenant. A stream coalesces what changed
+since it last wrote (a set of queue, agent and campaign ids, so a burst costs one read and
+memory stays bounded), reads those rows under the principal's tenant and scope, and writes
+one event per row. It starts with a snapshot of everything visible, so a client that
+reconnects (with or without ``Last-Event-ID``) never misses a change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from typing import Annotated
+
+import asyncpg
+import structlog
+from fastapi import APIRouter, Depends, Header, Request
+from fastapi.responses import StreamingResponse
+
+from plateau_access_gateway.adapters.read_models import ReadModels
+from plateau_access_gateway.domain.principal import Principal
+from plateau_access_gateway.entrypoints.http_principal import current_principal
+from plateau_access_gateway.entrypoints.http_read_support import API_PREFIX
+from plateau_access_gateway.entrypoints.http_supervision import (
+    agent_model,
+    campaign_model,
+    queue_model,
+)
+
+log = structlog.get_logger(__name__)
+
+#: The stats projector's notification channel (its read_models.CHANNEL; services share no
+#: code, the name is the contract).
+CHANNEL = "plateau_read_models"
+
+Caller = Annotated[Principal, Depends(current_principal)]
+
+
+@dataclass
+class Subscription:
+    """What changed for one stream since it last looked (ids per kind; a resync flag)."""
+
+    tenant: str
+    queues: set[str] = field(default_factory=set)
+    agents: set[str] = field(default_factory=set)
+    campaigns: set[str] = field(default_factory=set)
+    resync: bool = False
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def take(self) -> tuple[set[str], set[str], set[str], bool]:
+        taken = (self.queues, self.agents, self.campaigns, self.resync)
+        self.queues, self.agents, self.campaigns, self.resync = set(), set(), set(), False
+        self.wake.clear()
+        return taken
+
+
+class ChangeFeed:
+    """The process's one LISTEN connection and the subscriptions it feeds, per tenant."""
+
+    def __init__(self, dsn: str, read_models: ReadModels | None = None) -> None:
+        self._dsn = dsn
+        self._conn: asyncpg.Connection | None = None
+        self._subscriptions: dict[str, set[Subscription]] = {}
+        self._reconnecting: asyncio.Task[None] | None = None
+        self._stopped = False
+        # Event ids: this process's start, then a counter (ordered, unique per process).
+        self._epoch = int(time.time() * 1000)
+        self._sequence = 0
+
+    def next_id(self) -> str:
+        self._sequence += 1
+        return f"{self._epoch}-{self._sequence}"
+
+    async def start(self) -> None:
+        self._stopped = False
+        conn = await asyncpg.connect(self._dsn)
+        await conn.add_listener(CHANNEL, self._notified)
+        conn.add_termination_listener(self._lost)
+        self._conn = conn
+
+    async def stop(self) -> None:
+        self._stopped = True
+        if self._reconnecting is not None:
+            self._reconnecting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reconnecting
+        if self._conn is not None:
+            await self._conn.close()
+            self._conn = None
+
+    @contextlib.contextmanager
+    def subscribe(self, tenant: str) -> Iterator[Subscription]:
+        subscription = Subscription(tenant)
+        self._subscriptions.setdefault(tenant, set()).add(subscription)
+        try:
+            yield subscription
+        finally:
+            subscribers = self._subscriptions.get(tenant, set())
+            subscribers.discard(subscription)
+            if not subscribers:
+                self._subscriptions.pop(tenant, None)
+
+    @property
+    def subscribers(self) -> int:
+        return sum(len(s) for s in self._subscriptions.values())
+
+    def _notified(self, _conn: object, _pid: int, _channel: str, payload: object) -> None:
+        try:
+            change = json.loads(str(payload))
+            tenant = change["tenant"]
+        except (ValueError, KeyError, TypeError):
+            log.error("stream.bad_notification", payload=str(payload)[:200])
+            return
+        for subscription in self._subscriptions.get(tenant, ()):
+            subscription.queues.update(change.get("queues") or ())
+            subscription.agents.update(change.get("agents") or ())
+            if change.get("campaign"):
+                subscription.campaigns.add(change["campaign"])
+            subscription.wake.set()
+
+    def _lost(self, _conn: object) -> None:
+        if self._stopped:
+            return
+        log.warning("stream.listen_connection_lost")
+        self._reconnecting = asyncio.get_running_loop().create_task(self._reconnect())
+
+    async def _reconnect(self) -> None:
+        delay = 0.5
+        while not self._stopped:
+            try:
+                await self.start()
+            except (OSError, asyncpg.PostgresError) as exc:
+                log.warning("stream.listen_reconnect_failed", error=str(exc), retry_in_s=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10)
+                continue
+            # Changes may have been missed while disconnected: every stream re-reads all.
+            for subscribers in self._subscriptions.values():
+                for subscription in subscribers:
+                    subscription.resync = True
+                    subscription.wake.set()
+            return
+
+
+def _frame(event_id: str, kind: str, data: str) -> bytes:
+    return f"id: {event_id}\nevent: {kind}\ndata: {data}\n\n".encode()
+
+
+def stream_router(
+    read_models: ReadModels, feed: ChangeFeed, heartbeat_s: float = 15.0
+) -> APIRouter:
+    """``GET /api/v1/stream``."""
+    router = APIRouter(prefix=API_PREFIX, tags=["supervision"])
+
+    async def frames(
+        principal: Principal,
+        queues: set[str] | None,
+        agents: set[str] | None,
+        campaigns: set[str] | None,
+    ) -> list[bytes]:
+        """Events for the changed rows the principal may see (None: every row of the kind)."""
+        out = []
+        if queues is None or queues:
+            for row in await read_models.queues(principal):
+                if queues is None or row["queue_id"] in queues:
+                    out.append(_frame(feed.next_id(), "queue", queue_model(row).model_dump_json()))
+        if agents is None or agents:
+            for row in await read_models.agents(principal):
+                if agents is None or row["agent_id"] in agents:
+                    out.append(_frame(feed.next_id(), "agent", agent_model(row).model_dump_json()))
+        if campaigns is None or campaigns:
+            for row in await read_models.campaigns(principal):
+                if campaigns is None or row["campaign_id"] in campaigns:
+                    model = campaign_model(row)
+                    out.append(_frame(feed.next_id(), "campaign", model.model_dump_json()))
+        return out
+
+    @router.get(
+        "/stream",
+        summary="Live supervision changes (Server-Sent Events)",
+        description="A `text/event-stream`: first a snapshot (one `queue`, `agent` or "
+        "`campaign` event per visible row), then an event per changed row within a second "
+        "of the change, and a `: heartbeat` comment when idle. Event ids are ordered within "
+        "one server process; after a reconnect the snapshot is sent again.",
+        response_class=StreamingResponse,
+        responses={200: {"content": {"text/event-stream": {}}}},
+    )
+    async def stream(
+        principal: Caller,
+        request: Request,
+        last_event_id: Annotated[str | None, Header(max_length=64)] = None,
+    ) -> StreamingResponse:
+        async def body() -> AsyncIterator[bytes]:
+            with feed.subscribe(principal.tenant) as subscription:
+                yield b"retry: 2000\n\n"
+                for frame in await frames(principal, None, None, None):
+                    yield frame
+                while not await request.is_disconnected():
+                    try:
+                        await asyncio.wait_for(subscription.wake.wait(), heartbeat_s)
+                    except TimeoutError:
+                        yield b": heartbeat\n\n"
+                        continue
+                    queues, agents, campaigns, resync = subscription.take()
+                    if resync:
+                        changed = await frames(principal, None, None, None)
+                    else:
+                        changed = await frames(principal, queues, agents, campaigns)
+                    for frame in changed:
+                        yield frame
+
+        return StreamingResponse(
+            body(),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+        )
+
+    return router
