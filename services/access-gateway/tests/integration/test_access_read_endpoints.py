@@ -4,16 +4,20 @@ database's tenant isolation, and a full IDOR matrix that answers 404 and is audi
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import json
 import os
 import subprocess
 import sys
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+import uvicorn
 from access_read_harness import (
     PRINCIPAL_HEADER,
     World,
@@ -27,6 +31,9 @@ from access_read_harness import (
 )
 from openpyxl import load_workbook
 
+from plateau_contracts.events import routing
+from plateau_contracts.events.common import StreamedEvent
+from plateau_runtime.embedded import free_port
 from plateau_runtime.testing import MigratedSchema
 
 pytestmark = pytest.mark.integration
@@ -38,7 +45,7 @@ REPO = Path(__file__).resolve().parents[4]
 async def world(
     admin_dsn: str, service_schema: MigratedSchema, tmp_path: Path
 ) -> AsyncIterator[World]:
-    async for built in build_world(admin_dsn, service_schema, tmp_path):
+    async for built in build_world(admin_dsn, service_schema, tmp_path, heartbeat_s=1.0):
         yield built
 
 
@@ -278,3 +285,72 @@ async def test_signed_exports_verify_and_any_change_is_detected(
     assert [d["sha256"] for d in downloaded] == [
         hashlib.sha256(files[n]).hexdigest() for n in ("calls.csv", "report.csv", "report.xlsx")
     ]
+
+
+async def test_the_stream_pushes_a_change_after_the_projector_writes_it(
+    world: World, two_tenants: tuple[str, str, str, str]
+) -> None:
+    tenant_a, ta, tenant_b, tb = two_tenants
+    config = uvicorn.Config(world.app, host="127.0.0.1", port=free_port(), log_level="warning")
+    server = uvicorn.Server(config)
+    serving = asyncio.create_task(server.serve())
+    try:
+        for _ in range(400):
+            if server.started:
+                break
+            await asyncio.sleep(0.05)
+        url = f"http://127.0.0.1:{config.port}/api/v1/stream"
+        async with (
+            httpx.AsyncClient(timeout=30, headers={PRINCIPAL_HEADER: "a"}) as http,
+            http.stream("GET", url) as answer,
+        ):
+            assert answer.headers["content-type"].startswith("text/event-stream")
+            events = sse_events(answer.aiter_lines())
+            snapshot = [await anext(events) for _ in range(5)]  # 2 queues, 2 agents, 1 campaign
+            assert {(e["event"], e["key"]) for e in snapshot} == {
+                ("queue", f"q1{ta}"),
+                ("queue", f"q2{ta}"),
+                ("agent", f"a1{ta}"),
+                ("agent", f"a2{ta}"),
+                ("campaign", f"cmp{ta}"),
+            }
+            assert world.feed.subscribers == 1
+            # The other tenant's change reaches no stream of this tenant.
+            later = today_start() + timedelta(seconds=300)
+            await world.project(
+                envelopes(tenant_b, [(later, queued(f"q1{tb}", f"c5{tb}"))]), notify=True
+            )
+            await world.project(
+                envelopes(tenant_a, [(later, queued(f"q2{ta}", f"c5{ta}"))]), notify=True
+            )
+            change = await asyncio.wait_for(anext(events), 10)
+            assert (change["event"], change["key"]) == ("queue", f"q2{ta}")
+            assert change["data"]["calls_waiting"] == 1
+            assert int(change["id"].split("-")[1]) > int(snapshot[-1]["id"].split("-")[1])
+    finally:
+        server.should_exit = True
+        await serving
+
+
+def queued(queue: str, call: str) -> StreamedEvent:
+    return routing.CallQueued(queue_id=queue, call_id=call, direction="inbound", priority=0)
+
+
+async def sse_events(lines: AsyncIterator[str]) -> AsyncIterator[dict[str, Any]]:
+    """The stream's events (comments and retry lines skipped), with their row's id."""
+    fields: dict[str, str] = {}
+    async for line in lines:
+        if line == "":
+            if "data" in fields:
+                data = json.loads(fields["data"])
+                key = data.get("queue_id") or data.get("agent_id") or data.get("campaign_id")
+                yield {
+                    "id": fields.get("id", ""),
+                    "event": fields["event"],
+                    "data": data,
+                    "key": key,
+                }
+            fields = {}
+        elif not line.startswith(":"):
+            name, _, value = line.partition(": ")
+            fields[name] = value

@@ -42,7 +42,7 @@ CHANNEL = "plateau_read_models"
 Caller = Annotated[Principal, Depends(current_principal)]
 
 
-@dataclass
+@dataclass(eq=False)  # each subscription is its own (hashed by identity)
 class Subscription:
     """What changed for one stream since it last looked (ids per kind; a resync flag)."""
 
