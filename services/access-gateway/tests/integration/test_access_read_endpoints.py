@@ -33,7 +33,9 @@ from openpyxl import load_workbook
 
 from plateau_contracts.events import routing
 from plateau_contracts.events.common import StreamedEvent
+from plateau_runtime.db import connect
 from plateau_runtime.embedded import free_port
+from plateau_runtime.services import SERVICES
 from plateau_runtime.testing import MigratedSchema
 
 pytestmark = pytest.mark.integration
@@ -354,3 +356,21 @@ async def sse_events(lines: AsyncIterator[str]) -> AsyncIterator[dict[str, Any]]
         elif not line.startswith(":"):
             name, _, value = line.partition(": ")
             fields[name] = value
+
+
+async def test_the_gateways_role_is_granted_the_projectors_reader_role(
+    admin_dsn: str, service_schema: MigratedSchema
+) -> None:
+    # Migration 0050 grants it by its real name (the projector's schema is stats_projector);
+    # `plateau migrate` applies the projector's migrations first, in SERVICES order.
+    admin = await connect(admin_dsn)
+    try:
+        granted = await admin.fetchval(
+            "select pg_has_role($1, 'plateau_stats_projector_reader', 'member')",
+            service_schema.service.role,
+        )
+    finally:
+        await admin.close()
+    assert granted is True
+    names = [spec.name for spec in SERVICES]
+    assert names.index("stats-projector") < names.index("access-gateway")

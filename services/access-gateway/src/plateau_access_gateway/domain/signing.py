@@ -93,8 +93,14 @@ def statement(file_format: str, digest_hex: str) -> bytes:
 
 
 def canonical_row(cells: Iterable[Cell]) -> bytes:
-    """One XLSX row in the canonical form (integral floats as integers, as they read back)."""
-    values = [int(c) if isinstance(c, float) and c.is_integer() else c for c in cells]
+    """One XLSX row in the canonical form: as a spreadsheet reads it back (integral floats
+    as integers, empty text as an empty cell, trailing empty cells dropped)."""
+    values = [
+        int(c) if isinstance(c, float) and c.is_integer() else (None if c == "" else c)
+        for c in cells
+    ]
+    while values and values[-1] is None:
+        values.pop()
     return json.dumps(values, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
 
 
