@@ -374,3 +374,49 @@ async def test_the_gateways_role_is_granted_the_projectors_reader_role(
     assert granted is True
     names = [spec.name for spec in SERVICES]
     assert names.index("stats-projector") < names.index("access-gateway")
+
+
+async def test_the_feed_listens_again_after_losing_its_connection(
+    world: World, admin_dsn: str
+) -> None:
+    tenant, t = f"gamma{tag()}", tag()
+    lost = world.feed._conn
+    assert lost is not None
+    with world.feed.subscribe(tenant) as subscription:
+        admin = await connect(admin_dsn)
+        try:
+            await admin.execute("select pg_terminate_backend($1)", lost.get_server_pid())
+        finally:
+            await admin.close()
+        await asyncio.wait_for(subscription.wake.wait(), 20)
+        # Back: the streams are told to re-read everything, they may have missed changes.
+        assert world.feed._conn is not lost and subscription.take()[3] is True
+        await world.project(
+            envelopes(tenant, [(today_start(), queued(f"q{t}", f"c{t}"))]), notify=True
+        )
+        await asyncio.wait_for(subscription.wake.wait(), 10)
+        assert subscription.take()[0] == {f"q{t}"}
+
+
+async def test_the_openapi_document_describes_every_read_endpoint(world: World) -> None:
+    paths = world.app.openapi()["paths"]
+    for path in (
+        "/api/v1/queues",
+        "/api/v1/queues/{queue_id}",
+        "/api/v1/agents",
+        "/api/v1/agents/{agent_id}",
+        "/api/v1/campaigns",
+        "/api/v1/campaigns/{campaign_id}",
+        "/api/v1/stream",
+        "/api/v1/reports/{kind}",
+        "/api/v1/calls",
+        "/api/v1/exports/report.csv",
+        "/api/v1/exports/report.xlsx",
+        "/api/v1/exports/calls.csv",
+        "/api/v1/exports/calls.xlsx",
+        "/api/v1/signing-key",
+    ):
+        assert "get" in paths[path], path
+    queue = paths["/api/v1/queues/{queue_id}"]["get"]["responses"]
+    assert set(queue) >= {"200", "404"}
+    assert "text/event-stream" in paths["/api/v1/stream"]["get"]["responses"]["200"]["content"]

@@ -211,7 +211,11 @@ def stream_router(
                     if resync:
                         changed = await frames(principal, None, None, None)
                     else:
-                        changed = await frames(principal, queues, agents, campaigns)
+                        # A queue's agents-by-state count changes with any agent's state,
+                        # and the projector's notice of an agent names no queue.
+                        changed = await frames(
+                            principal, None if agents else queues, agents, campaigns
+                        )
                     for frame in changed:
                         yield frame
 
