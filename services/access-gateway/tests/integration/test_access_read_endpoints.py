@@ -117,6 +117,11 @@ async def test_the_database_scopes_every_row_to_the_principals_tenant(
             rows = await conn.fetch(f"select distinct tenant from {relation}")
             assert {r["tenant"] for r in rows} == {tenant_a}, relation
             assert await conn.fetchval("select current_user") == world.read_models._reader_role
+    # Nothing of the scoped transaction stays on the pooled connections afterwards.
+    for _ in range(world.access_pool.get_size()):
+        async with world.access_pool.acquire() as conn:
+            assert await conn.fetchval("select current_user") == world.access.service.role
+            assert not await conn.fetchval("select current_setting('plateau.tenant', true)")
 
 
 async def test_another_tenants_or_scopes_objects_answer_404_and_are_audited(

@@ -169,10 +169,12 @@ class ReadModels:
     async def scoped(self, tenant: str) -> AsyncIterator[Connection]:
         """A connection in a transaction that sees only ``tenant``'s rows, read-only."""
         async with self._pool.acquire() as conn, conn.transaction(readonly=True):
-            await conn.execute(f"set local role {self._reader_role}")
+            # One round trip: set_config(..., true) is SET LOCAL (the role's too), undone
+            # at the end of the transaction, so a pooled connection keeps none of it.
             await conn.execute(
-                "select set_config('plateau.tenant', $1, true), "
-                "set_config('search_path', $2, true)",
+                "select set_config('role', $1, true), set_config('plateau.tenant', $2, true), "
+                "set_config('search_path', $3, true)",
+                self._reader_role,
                 tenant,
                 self._schema,
             )
