@@ -225,8 +225,10 @@ async def test_call_pages_follow_a_cursor_unmoved_by_inserts(
     assert f"c9{ta}" in seen and f"c0{ta}" not in seen
 
 
-def verify(path: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+def verify(path: Path, *extra: str, home: Path | None = None) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    if home is not None:
+        env["PLATEAU_HOME"] = str(home)
     return subprocess.run(
         [sys.executable, "-m", "plateau_cli", "verify-export", str(path), *extra],
         capture_output=True,
@@ -266,6 +268,8 @@ async def test_signed_exports_verify_and_any_change_is_detected(
         assert checked.returncode == 0, (name, checked.stdout, checked.stderr)
         assert "verified" in checked.stdout and "computed up to acd position 42" in checked.stdout
     assert "5 rows" in verify(tmp_path / "calls.csv", "--public-key", public_key).stdout
+    # Without a key given: the embedded default's, from PLATEAU_HOME.
+    assert verify(tmp_path / "report.xlsx", home=world.home).returncode == 0
 
     # One changed byte in a CSV: a figure.
     tampered = tmp_path / "tampered.csv"
