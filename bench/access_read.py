@@ -124,8 +124,8 @@ def supervision_rows(versions: dict[str, int]) -> list[Envelope]:
 def serve(stats: MigratedSchema, access: MigratedSchema, port: int) -> None:
     """The child process: the read routers under uvicorn, one worker."""
     import uvicorn
-    from fastapi import FastAPI, Request, Response
-    from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
+    from fastapi import FastAPI
+    from starlette.types import ASGIApp, Receive, Scope, Send
 
     from plateau_access_gateway.adapters.audit import AuditTrail
     from plateau_access_gateway.adapters.read_models import ReadModels
@@ -136,12 +136,16 @@ def serve(stats: MigratedSchema, access: MigratedSchema, port: int) -> None:
 
     who = Principal(TENANT, "u-bench", "bench", Role.CLIENT_SUPERVISOR, Via.SESSION, "s-bench")
 
-    class BenchPrincipal(BaseHTTPMiddleware):
-        """Stands in for authentication (bench only)."""
+    class BenchPrincipal:
+        """Stands in for authentication (bench only), as a plain ASGI middleware."""
 
-        async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
-            request.state.principal = who
-            return await call_next(request)
+        def __init__(self, app: ASGIApp) -> None:
+            self.app = app
+
+        async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+            if scope["type"] == "http":
+                scope.setdefault("state", {})["principal"] = who
+            await self.app(scope, receive, send)
 
     async def main() -> None:
         pool = await create_pool(access.dsn, max_size=10)

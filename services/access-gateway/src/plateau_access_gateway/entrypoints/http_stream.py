@@ -41,6 +41,14 @@ CHANNEL = "plateau_read_models"
 
 Caller = Annotated[Principal, Depends(current_principal)]
 
+#: The kinds of rows a stream carries, in snapshot order.
+KINDS = ("queue", "agent", "campaign")
+
+#: How many notification generations of shared reads are kept.
+SHARED_GENERATIONS = 16
+
+SharedKey = tuple[str, frozenset[str] | None, frozenset[str] | None, str, int]
+
 
 @dataclass(eq=False)  # each subscription is its own (hashed by identity)
 class Subscription:
@@ -72,6 +80,9 @@ class ChangeFeed:
         # Event ids: this process's start, then a counter (ordered, unique per process).
         self._epoch = int(time.time() * 1000)
         self._sequence = 0
+        # Bumped by every notification (and reconnection): reads made at one generation
+        # stay current until the next.
+        self.generation = 0
 
     def next_id(self) -> str:
         self._sequence += 1
@@ -117,6 +128,7 @@ class ChangeFeed:
         except (ValueError, KeyError, TypeError):
             log.error("stream.bad_notification", payload=str(payload)[:200])
             return
+        self.generation += 1
         for subscription in self._subscriptions.get(tenant, ()):
             subscription.queues.update(change.get("queues") or ())
             subscription.agents.update(change.get("agents") or ())
@@ -141,6 +153,7 @@ class ChangeFeed:
                 delay = min(delay * 2, 10)
                 continue
             # Changes may have been missed while disconnected: every stream re-reads all.
+            self.generation += 1
             for subscribers in self._subscriptions.values():
                 for subscription in subscribers:
                     subscription.resync = True
@@ -158,27 +171,55 @@ def stream_router(
     """``GET /api/v1/stream``."""
     router = APIRouter(prefix=API_PREFIX, tags=["supervision"])
 
+    # Streams of the same tenant and scope woken by the same change read it once: rows are
+    # shared per (tenant, scopes, kind, feed generation). A read made at a generation is
+    # current until the next notification bumps it, which wakes the streams again.
+    shared: dict[SharedKey, asyncio.Future[list[tuple[str, str]]]] = {}
+
+    async def load(principal: Principal, kind: str) -> list[tuple[str, str]]:
+        if kind == "queue":
+            return [
+                (r["queue_id"], queue_model(r).model_dump_json())
+                for r in await read_models.queues(principal)
+            ]
+        if kind == "agent":
+            return [
+                (r["agent_id"], agent_model(r).model_dump_json())
+                for r in await read_models.agents(principal)
+            ]
+        return [
+            (r["campaign_id"], campaign_model(r).model_dump_json())
+            for r in await read_models.campaigns(principal)
+        ]
+
+    async def rows_of(principal: Principal, kind: str, generation: int) -> list[tuple[str, str]]:
+        key = (principal.tenant, principal.queue_scope, principal.campaign_scope, kind, generation)
+        pending = shared.get(key)
+        if pending is None:
+            for old in [k for k in shared if k[4] < generation - SHARED_GENERATIONS]:
+                del shared[old]
+            pending = asyncio.ensure_future(load(principal, kind))
+            shared[key] = pending
+        try:
+            # Shielded: a stream that goes away must not cancel the read others wait for.
+            return await asyncio.shield(pending)
+        except Exception:
+            shared.pop(key, None)
+            raise
+
     async def frames(
         principal: Principal,
-        queues: set[str] | None,
-        agents: set[str] | None,
-        campaigns: set[str] | None,
+        generation: int,
+        changed: dict[str, set[str] | None],
     ) -> list[bytes]:
         """Events for the changed rows the principal may see (None: every row of the kind)."""
         out = []
-        if queues is None or queues:
-            for row in await read_models.queues(principal):
-                if queues is None or row["queue_id"] in queues:
-                    out.append(_frame(feed.next_id(), "queue", queue_model(row).model_dump_json()))
-        if agents is None or agents:
-            for row in await read_models.agents(principal):
-                if agents is None or row["agent_id"] in agents:
-                    out.append(_frame(feed.next_id(), "agent", agent_model(row).model_dump_json()))
-        if campaigns is None or campaigns:
-            for row in await read_models.campaigns(principal):
-                if campaigns is None or row["campaign_id"] in campaigns:
-                    model = campaign_model(row)
-                    out.append(_frame(feed.next_id(), "campaign", model.model_dump_json()))
+        for kind, ids in changed.items():
+            if ids is not None and not ids:
+                continue
+            for object_id, data in await rows_of(principal, kind, generation):
+                if ids is None or object_id in ids:
+                    out.append(_frame(feed.next_id(), kind, data))
         return out
 
     @router.get(
@@ -199,7 +240,8 @@ def stream_router(
         async def body() -> AsyncIterator[bytes]:
             with feed.subscribe(principal.tenant) as subscription:
                 yield b"retry: 2000\n\n"
-                for frame in await frames(principal, None, None, None):
+                everything: dict[str, set[str] | None] = dict.fromkeys(KINDS)
+                for frame in await frames(principal, feed.generation, everything):
                     yield frame
                 while not await request.is_disconnected():
                     try:
@@ -207,16 +249,20 @@ def stream_router(
                     except TimeoutError:
                         yield b": heartbeat\n\n"
                         continue
+                    generation = feed.generation
                     queues, agents, campaigns, resync = subscription.take()
-                    if resync:
-                        changed = await frames(principal, None, None, None)
-                    else:
-                        # A queue's agents-by-state count changes with any agent's state,
-                        # and the projector's notice of an agent names no queue.
-                        changed = await frames(
-                            principal, None if agents else queues, agents, campaigns
-                        )
-                    for frame in changed:
+                    # A queue's agents-by-state count changes with any agent's state, and
+                    # the projector's notice of an agent names no queue.
+                    changed: dict[str, set[str] | None] = (
+                        everything
+                        if resync
+                        else {
+                            "queue": None if agents else queues,
+                            "agent": agents,
+                            "campaign": campaigns,
+                        }
+                    )
+                    for frame in await frames(principal, generation, changed):
                         yield frame
 
         return StreamingResponse(
