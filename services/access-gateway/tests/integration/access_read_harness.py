@@ -13,7 +13,7 @@ Two pieces stand in for work landing in parallel and are to be deleted at merge:
 from __future__ import annotations
 
 import secrets
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -28,11 +28,8 @@ from plateau_access_gateway.adapters.read_models import ReadModels
 from plateau_access_gateway.adapters.signing_keys import load_or_create
 from plateau_access_gateway.domain.principal import Principal, Role, Via
 from plateau_access_gateway.domain.signing import ExportSigner
-from plateau_access_gateway.entrypoints.http_calls import calls_router
-from plateau_access_gateway.entrypoints.http_exports import exports_router
-from plateau_access_gateway.entrypoints.http_reports import reports_router
-from plateau_access_gateway.entrypoints.http_stream import ChangeFeed, stream_router
-from plateau_access_gateway.entrypoints.http_supervision import supervision_router
+from plateau_access_gateway.entrypoints.http_read import read_routers
+from plateau_access_gateway.entrypoints.http_stream import ChangeFeed
 from plateau_contracts.envelope import Envelope, new_event_id
 from plateau_contracts.events import agents, calls, dialer, routing
 from plateau_contracts.events.common import StreamedEvent
@@ -293,16 +290,10 @@ async def build_world(
     read_models = ReadModels(access_pool, schema=stats.schema, reader_role=reader_role)
     signer = load_or_create(home / "export-signing-key.pem")
     audit = AuditTrail(store)
-    feed = ChangeFeed(access.dsn, read_models)
+    feed = ChangeFeed(access.dsn)
     principals: dict[str, Principal] = {}
     app = FastAPI()
-    for router in (
-        supervision_router(read_models, audit),
-        reports_router(read_models, audit),
-        calls_router(read_models, audit),
-        exports_router(read_models, audit, signer),
-        stream_router(read_models, feed, heartbeat_s=heartbeat_s),
-    ):
+    for router in read_routers(read_models, audit, signer, feed, heartbeat_s=heartbeat_s):
         app.include_router(router)
     app.add_middleware(StandInAuthentication, principals=principals)
     await feed.start()
@@ -328,6 +319,3 @@ async def build_world(
 
 def tag() -> str:
     return f"-{secrets.token_hex(3)}"
-
-
-Fixture = Callable[..., AsyncIterator[World]]

@@ -71,7 +71,7 @@ class Subscription:
 class ChangeFeed:
     """The process's one LISTEN connection and the subscriptions it feeds, per tenant."""
 
-    def __init__(self, dsn: str, read_models: ReadModels | None = None) -> None:
+    def __init__(self, dsn: str) -> None:
         self._dsn = dsn
         self._conn: asyncpg.Connection | None = None
         self._subscriptions: dict[str, set[Subscription]] = {}
