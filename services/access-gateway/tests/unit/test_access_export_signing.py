@@ -14,7 +14,7 @@ from openpyxl import load_workbook
 
 from plateau_access_gateway.adapters.export_files import XlsxExport, verify_export
 from plateau_access_gateway.adapters.signing_keys import load_or_create, signer_from_setting
-from plateau_access_gateway.domain.exports import CsvExport, cell
+from plateau_access_gateway.domain.exports import CsvExport, cell, inert
 from plateau_access_gateway.domain.reports import (
     CursorError,
     Granularity,
@@ -35,6 +35,7 @@ ROWS = [
     ["c1", "Brazzaville é", 1200, 0.25, None],
     ["c2", 'a;b,c"d', 0, 1.0, "x"],
     ["c3", "", None, 2, ""],
+    ["c4", '=HYPERLINK("http://x")', -5, -0.5, "+242066000009"],
 ]
 
 
@@ -58,7 +59,7 @@ def test_a_csv_export_verifies_with_its_key_and_says_what_it_holds(
     content = write_csv(tmp_path / "e.csv", key, delimiter)
     assert content.startswith(b"\xef\xbb\xbfid" + delimiter.encode() + b"name")
     verified = verify_export(tmp_path / "e.csv", key.public_key)
-    assert (verified.file_format, verified.rows, verified.key_id) == ("csv", 3, key.key_id)
+    assert (verified.file_format, verified.rows, verified.key_id) == ("csv", 4, key.key_id)
     assert verified.provenance == PROVENANCE
 
 
@@ -88,12 +89,32 @@ def test_an_xlsx_export_verifies_and_a_changed_cell_does_not(tmp_path: Path) -> 
     path = book.finish(PROVENANCE, key)
     try:
         verified = verify_export(path, key.public_key)
-        assert (verified.file_format, verified.rows, verified.provenance) == ("xlsx", 3, PROVENANCE)
+        assert (verified.file_format, verified.rows, verified.provenance) == ("xlsx", 4, PROVENANCE)
         workbook = load_workbook(path)
         workbook["data"]["C2"] = 1201
         workbook.save(tmp_path / "x.xlsx")
         with pytest.raises(VerificationError, match="changed after it was signed"):
             verify_export(tmp_path / "x.xlsx", key.public_key)
+    finally:
+        path.unlink()
+
+
+def test_no_cell_of_an_export_runs_as_a_formula(tmp_path: Path) -> None:
+    content = write_csv(tmp_path / "e.csv", signer()).decode("utf-8-sig")
+    assert '"\'=HYPERLINK(""http://x"")"' in content  # quoted, with its apostrophe
+    assert ",-5,-0.5,+242066000009\r\n" in content  # numbers and phone numbers untouched
+    assert [inert(v) for v in ("@SUM(A1)", "-cmd", "+x", "\tx")] == [
+        "'@SUM(A1)",
+        "'-cmd",
+        "'+x",
+        "'\tx",
+    ]
+    book = XlsxExport(["formula"])
+    book.row(["=1+2"])
+    path = book.finish(PROVENANCE, signer())
+    try:
+        cell_ = load_workbook(path)["data"]["A2"]
+        assert (cell_.value, cell_.data_type) == ("=1+2", "s")
     finally:
         path.unlink()
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from openpyxl import Workbook, load_workbook  # type: ignore[import-untyped, unused-ignore]
+from openpyxl.cell import WriteOnlyCell  # type: ignore[import-untyped, unused-ignore]
 
 from plateau_access_gateway.domain.exports import XlsxDigest
 from plateau_access_gateway.domain.signing import (
@@ -50,8 +51,17 @@ class XlsxExport:
         return self._digest.rows
 
     def row(self, cells: Sequence[Cell]) -> None:
-        self._data.append(list(cells))
+        self._data.append([self._text_if_formula_like(c) for c in cells])
         self._digest.row(cells)
+
+    def _text_if_formula_like(self, value: Cell) -> object:
+        # openpyxl stores a string starting with "=" as a formula, which Excel would run
+        # (formula injection): such a value is written as the text it is.
+        if isinstance(value, str) and value.startswith("="):
+            text = WriteOnlyCell(self._data, value=value)
+            text.data_type = "s"
+            return text
+        return value
 
     def finish(self, provenance: Mapping[str, object], signer: ExportSigner) -> Path:
         """Sign, save into a temporary file (the caller deletes it) and return its path."""

@@ -22,7 +22,7 @@ from plateau_access_gateway.domain.signing import (
     canonical_row,
 )
 
-__all__ = ["CsvExport", "XlsxDigest", "cell"]
+__all__ = ["CsvExport", "XlsxDigest", "cell", "inert"]
 
 BOM = "\ufeff".encode()
 
@@ -38,6 +38,19 @@ def cell(value: object) -> Cell:
     if isinstance(value, list | tuple):
         return " ".join(str(v) for v in value)
     return str(value)
+
+
+def inert(value: Cell) -> str | int | float:
+    """A CSV cell a spreadsheet will not run as a formula (CSV injection): text that starts
+    like one gets a leading apostrophe, which spreadsheets hide. Phone numbers (``+242…``)
+    and negative numbers are left as they are."""
+    if value is None:
+        return ""
+    if isinstance(value, str) and value:
+        first, second = value[0], value[1:2]
+        if first in "=@\t\r" or (first in "+-" and not (second.isdigit() or second == ".")):
+            return "'" + value
+    return value
 
 
 class CsvExport:
@@ -63,7 +76,7 @@ class CsvExport:
         return data
 
     def _line(self, cells: Iterable[Cell]) -> bytes:
-        self._writer.writerow(["" if c is None else c for c in cells])
+        self._writer.writerow([inert(c) for c in cells])
         text = self._buffer.getvalue()
         self._buffer.seek(0)
         self._buffer.truncate()
