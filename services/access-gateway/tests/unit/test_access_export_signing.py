@@ -36,6 +36,7 @@ ROWS = [
     ["c2", 'a;b,c"d', 0, 1.0, "x"],
     ["c3", "", None, 2, ""],
     ["c4", '=HYPERLINK("http://x")', -5, -0.5, "+242066000009"],
+    ["c5", "two\nlines", 1, 0.0, "x"],
 ]
 
 
@@ -59,7 +60,7 @@ def test_a_csv_export_verifies_with_its_key_and_says_what_it_holds(
     content = write_csv(tmp_path / "e.csv", key, delimiter)
     assert content.startswith(b"\xef\xbb\xbfid" + delimiter.encode() + b"name")
     verified = verify_export(tmp_path / "e.csv", key.public_key)
-    assert (verified.file_format, verified.rows, verified.key_id) == ("csv", 4, key.key_id)
+    assert (verified.file_format, verified.rows, verified.key_id) == ("csv", 5, key.key_id)
     assert verified.provenance == PROVENANCE
 
 
@@ -89,7 +90,7 @@ def test_an_xlsx_export_verifies_and_a_changed_cell_does_not(tmp_path: Path) -> 
     path = book.finish(PROVENANCE, key)
     try:
         verified = verify_export(path, key.public_key)
-        assert (verified.file_format, verified.rows, verified.provenance) == ("xlsx", 4, PROVENANCE)
+        assert (verified.file_format, verified.rows, verified.provenance) == ("xlsx", 5, PROVENANCE)
         workbook = load_workbook(path)
         workbook["data"]["C2"] = 1201
         workbook.save(tmp_path / "x.xlsx")

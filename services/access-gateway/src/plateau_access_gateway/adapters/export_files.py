@@ -6,7 +6,9 @@ memory; the finished workbook is then streamed from its temporary file.
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import json
 import tempfile
 import zipfile
@@ -105,13 +107,15 @@ def _verify_csv(content: bytes, key: Ed25519PublicKey) -> VerifiedExport:
         raise VerificationError("the signature line is malformed") from None
     signed = body + b"\n"
     verify_statement(key, "csv", hashlib.sha256(signed).hexdigest(), signature, signed_by)
-    lines = signed.decode("utf-8-sig").splitlines()
-    if not lines or not lines[-1].startswith(CSV_PROVENANCE):
+    text = signed.decode("utf-8-sig")
+    table, _, last_line = text.rstrip("\r\n").rpartition("\n")
+    if not last_line.startswith(CSV_PROVENANCE):
         raise VerificationError("the signed part has no provenance line")
-    provenance = json.loads(lines[-1].removeprefix(CSV_PROVENANCE))
-    # Rows: the lines between the header and the provenance (fields may hold no newline,
-    # the gateway writes none).
-    return VerifiedExport("csv", len(lines) - 2, signed_by, provenance)
+    provenance = json.loads(last_line.removeprefix(CSV_PROVENANCE))
+    header = table.split("\n", 1)[0]
+    delimiter = ";" if header.count(";") > header.count(",") else ","
+    records = sum(1 for _ in csv.reader(io.StringIO(table + "\n"), delimiter=delimiter))
+    return VerifiedExport("csv", max(records - 1, 0), signed_by, provenance)
 
 
 def _verify_xlsx(path: Path, key: Ed25519PublicKey) -> VerifiedExport:
