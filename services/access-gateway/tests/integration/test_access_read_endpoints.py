@@ -314,9 +314,11 @@ async def test_the_stream_pushes_a_change_after_the_projector_writes_it(
         async with (
             httpx.AsyncClient(timeout=30, headers={PRINCIPAL_HEADER: "a"}) as http,
             http.stream("GET", url) as answer,
+            http.stream("GET", url, headers={PRINCIPAL_HEADER: "a-q1"}) as scoped_answer,
         ):
             assert answer.headers["content-type"].startswith("text/event-stream")
             events = sse_events(answer.aiter_lines())
+            scoped_events = sse_events(scoped_answer.aiter_lines())
             snapshot = [await anext(events) for _ in range(5)]  # 2 queues, 2 agents, 1 campaign
             assert {(e["event"], e["key"]) for e in snapshot} == {
                 ("queue", f"q1{ta}"),
@@ -325,8 +327,15 @@ async def test_the_stream_pushes_a_change_after_the_projector_writes_it(
                 ("agent", f"a2{ta}"),
                 ("campaign", f"cmp{ta}"),
             }
-            assert world.feed.subscribers == 1
-            # The other tenant's change reaches no stream of this tenant.
+            scoped_snapshot = [await anext(scoped_events) for _ in range(3)]
+            assert {(e["event"], e["key"]) for e in scoped_snapshot} == {
+                ("queue", f"q1{ta}"),
+                ("agent", f"a1{ta}"),
+                ("agent", f"a2{ta}"),
+            }
+            assert world.feed.subscribers == 2
+            # The other tenant's change reaches no stream of this tenant, and a queue out
+            # of a user's scope reaches no stream of that user.
             later = today_start() + timedelta(seconds=300)
             await world.project(
                 envelopes(tenant_b, [(later, queued(f"q1{tb}", f"c5{tb}"))]), notify=True
@@ -334,10 +343,21 @@ async def test_the_stream_pushes_a_change_after_the_projector_writes_it(
             await world.project(
                 envelopes(tenant_a, [(later, queued(f"q2{ta}", f"c5{ta}"))]), notify=True
             )
-            change = await asyncio.wait_for(anext(events), 10)
-            assert (change["event"], change["key"]) == ("queue", f"q2{ta}")
-            assert change["data"]["calls_waiting"] == 1
-            assert int(change["id"].split("-")[1]) > int(snapshot[-1]["id"].split("-")[1])
+            await world.project(
+                envelopes(tenant_a, [(later, queued(f"q1{ta}", f"c6{ta}"))]), notify=True
+            )
+            changes = {}
+            while len(changes) < 2:  # one read may carry both changes, in queue order
+                change = await asyncio.wait_for(anext(events), 10)
+                changes[change["key"]] = change
+            assert set(changes) == {f"q1{ta}", f"q2{ta}"}
+            assert changes[f"q2{ta}"]["data"]["calls_waiting"] == 1
+            assert changes[f"q1{ta}"]["data"]["calls_waiting"] == 2
+            last = int(snapshot[-1]["id"].split("-")[1])
+            assert all(int(c["id"].split("-")[1]) > last for c in changes.values())
+            scoped_change = await asyncio.wait_for(anext(scoped_events), 10)
+            assert (scoped_change["event"], scoped_change["key"]) == ("queue", f"q1{ta}")
+            assert scoped_change["data"]["calls_waiting"] == 2
     finally:
         server.should_exit = True
         await serving
