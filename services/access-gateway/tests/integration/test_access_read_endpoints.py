@@ -5,6 +5,7 @@ database's tenant isolation, and a full IDOR matrix that answers 404 and is audi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
@@ -261,13 +262,15 @@ async def test_signed_exports_verify_and_any_change_is_detected(
         "report.csv": report_csv.content,
         "report.xlsx": report_xlsx.content,
     }
+    said = {}
     for name, content in files.items():
         path = tmp_path / name
         path.write_bytes(content)
         checked = verify(path, "--public-key", public_key)
         assert checked.returncode == 0, (name, checked.stdout, checked.stderr)
         assert "verified" in checked.stdout and "computed up to acd position 42" in checked.stdout
-    assert "5 rows" in verify(tmp_path / "calls.csv", "--public-key", public_key).stdout
+        said[name] = checked.stdout
+    assert "csv, 5 rows" in said["calls.csv"]  # c1-c4 and the outbound o1
     # Without a key given: the embedded default's, from PLATEAU_HOME.
     assert verify(tmp_path / "report.xlsx", home=world.home).returncode == 0
 
@@ -298,10 +301,9 @@ async def test_signed_exports_verify_and_any_change_is_detected(
     ]
 
 
-async def test_the_stream_pushes_a_change_after_the_projector_writes_it(
-    world: World, two_tenants: tuple[str, str, str, str]
-) -> None:
-    tenant_a, ta, tenant_b, tb = two_tenants
+@contextlib.asynccontextmanager
+async def served(world: World) -> AsyncIterator[str]:
+    """The test app on a real HTTP server on a free loopback port; its base URL."""
     config = uvicorn.Config(world.app, host="127.0.0.1", port=free_port(), log_level="warning")
     server = uvicorn.Server(config)
     serving = asyncio.create_task(server.serve())
@@ -310,7 +312,44 @@ async def test_the_stream_pushes_a_change_after_the_projector_writes_it(
             if server.started:
                 break
             await asyncio.sleep(0.05)
-        url = f"http://127.0.0.1:{config.port}/api/v1/stream"
+        yield f"http://127.0.0.1:{config.port}"
+    finally:
+        server.should_exit = True
+        await serving
+
+
+async def test_verify_export_fetches_the_public_key_from_the_gateway(
+    world: World, two_tenants: tuple[str, str, str, str], tmp_path: Path
+) -> None:
+    async with client(world, "a") as http:
+        export = await http.get("/api/v1/exports/calls.xlsx")
+    assert export.status_code == 200
+    (tmp_path / "calls.xlsx").write_bytes(export.content)
+    async with served(world) as base:
+        # Not subprocess.run: the server answers on this test's event loop.
+        checker = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "plateau_cli",
+            "verify-export",
+            str(tmp_path / "calls.xlsx"),
+            "--url",
+            f"{base}/api/v1/signing-key",
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+        )
+        out, err = await asyncio.wait_for(checker.communicate(), 60)
+    assert checker.returncode == 0, err.decode()
+    assert "xlsx, 5 rows" in out.decode()
+
+
+async def test_the_stream_pushes_a_change_after_the_projector_writes_it(
+    world: World, two_tenants: tuple[str, str, str, str]
+) -> None:
+    tenant_a, ta, tenant_b, tb = two_tenants
+    async with served(world) as base:
+        url = f"{base}/api/v1/stream"
         async with (
             httpx.AsyncClient(timeout=30, headers={PRINCIPAL_HEADER: "a"}) as http,
             http.stream("GET", url) as answer,
@@ -358,9 +397,6 @@ async def test_the_stream_pushes_a_change_after_the_projector_writes_it(
             scoped_change = await asyncio.wait_for(anext(scoped_events), 10)
             assert (scoped_change["event"], scoped_change["key"]) == ("queue", f"q1{ta}")
             assert scoped_change["data"]["calls_waiting"] == 2
-    finally:
-        server.should_exit = True
-        await serving
 
 
 def queued(queue: str, call: str) -> StreamedEvent:
