@@ -9,8 +9,8 @@ agents, calls waiting), and serves the read routers with uvicorn in a child proc
 worker, as one gateway process). The principal is set by a bench-only middleware standing in
 for authentication. It prints:
 
-1. ``GET /api/v1/queues`` and ``GET /api/v1/queues/{id}``: requests/s and latency p50/p99
-   with 16 concurrent keep-alive clients;
+1. ``GET /api/v1/queues``, ``/queues/{id}`` and ``/agents/{id}``: requests/s and latency
+   p50/p99 with one client, then 16 concurrent keep-alive clients;
 2. for N SSE clients of ``GET /api/v1/stream``: after a projector write, how many clients
    received the changed queue within 1 s of the commit, and the p50/p99 delay.
 
@@ -171,7 +171,7 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
-async def hammer(base: str, path: str, seconds: float) -> None:
+async def hammer(base: str, path: str, seconds: float, concurrency: int) -> None:
     latencies: list[float] = []
     errors = 0
     deadline = time.perf_counter() + seconds
@@ -184,17 +184,17 @@ async def hammer(base: str, path: str, seconds: float) -> None:
             latencies.append(time.perf_counter() - began)
             errors += answer.status_code != 200
 
-    limits = httpx.Limits(max_connections=CONCURRENCY, max_keepalive_connections=CONCURRENCY)
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(base_url=base, limits=limits, timeout=30) as http:
         await http.get(path)  # warm-up
         began = time.perf_counter()
-        await asyncio.gather(*(worker(http) for _ in range(CONCURRENCY)))
+        await asyncio.gather(*(worker(http) for _ in range(concurrency)))
         elapsed = time.perf_counter() - began
     ms = [x * 1000 for x in latencies]
     print(
         f"  GET {path:<22} {len(ms) / elapsed:8.0f} req/s   p50 {statistics.median(ms):6.1f} ms"
         f"   p99 {percentile(ms, 99):6.1f} ms   ({len(ms)} requests, {errors} errors, "
-        f"{CONCURRENCY} concurrent)"
+        f"{concurrency} concurrent)"
     )
 
 
@@ -288,9 +288,10 @@ async def run(work: Path, pg: EmbeddedPostgres, seconds: float, client_counts: l
                 except httpx.TransportError:
                     await asyncio.sleep(0.1)
         print(f"supervision ({QUEUES} queues, {AGENTS} agents, one tenant, one server process):")
-        await hammer(base, "/api/v1/queues", seconds)
-        await hammer(base, "/api/v1/queues/q3", seconds)
-        await hammer(base, "/api/v1/agents/a7", seconds)
+        for concurrency in (1, CONCURRENCY):
+            await hammer(base, "/api/v1/queues", seconds, concurrency)
+            await hammer(base, "/api/v1/queues/q3", seconds, concurrency)
+            await hammer(base, "/api/v1/agents/a7", seconds, concurrency)
         print("SSE fan-out (one projector write, every client subscribed to the tenant):")
         for n, clients in enumerate(client_counts):
             await fan_out(base, stats.dsn, clients, versions, n)
