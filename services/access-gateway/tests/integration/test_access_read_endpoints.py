@@ -168,6 +168,10 @@ async def test_another_tenants_or_scopes_objects_answer_404_and_are_audited(
         queues = (await http.get("/api/v1/queues")).json()
         calls = (await http.get("/api/v1/calls")).json()["calls"]
         campaigns = (await http.get("/api/v1/campaigns")).json()
+        queue_report = await http.get("/api/v1/reports/queues", params=when)
+        campaign_report = await http.get("/api/v1/reports/campaigns", params=when)
+    assert {r["id"] for r in queue_report.json()["rows"]} == {f"q1{ta}"}
+    assert campaign_report.json()["rows"] == []  # a scope of no campaign sees none
     assert [q["queue_id"] for q in queues] == [f"q1{ta}"]
     assert {c["call_id"] for c in calls} == {f"c1{ta}", f"c3{ta}", f"c4{ta}"}
     assert campaigns == []

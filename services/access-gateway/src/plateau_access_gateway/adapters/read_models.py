@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -21,7 +21,7 @@ from plateau_access_gateway.domain.principal import Principal
 from plateau_runtime.db import Connection
 from plateau_runtime.services import service
 
-__all__ = ["CallFilter", "ReadModels", "Row"]
+__all__ = ["CallFilter", "Provenance", "ReadModels", "Reading", "Row"]
 
 Row = dict[str, Any]
 
@@ -93,7 +93,8 @@ order by i.campaign_id
 """
 
 # report_intervals() is the stats projector's reader function; the metrics are its SQL
-# formulas (migrations/0005), so the gateway computes no figure of its own.
+# formulas (migrations/0005), so the gateway computes no figure of its own. The ids are
+# filtered here as well, so the user's scope holds whatever the function does with them.
 _REPORT = """
 select r.dimension, r.dimension_id, r.period_start, r.measures,
        coalesce(q.service_level_threshold_s, 20) as service_level_threshold_s,
@@ -104,8 +105,13 @@ select r.dimension, r.dimension_id, r.period_start, r.measures,
        compliance_abandonment_rate(r.measures) as compliance_abandonment_rate
 from report_intervals($1, $2, $3, $4, $5) r
 left join queue_settings q on r.dimension = 'queue' and q.queue_id = r.dimension_id
+where r.dimension = $1 and ($2::text[] is null or r.dimension_id = any($2))
 order by r.dimension_id, r.period_start
 """
+
+_PROVENANCE = (
+    'select source, "position", chain_head, applied_at from report_provenance() order by source'
+)
 
 _CALL_COLUMNS = (
     "call_id, direction, started_at, answered_at, ended_at, outcome, end_cause, ani, dnis, "
@@ -129,6 +135,23 @@ where started_at is not null
   and ($9::timestamptz is null or (started_at, call_id) > ($9, $10::text))
 order by started_at, call_id
 """
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """What figures were computed from: each source's last applied position and chain head
+    (``source``, ``position``, ``chain_head``, ``applied_at``), and the formula versions."""
+
+    sources: list[Row]
+    formula_versions: dict[str, int]
+
+
+@dataclass(frozen=True)
+class Reading:
+    """Rows read in one snapshot, with the provenance of that snapshot."""
+
+    provenance: Provenance
+    rows: AsyncIterator[Row]
 
 
 @dataclass(frozen=True)
@@ -166,9 +189,15 @@ class ReadModels:
         self._pool = pool
 
     @asynccontextmanager
-    async def scoped(self, tenant: str) -> AsyncIterator[Connection]:
-        """A connection in a transaction that sees only ``tenant``'s rows, read-only."""
-        async with self._pool.acquire() as conn, conn.transaction(readonly=True):
+    async def scoped(self, tenant: str, *, snapshot: bool = False) -> AsyncIterator[Connection]:
+        """A connection in a transaction that sees only ``tenant``'s rows, read-only; with
+        ``snapshot``, every statement of it sees the same committed state."""
+        async with (
+            self._pool.acquire() as conn,
+            conn.transaction(
+                isolation="repeatable_read" if snapshot else "read_committed", readonly=True
+            ),
+        ):
             # One round trip: set_config(..., true) is SET LOCAL (the role's too), undone
             # at the end of the transaction, so a pooled connection keeps none of it.
             await conn.execute(
@@ -202,23 +231,28 @@ class ReadModels:
 
     # -- reports
 
-    async def provenance(self, principal: Principal) -> list[Row]:
-        """Up to which position and chain head of each source the read models are computed."""
-        async with self.scoped(principal.tenant) as conn:
-            rows = await conn.fetch(
-                'select source, "position", chain_head, applied_at from report_provenance() '
-                "order by source"
-            )
-        return [dict(r) for r in rows]
+    async def _provenance(self, conn: Connection) -> tuple[list[Row], dict[str, int]]:
+        sources = await conn.fetch(_PROVENANCE)
+        versions = await conn.fetch("select metric, version from metric_formulas")
+        return [dict(r) for r in sources], {r["metric"]: r["version"] for r in versions}
 
-    async def formula_versions(self, principal: Principal) -> dict[str, int]:
-        """The version of each metric formula (docs/metrics.md) the figures are computed with."""
+    async def provenance(self, principal: Principal) -> Provenance:
+        """Up to which position and chain head of each source the read models are computed,
+        and the version of each metric formula (docs/metrics.md)."""
         async with self.scoped(principal.tenant) as conn:
-            rows = await conn.fetch("select metric, version from metric_formulas")
-        return {r["metric"]: r["version"] for r in rows}
+            return Provenance(*await self._provenance(conn))
 
     @asynccontextmanager
-    async def report(  # noqa: PLR0917 - the report's own parameters
+    async def _reading(
+        self, principal: Principal, query: str, *args: object
+    ) -> AsyncIterator[Reading]:
+        # Repeatable read: the rows are exactly what the provenance says they were computed
+        # from, even while the projector commits more.
+        async with self.scoped(principal.tenant, snapshot=True) as conn:
+            provenance = Provenance(*await self._provenance(conn))
+            yield Reading(provenance, (dict(r) async for r in conn.cursor(query, *args)))
+
+    def report(  # noqa: PLR0917 - the report's own parameters
         self,
         principal: Principal,
         dimension: str,
@@ -226,38 +260,36 @@ class ReadModels:
         start: datetime,
         end: datetime,
         granularity: str,
-    ) -> AsyncIterator[AsyncIterator[Row]]:
-        """The report's rows as a server-side cursor (bounded memory), in one snapshot."""
-        async with self.scoped(principal.tenant) as conn:
-            cursor = conn.cursor(
-                _REPORT, dimension, None if ids is None else list(ids), start, end, granularity
-            )
-            yield (dict(r) async for r in cursor)
+    ) -> AbstractAsyncContextManager[Reading]:
+        """The report's rows as a server-side cursor (bounded memory), with its provenance.
+
+        ``ids`` None: every object of the dimension; an empty list: none.
+        """
+        wanted = None if ids is None else list(ids)
+        return self._reading(principal, _REPORT, dimension, wanted, start, end, granularity)
 
     # -- call detail records
 
-    @asynccontextmanager
-    async def calls(
+    def calls(
         self,
         principal: Principal,
         where: CallFilter,
         after: tuple[datetime, str] | None = None,
         limit: int | None = None,
-    ) -> AsyncIterator[AsyncIterator[Row]]:
+    ) -> AbstractAsyncContextManager[Reading]:
         """Call detail records in (started_at, call_id) order, after ``after`` when given."""
         query = _CALLS if limit is None else f"{_CALLS} limit {int(limit)}"
-        async with self.scoped(principal.tenant) as conn:
-            cursor = conn.cursor(
-                query,
-                where.start,
-                where.end,
-                where.queue,
-                where.agent,
-                where.outcome,
-                where.direction,
-                _scope(principal.queue_scope),
-                _scope(principal.campaign_scope),
-                after[0] if after else None,
-                after[1] if after else None,
-            )
-            yield (dict(r) async for r in cursor)
+        return self._reading(
+            principal,
+            query,
+            where.start,
+            where.end,
+            where.queue,
+            where.agent,
+            where.outcome,
+            where.direction,
+            _scope(principal.queue_scope),
+            _scope(principal.campaign_scope),
+            after[0] if after else None,
+            after[1] if after else None,
+        )

@@ -119,8 +119,8 @@ def calls_router(read_models: ReadModels, audit: AuditTrail) -> APIRouter:
             CallFilter(start, end, queue, agent, outcome, direction),
         )
         # One row more than asked says whether another page follows.
-        async with read_models.calls(principal, where, after, limit + 1) as rows:
-            found = [call_record(r) async for r in rows]
+        async with read_models.calls(principal, where, after, limit + 1) as reading:
+            found = [call_record(r) async for r in reading.rows]
         page, more = found[:limit], len(found) > limit
         next_cursor = encode_cursor(page[-1].started_at, page[-1].call_id) if more else None
         return CallPage(calls=page, next_cursor=next_cursor)

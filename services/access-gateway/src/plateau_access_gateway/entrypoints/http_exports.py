@@ -8,11 +8,13 @@ made, XLSX rows spill to a temporary file; memory stays bounded either way.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -22,7 +24,13 @@ from starlette.background import BackgroundTask
 
 from plateau_access_gateway.adapters.audit import AuditTrail
 from plateau_access_gateway.adapters.export_files import XlsxExport
-from plateau_access_gateway.adapters.read_models import CallFilter, ReadModels, Row
+from plateau_access_gateway.adapters.read_models import (
+    CallFilter,
+    Provenance,
+    Reading,
+    ReadModels,
+    Row,
+)
 from plateau_access_gateway.domain.exports import CsvExport, cell
 from plateau_access_gateway.domain.principal import Principal
 from plateau_access_gateway.domain.reports import (
@@ -68,21 +76,18 @@ class SigningKey(BaseModel):
     public_key: str = Field(description="The 32 raw bytes of the key, base64.")
 
 
-RowSource = Callable[[], AbstractAsyncContextManager[AsyncIterator[Row]]]
+RowSource = Callable[[], AbstractAsyncContextManager[Reading]]
 
 
 def _provenance(
-    export: str,
-    principal: Principal,
-    filters: dict[str, str],
-    sources: list[Row],
-    versions: dict[str, int],
+    export: str, principal: Principal, filters: dict[str, str], provenance: Provenance
 ) -> dict[str, object]:
+    """What a file says it was computed from (signed with it)."""
     return {
         "export": export,
         "tenant": principal.tenant,
         "filters": filters,
-        "formula_versions": versions,
+        "formula_versions": provenance.formula_versions,
         "computed_up_to": [
             {
                 "source": s["source"],
@@ -90,7 +95,7 @@ def _provenance(
                 "chain_head": s["chain_head"],
                 "applied_at": s["applied_at"].isoformat() if s["applied_at"] else None,
             }
-            for s in sources
+            for s in provenance.sources
         ],
     }
 
@@ -110,14 +115,6 @@ def exports_router(read_models: ReadModels, audit: AuditTrail, signer: ExportSig
         filters: dict[str, str],
         filename: str,
     ) -> StreamingResponse | FileResponse:
-        provenance = _provenance(
-            export,
-            principal,
-            filters,
-            await read_models.provenance(principal),
-            await read_models.formula_versions(principal),
-        )
-
         async def audited(rows_written: int, sha256: str) -> None:
             await audit.record(
                 principal.tenant,
@@ -135,15 +132,17 @@ def exports_router(read_models: ReadModels, audit: AuditTrail, signer: ExportSig
         disposition = {"Content-Disposition": f'attachment; filename="{filename}.{file_format}"'}
         if file_format == "xlsx":
             book = XlsxExport(header)
-            async with rows() as cursor:
-                async for row in cursor:
+            async with rows() as reading:
+                async for row in reading.rows:
                     book.row([cell(v) for v in to_cells(row)])
-            path = book.finish(provenance, signer)
-            digest = hashlib.sha256()
-            with path.open("rb") as handle:
-                for block in iter(lambda: handle.read(CHUNK), b""):
-                    digest.update(block)
-            await audited(book.rows, digest.hexdigest())
+            provenance = _provenance(export, principal, filters, reading.provenance)
+            # Saving and hashing a large workbook takes a while: off the event loop.
+            path = await asyncio.to_thread(book.finish, provenance, signer)
+            try:
+                await audited(book.rows, await asyncio.to_thread(_sha256, path))
+            except BaseException:
+                path.unlink(missing_ok=True)
+                raise
             return FileResponse(
                 path,
                 media_type=MEDIA_TYPES["xlsx"],
@@ -156,14 +155,15 @@ def exports_router(read_models: ReadModels, audit: AuditTrail, signer: ExportSig
         async def body() -> AsyncIterator[bytes]:
             pending = [csv_file.start()]
             size = len(pending[0])
-            async with rows() as cursor:
-                async for row in cursor:
+            async with rows() as reading:
+                async for row in reading.rows:
                     line = csv_file.row([cell(v) for v in to_cells(row)])
                     pending.append(line)
                     size += len(line)
                     if size >= CHUNK:
                         yield b"".join(pending)
                         pending, size = [], 0
+            provenance = _provenance(export, principal, filters, reading.provenance)
             pending.append(csv_file.finish(provenance, signer))
             yield b"".join(pending)
             # Recorded once the whole file is out, with the digest of what was served.
@@ -221,9 +221,7 @@ def _add_routes(
             read_models, audit, principal, request, kind, ids, start, end, granularity
         )
 
-        def rows() -> AbstractAsyncContextManager[AsyncIterator[Row]]:
-            if asked.ids == []:  # nothing of this kind is visible to the principal
-                return _no_rows()
+        def rows() -> AbstractAsyncContextManager[Reading]:
             return read_models.report(
                 principal, kind.dimension, asked.ids, start, end, granularity.value
             )
@@ -291,18 +289,9 @@ def _add_routes(
         )
 
 
-class _NoRows:
-    async def __aenter__(self) -> AsyncIterator[Row]:
-        return _empty()
-
-    async def __aexit__(self, *exc: object) -> None:
-        return None
-
-
-async def _empty() -> AsyncIterator[Row]:
-    return
-    yield  # pragma: no cover - makes this an async generator
-
-
-def _no_rows() -> AbstractAsyncContextManager[AsyncIterator[Row]]:
-    return _NoRows()
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(CHUNK), b""):
+            digest.update(block)
+    return digest.hexdigest()

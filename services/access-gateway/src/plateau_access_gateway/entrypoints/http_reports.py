@@ -187,14 +187,11 @@ def reports_router(read_models: ReadModels, audit: AuditTrail) -> APIRouter:
         asked = await resolve_report(
             read_models, audit, principal, request, kind, ids, start, end, granularity
         )
-        rows: list[ReportRow] = []
-        if asked.ids != []:
-            async with read_models.report(
-                principal, kind.dimension, asked.ids, start, end, granularity.value
-            ) as cursor:
-                rows = [report_row(r) async for r in cursor]
-        provenance = await read_models.provenance(principal)
-        versions = await read_models.formula_versions(principal)
+        async with read_models.report(
+            principal, kind.dimension, asked.ids, start, end, granularity.value
+        ) as reading:
+            rows = [report_row(r) async for r in reading.rows]
+        provenance = reading.provenance
         await audit.record(
             principal.tenant,
             ReportViewed(
@@ -209,8 +206,8 @@ def reports_router(read_models: ReadModels, audit: AuditTrail) -> APIRouter:
             granularity=granularity,
             start=start,
             end=end,
-            formula_versions=versions,
-            computed_up_to=[SourcePosition(**p) for p in provenance],
+            formula_versions=provenance.formula_versions,
+            computed_up_to=[SourcePosition(**p) for p in provenance.sources],
             rows=rows,
         )
 
