@@ -27,7 +27,11 @@ from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    PublicFormat,
+    load_pem_public_key,
+)
 
 __all__ = [
     "CSV_PROVENANCE",
@@ -72,8 +76,6 @@ def public_key_from_text(text: str) -> Ed25519PublicKey:
     """A public key given as base64 of its 32 raw bytes, or as a PEM block."""
     text = text.strip()
     if text.startswith("-----BEGIN"):
-        from cryptography.hazmat.primitives.serialization import load_pem_public_key
-
         key = load_pem_public_key(text.encode())
         if not isinstance(key, Ed25519PublicKey):
             raise VerificationError("the PEM public key is not an Ed25519 key")
