@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from openpyxl import load_workbook
 
 from plateau_access_gateway.adapters.export_files import XlsxExport, verify_export
@@ -136,6 +137,10 @@ def test_the_signing_key_is_made_once_and_kept(tmp_path: Path) -> None:
     raw = base64.b64encode(Ed25519PrivateKey.generate().private_bytes_raw()).decode()
     assert signer_from_setting(raw, tmp_path).key_id != first.key_id
     assert public_key_from_text(first.public_key_base64) == first.public_key
+    pem = first.public_key.public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
+    assert public_key_from_text(pem.decode()) == first.public_key
+    with pytest.raises(VerificationError):
+        public_key_from_text("not a key")
 
 
 def test_cursors_round_trip_and_foreign_ones_are_refused() -> None:
