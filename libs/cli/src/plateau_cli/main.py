@@ -30,6 +30,8 @@ from plateau_cli.platform import Interrupted, Platform, StopSignals
 from plateau_cli.provision import DATABASE, migrate_services, verify_chains
 from plateau_cli.settings import env_name, load_cli_settings
 from plateau_cli.status import collect, render, render_json, summary
+from plateau_cli.verify_export import add_parser as add_verify_export
+from plateau_cli.verify_export import run as run_verify_export
 from plateau_runtime.embedded import SUPERUSER
 from plateau_runtime.errors import ConfigurationError, PlateauError
 from plateau_runtime.migrations import role_dsn
@@ -194,6 +196,10 @@ def _add_database_target(command: argparse.ArgumentParser, admin_needs: str) -> 
     )
 
 
+def cmd_verify_export(args: argparse.Namespace) -> int:
+    return run_verify_export(args, load_cli_settings().home)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="plateau",
@@ -290,6 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
     rebuild.set_defaults(handler=cmd_projections_rebuild)
     _add_users_commands(commands)
     campaigns.register(commands)
+    add_verify_export(commands, cmd_verify_export)
     return parser
 
 

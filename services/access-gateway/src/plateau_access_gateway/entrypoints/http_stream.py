@@ -1,0 +1,274 @@
+"""Live supervision pushed to browsers: Server-Sent Events fed by the projector's NOTIFY.
+
+One LISTEN connection per process (:class:`ChangeFeed`) receives every read-model change
+and fans it out to the streams of that change's tenant. A stream coalesces what changed
+since it last wrote (a set of queue, agent and campaign ids, so a burst costs one read and
+memory stays bounded), reads those rows under the principal's tenant and scope, and writes
+one event per row. It starts with a snapshot of everything visible, so a client that
+reconnects (with or without ``Last-Event-ID``) never misses a change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from typing import Annotated
+
+import asyncpg
+import structlog
+from fastapi import APIRouter, Depends, Header, Request
+from fastapi.responses import StreamingResponse
+
+from plateau_access_gateway.adapters.read_models import ReadModels
+from plateau_access_gateway.domain.principal import Principal
+from plateau_access_gateway.entrypoints.http_principal import current_principal
+from plateau_access_gateway.entrypoints.http_read_support import API_PREFIX
+from plateau_access_gateway.entrypoints.http_supervision import (
+    agent_model,
+    campaign_model,
+    queue_model,
+)
+
+log = structlog.get_logger(__name__)
+
+#: The stats projector's notification channel (its read_models.CHANNEL; services share no
+#: code, the name is the contract).
+CHANNEL = "plateau_read_models"
+
+Caller = Annotated[Principal, Depends(current_principal)]
+
+#: The kinds of rows a stream carries, in snapshot order.
+KINDS = ("queue", "agent", "campaign")
+
+#: How many notification generations of shared reads are kept.
+SHARED_GENERATIONS = 16
+
+SharedKey = tuple[str, frozenset[str] | None, frozenset[str] | None, str, int]
+
+
+@dataclass(eq=False)  # each subscription is its own (hashed by identity)
+class Subscription:
+    """What changed for one stream since it last looked (ids per kind; a resync flag)."""
+
+    tenant: str
+    queues: set[str] = field(default_factory=set)
+    agents: set[str] = field(default_factory=set)
+    campaigns: set[str] = field(default_factory=set)
+    resync: bool = False
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def take(self) -> tuple[set[str], set[str], set[str], bool]:
+        taken = (self.queues, self.agents, self.campaigns, self.resync)
+        self.queues, self.agents, self.campaigns, self.resync = set(), set(), set(), False
+        self.wake.clear()
+        return taken
+
+
+class ChangeFeed:
+    """The process's one LISTEN connection and the subscriptions it feeds, per tenant."""
+
+    def __init__(self, dsn: str) -> None:
+        self._dsn = dsn
+        self._conn: asyncpg.Connection | None = None
+        self._subscriptions: dict[str, set[Subscription]] = {}
+        self._reconnecting: asyncio.Task[None] | None = None
+        self._stopped = False
+        # Event ids: this process's start, then a counter (ordered, unique per process).
+        self._epoch = int(time.time() * 1000)
+        self._sequence = 0
+        # Bumped by every notification (and reconnection): reads made at one generation
+        # stay current until the next.
+        self.generation = 0
+
+    def next_id(self) -> str:
+        self._sequence += 1
+        return f"{self._epoch}-{self._sequence}"
+
+    async def start(self) -> None:
+        self._stopped = False
+        conn = await asyncpg.connect(self._dsn)
+        await conn.add_listener(CHANNEL, self._notified)
+        conn.add_termination_listener(self._lost)
+        self._conn = conn
+
+    async def stop(self) -> None:
+        self._stopped = True
+        if self._reconnecting is not None:
+            self._reconnecting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reconnecting
+        if self._conn is not None:
+            await self._conn.close()
+            self._conn = None
+
+    @contextlib.contextmanager
+    def subscribe(self, tenant: str) -> Iterator[Subscription]:
+        subscription = Subscription(tenant)
+        self._subscriptions.setdefault(tenant, set()).add(subscription)
+        try:
+            yield subscription
+        finally:
+            subscribers = self._subscriptions.get(tenant, set())
+            subscribers.discard(subscription)
+            if not subscribers:
+                self._subscriptions.pop(tenant, None)
+
+    @property
+    def subscribers(self) -> int:
+        return sum(len(s) for s in self._subscriptions.values())
+
+    def _notified(self, _conn: object, _pid: int, _channel: str, payload: object) -> None:
+        try:
+            change = json.loads(str(payload))
+            tenant = change["tenant"]
+        except (ValueError, KeyError, TypeError):
+            log.error("stream.bad_notification", payload=str(payload)[:200])
+            return
+        self.generation += 1
+        for subscription in self._subscriptions.get(tenant, ()):
+            subscription.queues.update(change.get("queues") or ())
+            subscription.agents.update(change.get("agents") or ())
+            if change.get("campaign"):
+                subscription.campaigns.add(change["campaign"])
+            subscription.wake.set()
+
+    def _lost(self, _conn: object) -> None:
+        if self._stopped:
+            return
+        log.warning("stream.listen_connection_lost")
+        self._reconnecting = asyncio.get_running_loop().create_task(self._reconnect())
+
+    async def _reconnect(self) -> None:
+        delay = 0.5
+        while not self._stopped:
+            try:
+                await self.start()
+            except (OSError, asyncpg.PostgresError) as exc:
+                log.warning("stream.listen_reconnect_failed", error=str(exc), retry_in_s=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10)
+                continue
+            # Changes may have been missed while disconnected: every stream re-reads all.
+            self.generation += 1
+            for subscribers in self._subscriptions.values():
+                for subscription in subscribers:
+                    subscription.resync = True
+                    subscription.wake.set()
+            return
+
+
+def _frame(event_id: str, kind: str, data: str) -> bytes:
+    return f"id: {event_id}\nevent: {kind}\ndata: {data}\n\n".encode()
+
+
+def stream_router(
+    read_models: ReadModels, feed: ChangeFeed, heartbeat_s: float = 15.0
+) -> APIRouter:
+    """``GET /api/v1/stream``."""
+    router = APIRouter(prefix=API_PREFIX, tags=["supervision"])
+
+    # Streams of the same tenant and scope woken by the same change read it once: rows are
+    # shared per (tenant, scopes, kind, feed generation). A read made at a generation is
+    # current until the next notification bumps it, which wakes the streams again.
+    shared: dict[SharedKey, asyncio.Future[list[tuple[str, str]]]] = {}
+
+    async def load(principal: Principal, kind: str) -> list[tuple[str, str]]:
+        if kind == "queue":
+            return [
+                (r["queue_id"], queue_model(r).model_dump_json())
+                for r in await read_models.queues(principal)
+            ]
+        if kind == "agent":
+            return [
+                (r["agent_id"], agent_model(r).model_dump_json())
+                for r in await read_models.agents(principal)
+            ]
+        return [
+            (r["campaign_id"], campaign_model(r).model_dump_json())
+            for r in await read_models.campaigns(principal)
+        ]
+
+    async def rows_of(principal: Principal, kind: str, generation: int) -> list[tuple[str, str]]:
+        key = (principal.tenant, principal.queue_scope, principal.campaign_scope, kind, generation)
+        pending = shared.get(key)
+        if pending is None:
+            for old in [k for k in shared if k[4] < generation - SHARED_GENERATIONS]:
+                del shared[old]
+            pending = asyncio.ensure_future(load(principal, kind))
+            shared[key] = pending
+        try:
+            # Shielded: a stream that goes away must not cancel the read others wait for.
+            return await asyncio.shield(pending)
+        except Exception:
+            shared.pop(key, None)
+            raise
+
+    async def frames(
+        principal: Principal,
+        generation: int,
+        changed: dict[str, set[str] | None],
+    ) -> list[bytes]:
+        """Events for the changed rows the principal may see (None: every row of the kind)."""
+        out = []
+        for kind, ids in changed.items():
+            if ids is not None and not ids:
+                continue
+            for object_id, data in await rows_of(principal, kind, generation):
+                if ids is None or object_id in ids:
+                    out.append(_frame(feed.next_id(), kind, data))
+        return out
+
+    @router.get(
+        "/stream",
+        summary="Live supervision changes (Server-Sent Events)",
+        description="A `text/event-stream`: first a snapshot (one `queue`, `agent` or "
+        "`campaign` event per visible row), then an event per changed row within a second "
+        "of the change, and a `: heartbeat` comment when idle. Event ids are ordered within "
+        "one server process; after a reconnect the snapshot is sent again.",
+        response_class=StreamingResponse,
+        responses={200: {"content": {"text/event-stream": {}}}},
+    )
+    async def stream(
+        principal: Caller,
+        request: Request,
+        last_event_id: Annotated[str | None, Header(max_length=64)] = None,
+    ) -> StreamingResponse:
+        async def body() -> AsyncIterator[bytes]:
+            with feed.subscribe(principal.tenant) as subscription:
+                yield b"retry: 2000\n\n"
+                everything: dict[str, set[str] | None] = dict.fromkeys(KINDS)
+                for frame in await frames(principal, feed.generation, everything):
+                    yield frame
+                while not await request.is_disconnected():
+                    try:
+                        await asyncio.wait_for(subscription.wake.wait(), heartbeat_s)
+                    except TimeoutError:
+                        yield b": heartbeat\n\n"
+                        continue
+                    generation = feed.generation
+                    queues, agents, campaigns, resync = subscription.take()
+                    # A queue's agents-by-state count changes with any agent's state, and
+                    # the projector's notice of an agent names no queue.
+                    changed: dict[str, set[str] | None] = (
+                        everything
+                        if resync
+                        else {
+                            "queue": None if agents else queues,
+                            "agent": agents,
+                            "campaign": campaigns,
+                        }
+                    )
+                    for frame in await frames(principal, generation, changed):
+                        yield frame
+
+        return StreamingResponse(
+            body(),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+        )
+
+    return router

@@ -1,0 +1,40 @@
+"""The change feed's fan-out without a database: each notification reaches the streams of
+its tenant only, coalesced per stream, and a malformed one is dropped."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from plateau_access_gateway.entrypoints.http_stream import ChangeFeed
+
+pytestmark = pytest.mark.unit
+
+
+def notify(feed: ChangeFeed, payload: object) -> None:
+    feed._notified(None, 1, "plateau_read_models", json.dumps(payload))
+
+
+def test_a_change_wakes_the_streams_of_its_tenant_only_and_coalesces() -> None:
+    feed = ChangeFeed("postgresql://unused")
+    with feed.subscribe("acme") as mine, feed.subscribe("acme") as also_mine:
+        with feed.subscribe("other") as theirs:
+            notify(feed, {"tenant": "acme", "queues": ["q1"], "agents": ["a1"]})
+            notify(feed, {"tenant": "acme", "queues": ["q2"], "agents": [], "campaign": "c1"})
+            assert feed.generation == 2
+            assert not theirs.wake.is_set()
+            for subscription in (mine, also_mine):
+                assert subscription.wake.is_set()
+                assert subscription.take() == ({"q1", "q2"}, {"a1"}, {"c1"}, False)
+                assert not subscription.wake.is_set()
+        assert feed.subscribers == 2
+    assert feed.subscribers == 0
+
+
+def test_a_malformed_notification_is_dropped() -> None:
+    feed = ChangeFeed("postgresql://unused")
+    with feed.subscribe("acme") as subscription:
+        feed._notified(None, 1, "plateau_read_models", "not json")
+        notify(feed, {"queues": ["q1"]})
+        assert not subscription.wake.is_set() and feed.generation == 0
