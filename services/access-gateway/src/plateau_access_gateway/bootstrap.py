@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
 from datetime import timedelta
 
 import asyncpg
-from fastapi import APIRouter
 
 from plateau_access_gateway.adapters.accounts import AccountsRepository
 from plateau_access_gateway.adapters.audit import AuditTrail
 from plateau_access_gateway.adapters.credentials import Passwords, default_policy
+from plateau_access_gateway.adapters.read_models import ReadModels
+from plateau_access_gateway.adapters.signing_keys import signer_from_setting
 from plateau_access_gateway.domain.sessions import SessionPolicy
 from plateau_access_gateway.entrypoints.http import create_app
 from plateau_access_gateway.entrypoints.http_guards import RateLimiter
+from plateau_access_gateway.entrypoints.http_read import read_routers
+from plateau_access_gateway.entrypoints.http_stream import ChangeFeed
 from plateau_access_gateway.entrypoints.https_server import HttpsServer
+from plateau_access_gateway.entrypoints.web import web_router
 from plateau_access_gateway.handlers import AccessService
 from plateau_access_gateway.settings import AccessSettings
 from plateau_runtime.eventstore import EventStore
@@ -22,11 +26,6 @@ from plateau_runtime.service import Components, ServiceHost, ServiceResources
 from plateau_runtime.services import ServiceSpec, service
 
 SPEC: ServiceSpec = service("access-gateway")
-
-
-def read_routers() -> Sequence[APIRouter]:
-    """The read endpoints' routers (supervision, reports, calls, exports, stream)."""
-    return ()
 
 
 def access_service(
@@ -52,9 +51,13 @@ def wire(resources: ServiceResources) -> Components:
     if not isinstance(settings, AccessSettings):
         settings = AccessSettings.model_validate(settings.model_dump())
     access = access_service(resources.pool, resources.store, settings)
+    # One LISTEN connection per process feeds every browser's stream.
+    feed = ChangeFeed(settings.database_url)
+    signer = signer_from_setting(settings.export_signing_key, settings.home)
     app = create_app(
         access,
-        routers=read_routers(),
+        routers=read_routers(ReadModels(resources.pool), AuditTrail(resources.store), signer, feed),
+        pages=web_router(),
         max_request_bytes=settings.max_request_bytes,
         source_limiter=RateLimiter(settings.rate_per_source),
         principal_limiter=RateLimiter(settings.rate_per_principal),
@@ -67,7 +70,15 @@ def wire(resources: ServiceResources) -> Components:
         settings.tls_cert_file,
         settings.tls_key_file,
     )
-    return Components(tasks={"https": server.run})
+
+    async def serve(stop: asyncio.Event) -> None:
+        await feed.start()
+        try:
+            await server.run(stop)
+        finally:
+            await feed.stop()
+
+    return Components(tasks={"https": serve})
 
 
 def build_host() -> ServiceHost:

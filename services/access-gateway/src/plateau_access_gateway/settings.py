@@ -30,6 +30,11 @@ class AccessSettings(ServiceSettings):
     rate_per_source: int = Field(
         default=600, ge=1, description="Requests per minute one client address may make."
     )
+    export_signing_key: str | None = Field(
+        default=None,
+        description="Ed25519 private key exports are signed with (PEM or base64 of the raw "
+        "32 bytes; from a Secret in production). Unset: one generated once into the home.",
+    )
     rate_per_principal: int = Field(
         default=300, ge=1, description="Requests per minute one user or token may make."
     )

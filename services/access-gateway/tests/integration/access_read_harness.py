@@ -28,6 +28,7 @@ from plateau_access_gateway.adapters.read_models import ReadModels
 from plateau_access_gateway.adapters.signing_keys import load_or_create
 from plateau_access_gateway.domain.principal import Principal, Role, Via
 from plateau_access_gateway.domain.signing import ExportSigner
+from plateau_access_gateway.entrypoints.http_principal import API_PREFIX
 from plateau_access_gateway.entrypoints.http_read import read_routers
 from plateau_access_gateway.entrypoints.http_stream import ChangeFeed
 from plateau_contracts.envelope import Envelope, new_event_id
@@ -294,7 +295,7 @@ async def build_world(
     principals: dict[str, Principal] = {}
     app = FastAPI()
     for router in read_routers(read_models, audit, signer, feed, heartbeat_s=heartbeat_s):
-        app.include_router(router)
+        app.include_router(router, prefix=API_PREFIX)
     app.add_middleware(StandInAuthentication, principals=principals)
     await feed.start()
     try:

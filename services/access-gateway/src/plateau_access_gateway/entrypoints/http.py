@@ -29,11 +29,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from plateau_access_gateway.domain.principal import Principal
 from plateau_access_gateway.domain.sessions import SessionStage, SessionState
 from plateau_access_gateway.entrypoints.http_guards import RateLimiter
+from plateau_access_gateway.entrypoints.http_principal import API_PREFIX
 from plateau_access_gateway.handlers import AccessService
 
 log = structlog.get_logger("plateau.access_gateway.http")
 
-API_PREFIX = "/api/v1"
 SESSION_COOKIE = "__Host-plateau_session"
 CSRF_HEADER = "x-csrf-token"
 PROBLEM_JSON = "application/problem+json"
@@ -429,12 +429,14 @@ def create_app(
     service: AccessService,
     *,
     routers: Sequence[APIRouter] = (),
+    pages: APIRouter | None = None,
     max_request_bytes: int = 64 * 1024,
     source_limiter: RateLimiter | None = None,
     principal_limiter: RateLimiter | None = None,
     state: Mapping[str, Any] | None = None,
 ) -> FastAPI:
-    """The gateway's FastAPI application, with ``routers`` mounted under ``/api/v1``.
+    """The gateway's FastAPI application, with ``routers`` mounted under ``/api/v1`` and
+    ``pages`` (the web UI) at the root.
 
     ``state`` is put on ``app.state`` for the routers' dependencies (e.g. read models).
     """
@@ -455,6 +457,8 @@ def create_app(
     app.include_router(auth_router, prefix=API_PREFIX)
     for router in routers:
         app.include_router(router, prefix=API_PREFIX)
+    if pages is not None:
+        app.include_router(pages)
     app.add_middleware(
         AuthenticationMiddleware,
         service=service,

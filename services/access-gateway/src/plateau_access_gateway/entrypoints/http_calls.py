@@ -13,7 +13,7 @@ from plateau_access_gateway.adapters.read_models import CallFilter, ReadModels, 
 from plateau_access_gateway.domain.principal import Principal
 from plateau_access_gateway.domain.reports import CursorError, decode_cursor, encode_cursor
 from plateau_access_gateway.entrypoints.http_principal import current_principal
-from plateau_access_gateway.entrypoints.http_read_support import API_PREFIX, not_found
+from plateau_access_gateway.entrypoints.http_read_support import not_found
 from plateau_contracts.events.access import DeniedReason
 
 Caller = Annotated[Principal, Depends(current_principal)]
@@ -81,7 +81,7 @@ async def resolve_call_filter(
 
 def calls_router(read_models: ReadModels, audit: AuditTrail) -> APIRouter:
     """``GET /api/v1/calls``."""
-    router = APIRouter(prefix=API_PREFIX, tags=["calls"])
+    router = APIRouter(tags=["calls"])
 
     @router.get(
         "/calls",

@@ -43,7 +43,6 @@ from plateau_access_gateway.domain.reports import (
 from plateau_access_gateway.domain.signing import ExportSigner
 from plateau_access_gateway.entrypoints.http_calls import resolve_call_filter
 from plateau_access_gateway.entrypoints.http_principal import current_principal
-from plateau_access_gateway.entrypoints.http_read_support import API_PREFIX
 from plateau_access_gateway.entrypoints.http_reports import (
     FromQuery,
     GranularityQuery,
@@ -102,7 +101,7 @@ def _provenance(
 
 def exports_router(read_models: ReadModels, audit: AuditTrail, signer: ExportSigner) -> APIRouter:
     """``GET /api/v1/exports/{report|calls}.{csv|xlsx}`` and ``GET /api/v1/signing-key``."""
-    router = APIRouter(prefix=API_PREFIX, tags=["exports"])
+    router = APIRouter(tags=["exports"])
 
     async def deliver(  # noqa: PLR0917 - what to export, in what form
         principal: Principal,

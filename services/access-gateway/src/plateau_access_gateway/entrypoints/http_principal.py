@@ -12,6 +12,9 @@ from fastapi import HTTPException, Request, status
 
 from plateau_access_gateway.domain.principal import Principal, Role
 
+#: Where the versioned API lives; every API router is mounted under it.
+API_PREFIX = "/api/v1"
+
 
 async def current_principal(request: Request) -> Principal:
     """The principal of this request; 401 when the request is not authenticated."""

@@ -8,8 +8,6 @@ from plateau_access_gateway.adapters.audit import AuditTrail
 from plateau_access_gateway.domain.principal import Principal
 from plateau_contracts.events.access import AccessDenied, DeniedReason
 
-API_PREFIX = "/api/v1"
-
 
 async def not_found(  # noqa: PLR0917 - each argument says what was refused
     audit: AuditTrail,

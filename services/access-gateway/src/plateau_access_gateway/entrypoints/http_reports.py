@@ -16,7 +16,7 @@ from plateau_access_gateway.adapters.read_models import ReadModels, Row
 from plateau_access_gateway.domain.principal import Principal
 from plateau_access_gateway.domain.reports import Granularity, ReportKind, period_problem
 from plateau_access_gateway.entrypoints.http_principal import current_principal
-from plateau_access_gateway.entrypoints.http_read_support import API_PREFIX, not_found
+from plateau_access_gateway.entrypoints.http_read_support import not_found
 from plateau_contracts.events.access import DeniedReason, ReportViewed
 
 Caller = Annotated[Principal, Depends(current_principal)]
@@ -162,7 +162,7 @@ GranularityQuery = Annotated[Granularity, Query(description="Length of each peri
 
 def reports_router(read_models: ReadModels, audit: AuditTrail) -> APIRouter:
     """``GET /api/v1/reports/{queues|agents|campaigns}``."""
-    router = APIRouter(prefix=API_PREFIX, tags=["reports"])
+    router = APIRouter(tags=["reports"])
 
     @router.get(
         "/reports/{kind}",

@@ -26,7 +26,6 @@ from fastapi.responses import StreamingResponse
 from plateau_access_gateway.adapters.read_models import ReadModels
 from plateau_access_gateway.domain.principal import Principal
 from plateau_access_gateway.entrypoints.http_principal import current_principal
-from plateau_access_gateway.entrypoints.http_read_support import API_PREFIX
 from plateau_access_gateway.entrypoints.http_supervision import (
     agent_model,
     campaign_model,
@@ -169,7 +168,7 @@ def stream_router(
     read_models: ReadModels, feed: ChangeFeed, heartbeat_s: float = 15.0
 ) -> APIRouter:
     """``GET /api/v1/stream``."""
-    router = APIRouter(prefix=API_PREFIX, tags=["supervision"])
+    router = APIRouter(tags=["supervision"])
 
     # Streams of the same tenant and scope woken by the same change read it once: rows are
     # shared per (tenant, scopes, kind, feed generation). A read made at a generation is

@@ -16,7 +16,7 @@ from plateau_access_gateway.adapters.audit import AuditTrail
 from plateau_access_gateway.adapters.read_models import ReadModels, Row
 from plateau_access_gateway.domain.principal import Principal
 from plateau_access_gateway.entrypoints.http_principal import current_principal
-from plateau_access_gateway.entrypoints.http_read_support import API_PREFIX, not_found
+from plateau_access_gateway.entrypoints.http_read_support import not_found
 from plateau_contracts.events.access import DeniedReason
 
 Caller = Annotated[Principal, Depends(current_principal)]
@@ -165,7 +165,7 @@ def campaign_model(row: Row) -> Campaign:
 
 def supervision_router(read_models: ReadModels, audit: AuditTrail) -> APIRouter:
     """``/api/v1/queues``, ``/agents``, ``/campaigns`` and one of each by id."""
-    router = APIRouter(prefix=API_PREFIX, tags=["supervision"])
+    router = APIRouter(tags=["supervision"])
 
     @router.get("/queues", response_model=list[Queue], summary="Queues now and today")
     async def list_queues(principal: Caller) -> list[Queue]:

@@ -204,10 +204,11 @@ function showLogin() {
 
 async function showEnrolment() {
   const enrolment = await api("POST", "/auth/totp/enrolment");
-  const qr = el("div", { class: "qr" });
-  // The QR code is an SVG the gateway drew (segno); parsed as SVG, never run as HTML.
-  const parsed = new DOMParser().parseFromString(enrolment.qr_svg, "image/svg+xml").documentElement;
-  if (parsed && parsed.nodeName.toLowerCase() === "svg") qr.append(document.importNode(parsed, true));
+  // The QR code is an SVG the gateway drew (segno), shown as an image: never parsed as markup.
+  const qr = el("div", { class: "qr" }, el("img", {
+    alt: "QR", width: "192", height: "192",
+    src: `data:image/svg+xml;base64,${btoa(unescape(encodeURIComponent(enrolment.qr_svg)))}`,
+  }));
   const code = el("input", { name: "code", inputmode: "numeric", autocomplete: "one-time-code", required: true });
   show(form("enrol.title", [field("totp.code", code)], "enrol.submit", async () => {
     const answer = await api("POST", "/auth/totp/confirm", { code: code.value.trim() });
@@ -341,6 +342,7 @@ function tick() {
 }
 
 function leaveLive() {
+  status("");
   if (stream) stream.close();
   stream = null;
   if (ticker) clearInterval(ticker);
