@@ -32,7 +32,7 @@ import asyncpg
 import structlog
 
 from plateau_contracts.envelope import Envelope
-from plateau_runtime.consumer import Effect, apply_once
+from plateau_runtime.consumer import Effect, StoreMark, apply_once
 from plateau_runtime.db import Connection, connect, create_pool
 from plateau_runtime.errors import PlateauError
 from plateau_runtime.eventstore import EventStore
@@ -92,7 +92,11 @@ class _Replayer:
                 for stored in batch:
                     self.read += 1
                     self.applied += await apply_once(
-                        self._conn, self._consumer, stored.envelope, self._effect(stored.envelope)
+                        self._conn,
+                        self._consumer,
+                        stored.envelope,
+                        self._effect(stored.envelope),
+                        StoreMark(store.schema, stored.position, stored.hash.hex()),
                     )
                 self.positions[store.schema] = batch[-1].position
 
@@ -144,6 +148,15 @@ async def rebuild(
             await conn.execute(
                 f"insert into {schema}.consumer_checkpoints select * from "
                 f"{shadow.schema}.consumer_checkpoints where consumer = $1",
+                consumer,
+            )
+            # Up to where in each store the swapped-in read models go (report_provenance).
+            await conn.execute(
+                f"delete from {schema}.consumer_store_marks where consumer = $1", consumer
+            )
+            await conn.execute(
+                f"insert into {schema}.consumer_store_marks select * from "
+                f"{shadow.schema}.consumer_store_marks where consumer = $1",
                 consumer,
             )
         await conn.execute("reset search_path")

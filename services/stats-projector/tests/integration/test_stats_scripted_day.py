@@ -235,6 +235,17 @@ async def test_a_scripted_day_through_the_broker_matches_the_oracle_and_a_rebuil
     assert_matches_oracle(
         await rollups_of(service_pool, tenant, tag), expected_rollups(expected), "roll-ups"
     )
+    # The relays' headers say where each event is recorded: the read models include each
+    # store up to its head, and name the head's chain hash.
+    marks = await service_pool.fetch(
+        "select store, position, chain_hash from consumer_store_marks where consumer = $1",
+        consumer_name,
+    )
+    assert {(m["store"], m["position"], m["chain_hash"]) for m in marks} == {
+        (store.schema, report.head_position, report.head_hash)
+        for store in (recorded.gateway, recorded.acd)
+        for report in [await store.verify()]
+    }
     records = await service_pool.fetch(
         "select call_id, outcome from call_records where tenant = $1", tenant
     )
@@ -330,6 +341,13 @@ async def test_a_rebuild_from_the_stores_swaps_in_the_incremental_rows(
         recorded.acd.schema: len(recorded.day.acd),
     }
     assert await snapshot(service_pool, tenant) == incremental
+    # The rebuilt read models say up to where in each store they were computed.
+    provenance = await service_pool.fetch("select * from report_provenance()")
+    assert {(p["source"], p["position"], p["chain_head"]) for p in provenance} == {
+        (store.schema, report.head_position, report.head_hash)
+        for store in (recorded.gateway, recorded.acd)
+        for report in [await store.verify()]
+    }
     assert (
         await service_pool.fetch(
             "select stream, version from consumer_checkpoints where consumer = $1 order by stream",
