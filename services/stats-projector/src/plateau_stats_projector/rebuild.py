@@ -46,8 +46,8 @@ log = structlog.get_logger(__name__)
 REBUILT_TABLES = (
     "call_facts",
     "call_contributions",
-    "interval_measures",
-    "rollup_measures",
+    "intervals",
+    "rollups",
     "call_records",
     "queue_waiting",
     "agent_status",
@@ -169,7 +169,7 @@ async def rebuild(
 
 
 async def _check_migrated(conn: asyncpg.Connection, schema: str, sources: Sequence[str]) -> None:
-    needed = [f"{schema}.interval_measures", *(f"{source}.events" for source in sources)]
+    needed = [f"{schema}.intervals", *(f"{source}.events" for source in sources)]
     for table in needed:
         if await conn.fetchval("select to_regclass($1)", table) is None:
             raise PlateauError(

@@ -45,8 +45,8 @@ pytestmark = pytest.mark.integration
 READ_MODELS = (
     "call_facts",
     "call_contributions",
-    "interval_measures",
-    "rollup_measures",
+    "intervals",
+    "rollups",
     "call_records",
     "queue_waiting",
     "agent_status",
@@ -325,7 +325,7 @@ async def test_a_rebuild_from_the_stores_swaps_in_the_incremental_rows(
         CONSUMER,
     )
     # Damage the read models, as a bug in an older projector version would have.
-    await service_pool.execute("delete from interval_measures where measure = 'talk_ms'")
+    await service_pool.execute("update intervals set measures = measures - 'talk_ms'")
     await service_pool.execute("update call_records set outcome = 'lost'")
 
     report = await rebuild(
