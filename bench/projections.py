@@ -6,8 +6,9 @@ It starts its own embedded PostgreSQL and Tansu broker in a temporary directory 
 afterwards), migrates a gateway store, an acd store and the stats projector's schema as
 ``plateau migrate`` would, and prints:
 
-1. events/s applied by the projection (``apply_once`` + read-model writes, one consumer,
-   in one process), on synthetic calls of about a dozen events each;
+1. events/s applied by the projection (``apply_batch_once`` of 500 events at a time, as
+   the consumer applies a poll, + read-model writes, one consumer, in one process), on
+   synthetic calls of about a dozen events each;
 2. event-to-read-model latency p50/p99 at an offered 1,000 events/s, then 300/s: events
    are appended to the two stores at that pace, the relays publish them, the projector's
    consumer applies them, and each event's latency runs from its ``recorded_at`` to the commit of
@@ -35,6 +36,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -46,7 +48,7 @@ from plateau_contracts.events import calls as cl
 from plateau_contracts.events import routing as rt
 from plateau_contracts.events.common import StreamedEvent
 from plateau_contracts.topics import Topic
-from plateau_runtime.consumer import EventConsumer, apply_once
+from plateau_runtime.consumer import EventConsumer, apply_batch_once
 from plateau_runtime.db import Connection, connect, create_pool
 from plateau_runtime.embedded import EmbeddedBroker, EmbeddedPostgres, free_port
 from plateau_runtime.eventstore import EventStore, NewEvent, StreamAppend
@@ -61,8 +63,10 @@ RATES = (1000, 300)
 LATENCY_SECONDS = 20.0
 TICK = 0.05  # the pacer appends rate * TICK events every TICK seconds
 REPORT_CALLS = 1_000_000
-#: Members of the projector's group in the freshness phase (the service's default is 3).
-CONSUMERS = int(os.environ.get("BENCH_CONSUMERS", "3"))
+#: Members of the projector's group in the freshness phase (the service's default is 1).
+CONSUMERS = int(os.environ.get("BENCH_CONSUMERS", "1"))
+#: Events per transaction in the throughput phase (the consumer's largest poll).
+BATCH = 500
 QUEUES = 20
 AGENTS = 200
 RUNS = 7
@@ -196,17 +200,16 @@ async def throughput(pool: asyncpg.Pool) -> None:
     projection = Projection()
     async with pool.acquire() as conn:
         started = time.perf_counter()
-        for envelope in batch:
-
-            async def effect(c: Connection, e: Envelope = envelope) -> None:
-                await projection.apply(c, e)
-
-            await apply_once(conn, "throughput", envelope, effect)
+        for first in range(0, len(batch), BATCH):
+            await apply_batch_once(
+                conn, "throughput", batch[first : first + BATCH], projection.apply_batch
+            )
         elapsed = time.perf_counter() - started
     print(
         f"1. projection: {len(batch):,} events ({THROUGHPUT_CALLS:,} calls) applied in "
         f"{elapsed:.1f} s = {len(batch) / elapsed:,.0f} events/s "
-        "(one consumer: apply_once + call recomputation + interval and roll-up upserts)"
+        f"(one consumer, {BATCH} events per transaction: apply_batch_once + call "
+        "recomputation + interval and roll-up upserts)"
     )
 
 
@@ -220,9 +223,12 @@ async def latency(
     applied: dict[str, float] = {}
     recorded: dict[str, float] = {}
 
-    async def handler(conn: Connection, envelope: Envelope) -> None:
-        await projection.apply(conn, envelope)
-        await conn.execute("select pg_notify('bench_applied', $1)", str(envelope.event_id))
+    async def handler(conn: Connection, batch: Sequence[Envelope]) -> None:
+        await projection.apply_batch(conn, batch)
+        await conn.execute(
+            "select pg_notify('bench_applied', e) from unnest($1::text[]) as e",
+            [str(envelope.event_id) for envelope in batch],
+        )
 
     listener = await asyncpg.connect(projector_dsn)
     await listener.add_listener(
@@ -232,7 +238,7 @@ async def latency(
     # CONSUMERS members of one group share the partitions, as replicas would.
     consumers = [
         EventConsumer(
-            pool, bootstrap, consumer="bench-latency", topics=list(Topic), handler=handler
+            pool, bootstrap, consumer="bench-latency", topics=list(Topic), batch_handler=handler
         )
         for _ in range(CONSUMERS)
     ]

@@ -6,8 +6,9 @@ rebuild:
 
 1. migrates a fresh shadow schema (``<schema>_rebuild``) with the projector's migrations
    and copies the tenants' settings into it (they are configuration, not events);
-2. replays every source store into it, store after store, through ``apply_once`` under the
-   projector's consumer name, so that the shadow's checkpoints say exactly what it holds
+2. replays every source store into it, store after store, a batch of events per
+   transaction through ``apply_batch_once`` under the projector's consumer name, so that
+   the shadow's checkpoints say exactly what it holds and its store marks up to where
    (streams of different stores arrive out of order with one another: the projection does
    not depend on that order);
 3. locks the live checkpoints (the running projector's next event waits), catches the
@@ -31,8 +32,7 @@ from pathlib import Path
 import asyncpg
 import structlog
 
-from plateau_contracts.envelope import Envelope
-from plateau_runtime.consumer import Effect, StoreMark, apply_once
+from plateau_runtime.consumer import StoreMark, apply_batch_once
 from plateau_runtime.db import Connection, connect, create_pool
 from plateau_runtime.errors import PlateauError
 from plateau_runtime.eventstore import EventStore
@@ -83,28 +83,23 @@ class _Replayer:
         self.applied = 0
 
     async def catch_up(self) -> None:
-        """Apply every event recorded after the positions reached so far, store by store."""
+        """Apply every event recorded after the positions reached so far, store by store,
+        a read batch per transaction (``apply_batch_once``)."""
         for store in self._stores:
             while True:
                 batch = await store.read_all(self.positions[store.schema], _BATCH, self._conn)
                 if not batch:
                     break
-                for stored in batch:
-                    self.read += 1
-                    self.applied += await apply_once(
-                        self._conn,
-                        self._consumer,
-                        stored.envelope,
-                        self._effect(stored.envelope),
-                        StoreMark(store.schema, stored.position, stored.hash.hex()),
-                    )
+                self.read += len(batch)
+                applied = await apply_batch_once(
+                    self._conn,
+                    self._consumer,
+                    [stored.envelope for stored in batch],
+                    self._projection.apply_batch,
+                    [StoreMark(store.schema, batch[-1].position, batch[-1].hash.hex())],
+                )
+                self.applied += len(applied)
                 self.positions[store.schema] = batch[-1].position
-
-    def _effect(self, envelope: Envelope) -> Effect:
-        async def effect(conn: Connection) -> None:
-            await self._projection.apply(conn, envelope)
-
-        return effect
 
 
 async def rebuild(

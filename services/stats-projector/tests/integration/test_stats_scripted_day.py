@@ -28,7 +28,7 @@ from stats_scripted_day import (
 )
 
 from plateau_contracts.envelope import Envelope
-from plateau_runtime.consumer import apply_once
+from plateau_runtime.consumer import apply_batch_once, apply_once
 from plateau_runtime.db import create_pool
 from plateau_runtime.embedded import EmbeddedBroker
 from plateau_runtime.eventstore import EventStore, NewEvent, StreamAppend
@@ -511,3 +511,38 @@ async def test_two_consumers_at_once_give_the_oracles_figures(
     assert_matches_oracle(
         await intervals_of(service_pool, recorded.tenant, recorded.tag), expected, "intervals"
     )
+
+
+async def test_the_whole_day_in_batches_gives_the_same_rows_as_event_by_event(
+    recorded: RecordedDay,
+    service_pool: asyncpg.Pool,
+    admin_dsn: str,
+    service_schema: MigratedSchema,
+) -> None:
+    """The consumer applies a poll in one transaction: batches of any size, a call's facts
+    split between them or all in one, give the rows of one event at a time."""
+    everything = await recorded.envelopes(recorded.gateway) + await recorded.envelopes(recorded.acd)
+    projection = Projection(notify=False)
+
+    async def in_batches(consumer: str, size: int) -> None:
+        async with service_pool.acquire() as conn:
+            for first in range(0, len(everything), size):
+                batch = everything[first : first + size]
+                await apply_batch_once(conn, consumer, batch, projection.apply_batch)
+
+    await in_batches("all-at-once", len(everything))
+    whole = await snapshot(service_pool, recorded.tenant)
+    # The same events again, in batches of another size, change nothing.
+    await in_batches("by-97", 97)
+    assert await snapshot(service_pool, recorded.tenant) == whole
+    expected = expected_intervals(recorded.day)
+    assert_matches_oracle(
+        await intervals_of(service_pool, recorded.tenant, recorded.tag), expected, "intervals"
+    )
+    fresh = await make_schema(admin_dsn, service_schema.service.migrations_dir, prefix="ev")
+    one_by_one = await create_pool(fresh.dsn, max_size=2)
+    try:
+        assert await replay(one_by_one, "each", everything) == len(everything)
+        assert await snapshot(one_by_one, recorded.tenant) == whole
+    finally:
+        await one_by_one.close()
