@@ -6,16 +6,18 @@ It starts its own embedded PostgreSQL and Tansu broker in a temporary directory 
 afterwards), migrates a gateway store, an acd store and the stats projector's schema as
 ``plateau migrate`` would, and prints:
 
-1. events/s applied by the projection (``apply_once`` + read-model writes, one consumer,
-   in one process), on synthetic calls of about a dozen events each;
+1. events/s applied by the projection (``apply_batch_once`` of 500 events at a time, as
+   the consumer applies a poll, + read-model writes, one consumer, in one process), on
+   synthetic calls of about a dozen events each;
 2. event-to-read-model latency p50/p99 at an offered 1,000 events/s, then 300/s: events
    are appended to the two stores at that pace, the relays publish them, the projector's
    consumer applies them, and each event's latency runs from its ``recorded_at`` to the commit of
    its read-model change (seen by a listener on a per-event notification);
 3. a 30-day interval report (per queue and 15-minute interval: offered, answered,
    abandoned, ASA and AHT inputs) over one million synthetic calls, read as the access
-   gateway would (reader role, row-level security), next to the same question answered by
-   a plain aggregate query over the call records in the same database. The million calls
+   gateway would (``report_intervals`` as the reader role, under row-level security),
+   next to the same question answered by a plain aggregate query over the call records in
+   the same database. The million calls
    are generated in SQL, and their interval measures derived from them in SQL with the
    definitions of docs/metrics.md (counts at the answer or abandon, whole per-call times),
    so both queries describe the same calls.
@@ -34,6 +36,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -45,7 +48,7 @@ from plateau_contracts.events import calls as cl
 from plateau_contracts.events import routing as rt
 from plateau_contracts.events.common import StreamedEvent
 from plateau_contracts.topics import Topic
-from plateau_runtime.consumer import EventConsumer, apply_once
+from plateau_runtime.consumer import EventConsumer, apply_batch_once
 from plateau_runtime.db import Connection, connect, create_pool
 from plateau_runtime.embedded import EmbeddedBroker, EmbeddedPostgres, free_port
 from plateau_runtime.eventstore import EventStore, NewEvent, StreamAppend
@@ -60,8 +63,10 @@ RATES = (1000, 300)
 LATENCY_SECONDS = 20.0
 TICK = 0.05  # the pacer appends rate * TICK events every TICK seconds
 REPORT_CALLS = 1_000_000
-#: Members of the projector's group in the freshness phase (the service's default is 3).
-CONSUMERS = int(os.environ.get("BENCH_CONSUMERS", "3"))
+#: Members of the projector's group in the freshness phase (the service's default is 1).
+CONSUMERS = int(os.environ.get("BENCH_CONSUMERS", "1"))
+#: Events per transaction in the throughput phase (the consumer's largest poll).
+BATCH = 500
 QUEUES = 20
 AGENTS = 200
 RUNS = 7
@@ -195,17 +200,16 @@ async def throughput(pool: asyncpg.Pool) -> None:
     projection = Projection()
     async with pool.acquire() as conn:
         started = time.perf_counter()
-        for envelope in batch:
-
-            async def effect(c: Connection, e: Envelope = envelope) -> None:
-                await projection.apply(c, e)
-
-            await apply_once(conn, "throughput", envelope, effect)
+        for first in range(0, len(batch), BATCH):
+            await apply_batch_once(
+                conn, "throughput", batch[first : first + BATCH], projection.apply_batch
+            )
         elapsed = time.perf_counter() - started
     print(
         f"1. projection: {len(batch):,} events ({THROUGHPUT_CALLS:,} calls) applied in "
         f"{elapsed:.1f} s = {len(batch) / elapsed:,.0f} events/s "
-        "(one consumer: apply_once + call recomputation + interval and roll-up upserts)"
+        f"(one consumer, {BATCH} events per transaction: apply_batch_once + call "
+        "recomputation + interval and roll-up upserts)"
     )
 
 
@@ -219,9 +223,12 @@ async def latency(
     applied: dict[str, float] = {}
     recorded: dict[str, float] = {}
 
-    async def handler(conn: Connection, envelope: Envelope) -> None:
-        await projection.apply(conn, envelope)
-        await conn.execute("select pg_notify('bench_applied', $1)", str(envelope.event_id))
+    async def handler(conn: Connection, batch: Sequence[Envelope]) -> None:
+        await projection.apply_batch(conn, batch)
+        await conn.execute(
+            "select pg_notify('bench_applied', e) from unnest($1::text[]) as e",
+            [str(envelope.event_id) for envelope in batch],
+        )
 
     listener = await asyncpg.connect(projector_dsn)
     await listener.add_listener(
@@ -231,7 +238,7 @@ async def latency(
     # CONSUMERS members of one group share the partitions, as replicas would.
     consumers = [
         EventConsumer(
-            pool, bootstrap, consumer="bench-latency", topics=list(Topic), handler=handler
+            pool, bootstrap, consumer="bench-latency", topics=list(Topic), batch_handler=handler
         )
         for _ in range(CONSUMERS)
     ]
@@ -306,19 +313,11 @@ async def paced(
         )
 
 
+# The access gateway's question: every queue's (or one queue's) 15-minute intervals over
+# 30 days, each with its object of measures (offered, answered, abandoned, ASA and AHT
+# inputs, service-level histogram...).
 REPORT_READ_MODEL = """
-select dimension_id as queue_id, interval_start,
-       sum(value) filter (where measure = 'offered') as offered,
-       sum(value) filter (where measure = 'answered') as answered,
-       sum(value) filter (where measure = 'abandoned') as abandoned,
-       sum(value) filter (where measure = 'answer_wait_ms') as answer_wait_ms,
-       sum(value) filter (where measure in ('answered_wait_le_5s', 'answered_wait_le_10s',
-           'answered_wait_le_15s', 'answered_wait_le_20s')) as within_20s,
-       sum(value) filter (where measure = 'handled') as handled,
-       sum(value) filter (where measure = 'handle_ms') as handle_ms
-from interval_measures
-where dimension = 'queue' and interval_start >= $1 and interval_start < $2 {one_queue}
-group by dimension_id, interval_start
+select * from report_intervals('queue', {ids}, $1, $2, '15min')
 """
 
 REPORT_CALL_RECORDS = """
@@ -350,22 +349,29 @@ from generate_series(1, {calls}) n
 # binned by the interval of arrival like the plain query below, so that both answer
 # exactly the same question over the same calls.
 DERIVE_MEASURES = """
-insert into interval_measures (tenant, dimension, dimension_id, interval_start, measure, value)
-select tenant, 'queue', queues[1], date_bin('15 minutes', started_at, timestamptz '2000-01-01'),
-       m.measure, sum(m.value)
-from call_records,
-lateral (values ('offered', 1::bigint),
-                ('answered', (outcome = 'answered')::int::bigint),
-                ('abandoned', (outcome = 'abandoned')::int::bigint),
-                ('answer_wait_ms', case when outcome = 'answered' then wait_ms else 0 end),
-                ('answered_wait_le_20s', (outcome = 'answered' and wait_ms <= 20000)::int::bigint),
-                ('handled', (outcome = 'answered')::int::bigint),
-                ('handle_ms',
-                 case when outcome = 'answered' then talk_ms + hold_ms + wrap_up_ms else 0 end),
-                ('talk_ms', talk_ms), ('wait_ms', wait_ms)) as m(measure, value)
-where tenant = 'bench-report'
-group by 1, 2, 3, 4, 5
-having sum(m.value) <> 0
+insert into intervals (tenant, dimension, dimension_id, interval_start, measures)
+select tenant, dimension, dimension_id, interval_start, jsonb_object_agg(measure, value)
+from (
+    select tenant, 'queue' as dimension, queues[1] as dimension_id,
+           date_bin('15 minutes', started_at, timestamptz '2000-01-01') as interval_start,
+           m.measure, sum(m.value) as value
+    from call_records,
+    lateral (values ('offered', 1::bigint),
+                    ('answered', (outcome = 'answered')::int::bigint),
+                    ('abandoned', (outcome = 'abandoned')::int::bigint),
+                    ('answer_wait_ms', case when outcome = 'answered' then wait_ms else 0 end),
+                    ('answered_wait_le_20s',
+                     (outcome = 'answered' and wait_ms <= 20000)::int::bigint),
+                    ('handled', (outcome = 'answered')::int::bigint),
+                    ('handle_ms',
+                     case when outcome = 'answered' then talk_ms + hold_ms + wrap_up_ms
+                     else 0 end),
+                    ('talk_ms', talk_ms), ('wait_ms', wait_ms)) as m(measure, value)
+    where tenant = 'bench-report'
+    group by 1, 2, 3, 4, 5
+    having sum(m.value) <> 0
+) per_measure
+group by 1, 2, 3, 4
 """
 
 
@@ -378,28 +384,28 @@ async def report(admin_dsn: str, schema: str, reader_dsn: str) -> None:
         began = time.perf_counter()
         await admin.execute(GENERATE_CALLS.format(calls=REPORT_CALLS, queues=QUEUES), start)
         await admin.execute(DERIVE_MEASURES)
-        await admin.execute("analyze call_records; analyze interval_measures")
-        rows = await admin.fetchval(
-            "select count(*) from interval_measures where tenant = 'bench-report'"
-        )
+        await admin.execute("analyze call_records; analyze intervals")
+        rows = await admin.fetchval("select count(*) from intervals where tenant = 'bench-report'")
         print(
             f"3. report data: {REPORT_CALLS:,} calls over 30 days in {QUEUES} queues generated "
-            f"({rows:,} interval-measure rows) in {time.perf_counter() - began:.0f} s"
+            f"({rows:,} interval rows) in {time.perf_counter() - began:.0f} s"
         )
     finally:
         await admin.close()
     reader = await asyncpg.connect(reader_dsn)
     try:
         await reader.execute(f"set search_path = {schema}")
-        for label, clause, arg in (("all queues", "", None), ("one queue", "and {col} = $3", "q7")):
+        for label, ids, clause, arg in (
+            ("all queues", "null", "", None),
+            ("one queue", "array[$3]", "and queues[1] = $3", "q7"),
+        ):
             timings: dict[str, list[float]] = {"read model": [], "call records": []}
             counts: dict[str, int] = {}
             for _ in range(RUNS):
-                for name, sql, col in (
-                    ("read model", REPORT_READ_MODEL, "dimension_id"),
-                    ("call records", REPORT_CALL_RECORDS, "queues[1]"),
+                for name, query in (
+                    ("read model", REPORT_READ_MODEL.format(ids=ids)),
+                    ("call records", REPORT_CALL_RECORDS.format(one_queue=clause)),
                 ):
-                    query = sql.format(one_queue=clause.format(col=col))
                     params = [start, end] + ([arg] if arg else [])
                     async with reader.transaction():
                         await reader.execute(

@@ -11,6 +11,13 @@ record of a poll in one transaction (``apply_batch_once``): one claim for all of
 effect, one commit, then the Kafka offsets. Throughput then comes from the batch, as it does
 for the event store's group commit, and the guarantees stay those of one event at a time.
 
+Each message also says where its event is recorded (the relay's ``event-store``,
+``store-position`` and ``chain-hash`` headers): the consumer keeps, per source store, the
+highest position it applied and that event's chain hash in ``consumer_store_marks``, in the
+same transaction as the effect, so its read models can say up to which position and chain
+head of each store they were computed (DESIGN §3). Messages without those headers (relayed
+by an older build) are applied all the same and mark nothing.
+
 The relay publishes each stream in order, so a version below the checkpoint is always a
 duplicate. A version above ``checkpoint + 1`` means events were missed (say, the local
 broker lost its memory); it is applied, and the gap is logged as a warning.
@@ -20,7 +27,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -84,6 +92,17 @@ from unnest($2::text[], $3::int[]) as u(stream, version)
 where c.consumer = $1 and c.stream = u.stream
 """
 
+# Raises each store's mark, never lowers it (a redelivered event is older than the mark).
+_MARK_STORES = """
+insert into consumer_store_marks as m (consumer, store, position, chain_hash, applied_at)
+select $1, u.store, u.position, u.chain_hash, now()
+from unnest($2::text[], $3::bigint[], $4::text[]) as u(store, position, chain_hash)
+on conflict (consumer, store) do update set
+    position = excluded.position, chain_hash = excluded.chain_hash,
+    applied_at = excluded.applied_at
+where m.position < excluded.position
+"""
+
 _REJECT = """
 insert into consumer_rejects
     (consumer, topic, partition, message_offset, message_key, message_value, headers, error)
@@ -92,14 +111,64 @@ on conflict do nothing
 """
 
 
-async def apply_once(conn: Connection, consumer: str, envelope: Envelope, effect: Effect) -> bool:
+@dataclass(frozen=True)
+class StoreMark:
+    """Where an event is recorded: its store (schema), position and chain hash (hex)."""
+
+    store: str
+    position: int
+    chain_hash: str
+
+
+def store_mark(headers: Iterable[tuple[str, bytes]] | None) -> StoreMark | None:
+    """The store mark of a message's headers, or None when they do not carry one."""
+    found = {name: value for name, value in headers or ()}
+    try:
+        return StoreMark(
+            found["event-store"].decode(),
+            int(found["store-position"]),
+            found["chain-hash"].decode(),
+        )
+    except (KeyError, ValueError):
+        return None
+
+
+async def record_marks(conn: Connection, consumer: str, marks: Iterable[StoreMark]) -> None:
+    """Raise ``consumer``'s mark of each store to the highest of ``marks`` (on ``conn``)."""
+    highest: dict[str, StoreMark] = {}
+    for mark in marks:
+        if mark.store not in highest or highest[mark.store].position < mark.position:
+            highest[mark.store] = mark
+    if not highest:
+        return
+    # Sorted, so that concurrent consumers lock the rows in the same order.
+    chosen = [highest[store] for store in sorted(highest)]
+    await conn.execute(
+        _MARK_STORES,
+        consumer,
+        [m.store for m in chosen],
+        [m.position for m in chosen],
+        [m.chain_hash for m in chosen],
+    )
+
+
+async def apply_once(
+    conn: Connection,
+    consumer: str,
+    envelope: Envelope,
+    effect: Effect,
+    mark: StoreMark | None = None,
+) -> bool:
     """Run ``effect`` and record the event as applied, in one transaction; do nothing and
-    return False when this stream version, or a later one, was already applied."""
+    return False when this stream version, or a later one, was already applied. With
+    ``mark``, the consumer's mark of the event's store is raised to it in that transaction."""
     async with conn.transaction():
         claimed = await conn.fetchrow(_CLAIM, consumer, envelope.stream, envelope.stream_version)
         if claimed is None:
             return False
         await effect(conn)
+        if mark is not None:
+            await record_marks(conn, consumer, [mark])
     previous = claimed["previous"] or 0
     if envelope.stream_version > previous + 1:
         log.warning(
@@ -118,9 +187,11 @@ async def apply_batch_once(
     consumer: str,
     envelopes: Sequence[Envelope],
     effect: Callable[[Connection, list[Envelope]], Awaitable[None]],
+    marks: Sequence[StoreMark] = (),
 ) -> list[Envelope]:
     """Run ``effect`` with the events of ``envelopes`` not applied yet (in their order) and
-    record them all as applied, in one transaction; returns those events.
+    record them all as applied, in one transaction; returns those events. ``marks`` (the
+    store marks of the batch's messages) raise the consumer's marks in that transaction.
 
     As ``apply_once`` for each event in turn: an event whose stream version, or a later
     one, was applied before (by an earlier batch or earlier in this one) is left out. A
@@ -154,6 +225,8 @@ async def apply_batch_once(
         raised = [s for s in streams if applied[s] != before[s]]
         await conn.execute(_RAISE_CHECKPOINTS, consumer, raised, [applied[s] for s in raised])
         await effect(conn, claimed)
+        # Last, so that the marks' row locks are held only for the commit.
+        await record_marks(conn, consumer, marks)
     return claimed
 
 
@@ -339,8 +412,9 @@ class EventConsumer:
             async def effect(conn: Connection) -> None:
                 await handler(conn, envelope)
 
+            mark = store_mark(record.headers)
             async with self._pool.acquire() as conn:
-                applied = await apply_once(conn, self._consumer, envelope, effect)
+                applied = await apply_once(conn, self._consumer, envelope, effect, mark)
             if applied and self._after_commit is not None:
                 await self._after_commit(envelope)
 
@@ -350,6 +424,7 @@ class EventConsumer:
         assert self._batch_handler is not None
         handler = self._batch_handler
         envelopes: list[Envelope] = []
+        marks: list[StoreMark] = []
         for records in fetched.values():
             for record in records:
                 try:
@@ -358,6 +433,10 @@ class EventConsumer:
                     envelopes.append(Envelope.from_message(record.value))
                 except (ValidationError, ValueError) as exc:
                     await self._reject(record, exc)
+                    continue
+                mark = store_mark(record.headers)
+                if mark is not None:
+                    marks.append(mark)
         if not envelopes:
             return
         links = [
@@ -376,7 +455,7 @@ class EventConsumer:
             },
         ):
             async with self._pool.acquire() as conn:
-                applied = await apply_batch_once(conn, self._consumer, envelopes, handler)
+                applied = await apply_batch_once(conn, self._consumer, envelopes, handler, marks)
             if applied and self._after_batch_commit is not None:
                 await self._after_batch_commit(applied)
 

@@ -168,14 +168,28 @@ async def wait_or_stop(stop: asyncio.Event, seconds: float) -> None:
         await asyncio.wait_for(stop.wait(), seconds)
 
 
-def message_headers(envelope: Envelope) -> list[tuple[str, bytes]]:
-    """Kafka headers of an event: its trace context, type and id."""
+def message_headers(
+    envelope: Envelope, stored: StoredEvent | None = None, store: str | None = None
+) -> list[tuple[str, bytes]]:
+    """Kafka headers of an event: its trace context, type and id; with ``stored`` and
+    ``store``, also where it is recorded (see ``plateau_runtime.consumer.StoreMark``).
+
+    ``event-store`` (the store's schema), ``store-position`` (decimal) and ``chain-hash``
+    (hex) are not part of the envelope: they are assigned by the store, outside the hashed
+    content, so a consumer can say up to which position and chain head its effects go.
+    """
     headers = [
         ("event-type", envelope.type.encode()),
         ("event-id", str(envelope.event_id).encode()),
     ]
     if envelope.traceparent:
         headers.insert(0, ("traceparent", envelope.traceparent.encode()))
+    if stored is not None and store is not None:
+        headers += [
+            ("event-store", store.encode()),
+            ("store-position", str(stored.position).encode()),
+            ("chain-hash", stored.hash.hex().encode()),
+        ]
     return headers
 
 
@@ -407,7 +421,7 @@ class OutboxRelay:
                 "key": key,
                 "value": envelope.to_message(),
                 "timestamp": int(envelope.recorded_at.timestamp() * 1000),
-                "headers": message_headers(envelope),
+                "headers": message_headers(envelope, stored, self._store.schema),
             }
             if chain[-1].append(**record) is None:
                 # Full: start the partition's next batch (an empty batch takes any record).

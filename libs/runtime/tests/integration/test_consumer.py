@@ -20,7 +20,12 @@ from structlog.testing import capture_logs
 
 from plateau_contracts.envelope import Envelope, new_event_id, utc_now
 from plateau_runtime.bus import ensure_topics
-from plateau_runtime.consumer import EventConsumer, apply_batch_once, apply_once
+from plateau_runtime.consumer import (
+    EventConsumer,
+    StoreMark,
+    apply_batch_once,
+    apply_once,
+)
 from plateau_runtime.db import Connection, create_pool
 from plateau_runtime.embedded import EmbeddedBroker
 from plateau_runtime.testing import MigratedSchema, make_schema
@@ -358,6 +363,37 @@ async def test_a_batch_applies_each_event_once_in_order(pool: asyncpg.Pool) -> N
     ]  # fmt: skip
     assert await checkpoint(pool, "call-a") == 3
     assert await checkpoint(pool, "call-b") == 2
+
+
+async def test_store_marks_rise_with_the_effects_and_never_fall(pool: asyncpg.Pool) -> None:
+    async def marks() -> dict[str, tuple[int, str]]:
+        rows = await pool.fetch(
+            "select store, position, chain_hash from consumer_store_marks where consumer = $1",
+            CONSUMER,
+        )
+        return {r["store"]: (r["position"], r["chain_hash"]) for r in rows}
+
+    a1, a2 = envelope("call-a", 1), envelope("call-a", 2)
+    async with pool.acquire() as conn:
+        batch = [StoreMark("gw", 5, "h5"), StoreMark("gw", 3, "h3"), StoreMark("acd", 7, "h7")]
+        assert await apply_batch_once(conn, CONSUMER, [a1], record_all, batch) == [a1]
+        assert await marks() == {"gw": (5, "h5"), "acd": (7, "h7")}
+        # A redelivered, older event's mark does not lower the store's.
+        applied = await apply_once(
+            conn, CONSUMER, a2, lambda c: record_effect(c, a2), StoreMark("gw", 4, "h4")
+        )
+        assert applied
+        assert await marks() == {"gw": (5, "h5"), "acd": (7, "h7")}
+
+        async def fails(c: Connection, events: Sequence[Envelope]) -> None:
+            raise RuntimeError("the effect failed")
+
+        # A failed effect leaves the marks where they were (same transaction).
+        with pytest.raises(RuntimeError):
+            await apply_batch_once(
+                conn, CONSUMER, [envelope("call-b", 1)], fails, [StoreMark("gw", 9, "h9")]
+            )
+        assert await marks() == {"gw": (5, "h5"), "acd": (7, "h7")}
 
 
 async def test_a_batch_that_fails_records_nothing(pool: asyncpg.Pool) -> None:

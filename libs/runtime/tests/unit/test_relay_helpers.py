@@ -10,7 +10,8 @@ from structlog.testing import capture_logs
 
 from plateau_contracts.envelope import Envelope, new_event_id, utc_now
 from plateau_contracts.topics import Topic
-from plateau_runtime.consumer import rejection_reason
+from plateau_runtime.consumer import StoreMark, rejection_reason, store_mark
+from plateau_runtime.eventstore import StoredEvent
 from plateau_runtime.outbox import Backoff, Outage, TopicRouter, describe_error, message_headers
 
 pytestmark = pytest.mark.unit
@@ -85,6 +86,23 @@ def test_headers_carry_trace_context_type_and_id() -> None:
         ("event-id", str(traced.event_id).encode()),
     ]
     assert [name for name, _ in message_headers(envelope())] == ["event-type", "event-id"]
+
+
+def test_headers_say_where_a_stored_event_is_recorded_and_the_consumer_reads_it_back() -> None:
+    event = envelope()
+    stored = StoredEvent(42, event, bytes(32), bytes(range(32)))
+    headers = message_headers(event, stored, "sip_gateway")
+    assert headers[-3:] == [
+        ("event-store", b"sip_gateway"),
+        ("store-position", b"42"),
+        ("chain-hash", bytes(range(32)).hex().encode()),
+    ]
+    assert store_mark(headers) == StoreMark("sip_gateway", 42, bytes(range(32)).hex())
+    # Messages relayed without them (an older build) carry no mark.
+    assert store_mark(message_headers(event)) is None
+    assert store_mark(None) is None
+    garbled = [("event-store", b"acd"), ("store-position", b"x"), ("chain-hash", b"")]
+    assert store_mark(garbled) is None
 
 
 def test_the_router_finds_a_types_topic_in_the_catalogue() -> None:

@@ -6,8 +6,9 @@ rebuild:
 
 1. migrates a fresh shadow schema (``<schema>_rebuild``) with the projector's migrations
    and copies the tenants' settings into it (they are configuration, not events);
-2. replays every source store into it, store after store, through ``apply_once`` under the
-   projector's consumer name, so that the shadow's checkpoints say exactly what it holds
+2. replays every source store into it, store after store, a batch of events per
+   transaction through ``apply_batch_once`` under the projector's consumer name, so that
+   the shadow's checkpoints say exactly what it holds and its store marks up to where
    (streams of different stores arrive out of order with one another: the projection does
    not depend on that order);
 3. locks the live checkpoints (the running projector's next event waits), catches the
@@ -31,8 +32,7 @@ from pathlib import Path
 import asyncpg
 import structlog
 
-from plateau_contracts.envelope import Envelope
-from plateau_runtime.consumer import Effect, apply_once
+from plateau_runtime.consumer import StoreMark, apply_batch_once
 from plateau_runtime.db import Connection, connect, create_pool
 from plateau_runtime.errors import PlateauError
 from plateau_runtime.eventstore import EventStore
@@ -46,8 +46,8 @@ log = structlog.get_logger(__name__)
 REBUILT_TABLES = (
     "call_facts",
     "call_contributions",
-    "interval_measures",
-    "rollup_measures",
+    "intervals",
+    "rollups",
     "call_records",
     "queue_waiting",
     "agent_status",
@@ -83,24 +83,23 @@ class _Replayer:
         self.applied = 0
 
     async def catch_up(self) -> None:
-        """Apply every event recorded after the positions reached so far, store by store."""
+        """Apply every event recorded after the positions reached so far, store by store,
+        a read batch per transaction (``apply_batch_once``)."""
         for store in self._stores:
             while True:
                 batch = await store.read_all(self.positions[store.schema], _BATCH, self._conn)
                 if not batch:
                     break
-                for stored in batch:
-                    self.read += 1
-                    self.applied += await apply_once(
-                        self._conn, self._consumer, stored.envelope, self._effect(stored.envelope)
-                    )
+                self.read += len(batch)
+                applied = await apply_batch_once(
+                    self._conn,
+                    self._consumer,
+                    [stored.envelope for stored in batch],
+                    self._projection.apply_batch,
+                    [StoreMark(store.schema, batch[-1].position, batch[-1].hash.hex())],
+                )
+                self.applied += len(applied)
                 self.positions[store.schema] = batch[-1].position
-
-    def _effect(self, envelope: Envelope) -> Effect:
-        async def effect(conn: Connection) -> None:
-            await self._projection.apply(conn, envelope)
-
-        return effect
 
 
 async def rebuild(
@@ -146,6 +145,15 @@ async def rebuild(
                 f"{shadow.schema}.consumer_checkpoints where consumer = $1",
                 consumer,
             )
+            # Up to where in each store the swapped-in read models go (report_provenance).
+            await conn.execute(
+                f"delete from {schema}.consumer_store_marks where consumer = $1", consumer
+            )
+            await conn.execute(
+                f"insert into {schema}.consumer_store_marks select * from "
+                f"{shadow.schema}.consumer_store_marks where consumer = $1",
+                consumer,
+            )
         await conn.execute("reset search_path")
         await _drop_shadow(conn, shadow)
     finally:
@@ -156,7 +164,7 @@ async def rebuild(
 
 
 async def _check_migrated(conn: asyncpg.Connection, schema: str, sources: Sequence[str]) -> None:
-    needed = [f"{schema}.interval_measures", *(f"{source}.events" for source in sources)]
+    needed = [f"{schema}.intervals", *(f"{source}.events" for source in sources)]
     for table in needed:
         if await conn.fetchval("select to_regclass($1)", table) is None:
             raise PlateauError(

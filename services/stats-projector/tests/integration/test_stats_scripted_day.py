@@ -28,7 +28,7 @@ from stats_scripted_day import (
 )
 
 from plateau_contracts.envelope import Envelope
-from plateau_runtime.consumer import apply_once
+from plateau_runtime.consumer import apply_batch_once, apply_once
 from plateau_runtime.db import create_pool
 from plateau_runtime.embedded import EmbeddedBroker
 from plateau_runtime.eventstore import EventStore, NewEvent, StreamAppend
@@ -45,8 +45,8 @@ pytestmark = pytest.mark.integration
 READ_MODELS = (
     "call_facts",
     "call_contributions",
-    "interval_measures",
-    "rollup_measures",
+    "intervals",
+    "rollups",
     "call_records",
     "queue_waiting",
     "agent_status",
@@ -235,6 +235,17 @@ async def test_a_scripted_day_through_the_broker_matches_the_oracle_and_a_rebuil
     assert_matches_oracle(
         await rollups_of(service_pool, tenant, tag), expected_rollups(expected), "roll-ups"
     )
+    # The relays' headers say where each event is recorded: the read models include each
+    # store up to its head, and name the head's chain hash.
+    marks = await service_pool.fetch(
+        "select store, position, chain_hash from consumer_store_marks where consumer = $1",
+        consumer_name,
+    )
+    assert {(m["store"], m["position"], m["chain_hash"]) for m in marks} == {
+        (store.schema, report.head_position, report.head_hash)
+        for store in (recorded.gateway, recorded.acd)
+        for report in [await store.verify()]
+    }
     records = await service_pool.fetch(
         "select call_id, outcome from call_records where tenant = $1", tenant
     )
@@ -314,7 +325,7 @@ async def test_a_rebuild_from_the_stores_swaps_in_the_incremental_rows(
         CONSUMER,
     )
     # Damage the read models, as a bug in an older projector version would have.
-    await service_pool.execute("delete from interval_measures where measure = 'talk_ms'")
+    await service_pool.execute("update intervals set measures = measures - 'talk_ms'")
     await service_pool.execute("update call_records set outcome = 'lost'")
 
     report = await rebuild(
@@ -330,6 +341,13 @@ async def test_a_rebuild_from_the_stores_swaps_in_the_incremental_rows(
         recorded.acd.schema: len(recorded.day.acd),
     }
     assert await snapshot(service_pool, tenant) == incremental
+    # The rebuilt read models say up to where in each store they were computed.
+    provenance = await service_pool.fetch("select * from report_provenance()")
+    assert {(p["source"], p["position"], p["chain_head"]) for p in provenance} == {
+        (store.schema, report.head_position, report.head_hash)
+        for store in (recorded.gateway, recorded.acd)
+        for report in [await store.verify()]
+    }
     assert (
         await service_pool.fetch(
             "select stream, version from consumer_checkpoints where consumer = $1 order by stream",
@@ -493,3 +511,38 @@ async def test_two_consumers_at_once_give_the_oracles_figures(
     assert_matches_oracle(
         await intervals_of(service_pool, recorded.tenant, recorded.tag), expected, "intervals"
     )
+
+
+async def test_the_whole_day_in_batches_gives_the_same_rows_as_event_by_event(
+    recorded: RecordedDay,
+    service_pool: asyncpg.Pool,
+    admin_dsn: str,
+    service_schema: MigratedSchema,
+) -> None:
+    """The consumer applies a poll in one transaction: batches of any size, a call's facts
+    split between them or all in one, give the rows of one event at a time."""
+    everything = await recorded.envelopes(recorded.gateway) + await recorded.envelopes(recorded.acd)
+    projection = Projection(notify=False)
+
+    async def in_batches(consumer: str, size: int) -> None:
+        async with service_pool.acquire() as conn:
+            for first in range(0, len(everything), size):
+                batch = everything[first : first + size]
+                await apply_batch_once(conn, consumer, batch, projection.apply_batch)
+
+    await in_batches("all-at-once", len(everything))
+    whole = await snapshot(service_pool, recorded.tenant)
+    # The same events again, in batches of another size, change nothing.
+    await in_batches("by-97", 97)
+    assert await snapshot(service_pool, recorded.tenant) == whole
+    expected = expected_intervals(recorded.day)
+    assert_matches_oracle(
+        await intervals_of(service_pool, recorded.tenant, recorded.tag), expected, "intervals"
+    )
+    fresh = await make_schema(admin_dsn, service_schema.service.migrations_dir, prefix="ev")
+    one_by_one = await create_pool(fresh.dsn, max_size=2)
+    try:
+        assert await replay(one_by_one, "each", everything) == len(everything)
+        assert await snapshot(one_by_one, recorded.tenant) == whole
+    finally:
+        await one_by_one.close()

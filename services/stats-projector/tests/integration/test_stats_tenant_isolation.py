@@ -25,8 +25,8 @@ TABLES = (
     "tenant_settings",
     "call_facts",
     "call_contributions",
-    "interval_measures",
-    "rollup_measures",
+    "intervals",
+    "rollups",
     "call_records",
     "queue_waiting",
     "agent_status",
@@ -36,6 +36,8 @@ TABLES = (
     "campaign_dialled_contacts",
 )
 VIEWS = (
+    "interval_measures",
+    "rollup_measures",
     "queue_live",
     "queue_today",
     "campaign_today",
@@ -234,7 +236,7 @@ async def test_the_reader_sees_only_its_sessions_tenant_even_without_a_where_cla
             handled = await reader.fetchval("select handled_today from agent_live")
             assert handled == 1
         with pytest.raises(asyncpg.InsufficientPrivilegeError):
-            await reader.execute("delete from interval_measures")
+            await reader.execute("delete from intervals")
         with pytest.raises(asyncpg.InsufficientPrivilegeError):
             await reader.fetch("select * from consumer_checkpoints")
         with pytest.raises(asyncpg.InsufficientPrivilegeError):

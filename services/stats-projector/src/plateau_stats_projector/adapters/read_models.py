@@ -1,20 +1,22 @@
-"""Writes the read models in PostgreSQL: one event's effects, inside the caller's transaction.
+"""Writes the read models in PostgreSQL: events' effects, inside the caller's transaction.
 
-``Projection.apply`` is the consumer's handler: ``apply_once`` runs it in the transaction
-that also records the event as applied, so an effect and its checkpoint commit together.
+``Projection.apply_batch`` is the consumer's batch handler: ``apply_batch_once`` runs it in
+the transaction that also records the poll's events as applied, so effects and checkpoints
+commit together, one transaction per poll. ``Projection.apply`` is the same for one event.
 The projection is idempotent on its own too (a call fact already kept, or an agent fact
 not newer than the agent's status, changes nothing), which lets a rebuild replay stores
 without checkpoints of its own.
 
-Each change also sends a PostgreSQL notification on ``CHANNEL`` (delivered at commit):
-the access gateway listens and pushes the affected view to browsers.
+Each change also sends a PostgreSQL notification on ``CHANNEL`` (delivered at commit): one
+per call and per agent a batch changed; the access gateway listens and pushes the affected
+view to browsers.
 """
 
 from __future__ import annotations
 
 import json
-from collections import defaultdict
-from collections.abc import Mapping
+from collections import Counter, defaultdict
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -22,7 +24,12 @@ import structlog
 
 from plateau_contracts.envelope import Envelope
 from plateau_runtime.db import Connection
-from plateau_stats_projector.domain.agents import AgentStatus, advance, span_contribution
+from plateau_stats_projector.domain.agents import (
+    AgentStatus,
+    StateSpan,
+    advance,
+    span_contribution,
+)
 from plateau_stats_projector.domain.calls import assemble, contribution
 from plateau_stats_projector.domain.contributions import Key, delta
 from plateau_stats_projector.domain.facts import (
@@ -62,11 +69,14 @@ MeasureArrays = tuple[
     list[int],
 ]
 
-# The server-side steps are in migrations/0003_projection_functions.sql: one round trip
-# each, so that an event costs a claim, a read and a write.
-_KEEP_CALL_FACT = "select kept, facts, contribution from keep_call_fact($1, $2, $3, $4, $5)"
-_PROJECT_CALL = "select project_call(" + ", ".join(f"${n}" for n in range(1, 34)) + ")"
-_PROJECT_AGENT = "select project_agent(" + ", ".join(f"${n}" for n in range(1, 30)) + ")"
+# The server-side steps are in migrations/0008_batch_projection.sql (and 0004 for
+# campaigns): a batch of events costs, per tenant, a claim of its call facts, a read of its
+# agents' statuses and one write of each kind, whatever the number of events.
+_KEEP_CALL_FACTS = (
+    "select kept_call_id, facts, contribution from keep_call_facts($1, $2, $3, $4, $5)"
+)
+_PROJECT_CALLS = "select project_calls(" + ", ".join(f"${n}" for n in range(1, 24)) + ")"
+_PROJECT_AGENTS = "select project_agents(" + ", ".join(f"${n}" for n in range(1, 17)) + ")"
 _PROJECT_CAMPAIGN = "select project_campaign(" + ", ".join(f"${n}" for n in range(1, 12)) + ")"
 
 
@@ -103,88 +113,137 @@ class Projection:
 
     async def apply(self, conn: Connection, envelope: Envelope) -> None:
         """The effect of one event on the read models, on ``conn`` (in its transaction)."""
-        facts = facts_of(envelope)
-        tenant = envelope.tenant
-        if facts.call is not None:
-            await self._apply_call(conn, tenant, facts.call)
-        if facts.agent is not None:
-            await self._apply_agent(conn, tenant, facts.agent)
-        if facts.queue is not None:
-            await self._apply_queue(conn, tenant, facts.queue)
-        if facts.campaign is not None:
-            await self._apply_campaign(conn, tenant, facts.campaign)
+        await self.apply_batch(conn, [envelope])
+
+    async def apply_batch(self, conn: Connection, envelopes: Sequence[Envelope]) -> None:
+        """The effect of events (in their order) on the read models, on ``conn``.
+
+        The consumer's batch handler: the same rows as applying them one by one, in a few
+        round trips per tenant. Each call the events touch is recomputed once from all its
+        facts, and each agent's facts are folded in order onto its stored status.
+        """
+        calls: dict[str, list[CallFact]] = defaultdict(list)
+        agents: dict[str, list[AgentFact]] = defaultdict(list)
+        for envelope in envelopes:
+            facts = facts_of(envelope)
+            tenant = envelope.tenant
+            if facts.call is not None:
+                calls[tenant].append(facts.call)
+            if facts.agent is not None:
+                agents[tenant].append(facts.agent)
+            if facts.queue is not None:
+                await self._apply_queue(conn, tenant, facts.queue)
+            if facts.campaign is not None:
+                await self._apply_campaign(conn, tenant, facts.campaign)
+        for tenant, call_facts in calls.items():
+            await self._apply_calls(conn, tenant, call_facts)
+        for tenant, agent_facts in agents.items():
+            await self._apply_agents(conn, tenant, agent_facts)
 
     # -- calls
 
-    async def _apply_call(self, conn: Connection, tenant: str, fact: CallFact) -> None:
-        kept = await conn.fetchrow(
-            _KEEP_CALL_FACT,
+    async def _apply_calls(self, conn: Connection, tenant: str, facts: list[CallFact]) -> None:
+        kept = await conn.fetch(
+            _KEEP_CALL_FACTS,
             tenant,
-            fact.call_id,
-            fact.stream,
-            fact.stream_version,
-            fact.to_json(),
+            [f.call_id for f in facts],
+            [f.stream for f in facts],
+            [f.stream_version for f in facts],
+            [f.to_json() for f in facts],
         )
-        if kept is None or not kept["kept"]:
+        if not kept:
             return
-        detail = assemble(fact.call_id, [CallFact.from_json(f) for f in kept["facts"]])
-        new = contribution(detail)
-        old = {
-            Key(Dimension(d), owner, interval, measure): value
-            for d, owner, interval, measure, value in kept["contribution"]
-        }
-        change = delta(old, new)
-        measures = await self._measure_arrays(conn, tenant, change)
-        waiting = detail.open_visit
-        answered = detail.segments[0].connected_ms if detail.segments else None
-        queues = list(dict.fromkeys(v.queue_id for v in detail.visits))
-        agents = list(dict.fromkeys(s.agent_id for s in detail.segments))
-        touched = sorted(set(queues) | {s.queue_id for s in detail.segments if s.queue_id})
+        change: Counter[Key] = Counter()
+        contributions: list[tuple[str, Key, int]] = []
+        records: list[dict[str, object]] = []
+        waiting: list[dict[str, object]] = []
+        not_waiting: list[str] = []
+        notifications: list[str] = []
+        for row in sorted(kept, key=lambda r: str(r["kept_call_id"])):
+            call_id = row["kept_call_id"]
+            detail = assemble(call_id, [CallFact.from_json(f) for f in row["facts"]])
+            old = {
+                Key(Dimension(d), owner, interval, measure): value
+                for d, owner, interval, measure, value in row["contribution"]
+            }
+            call_change = delta(old, contribution(detail))
+            change.update(call_change)
+            contributions += [(call_id, key, value) for key, value in call_change.items()]
+            answered = detail.segments[0].connected_ms if detail.segments else None
+            queues = list(dict.fromkeys(v.queue_id for v in detail.visits))
+            agent_ids = list(dict.fromkeys(s.agent_id for s in detail.segments))
+            records.append(
+                {
+                    "tenant": tenant,
+                    "call_id": call_id,
+                    "direction": detail.direction,
+                    "started_at": _iso(detail.started_ms),
+                    "answered_at": _iso(answered),
+                    "ended_at": _iso(detail.ended_ms),
+                    "outcome": detail.outcome,
+                    "end_cause": detail.end_cause,
+                    "ani": detail.ani,
+                    "dnis": detail.dnis,
+                    "campaign_id": detail.campaign_id,
+                    "queues": queues,
+                    "agents": agent_ids,
+                    "wait_ms": detail.wait_ms(),
+                    "talk_ms": detail.talk_ms(),
+                    "hold_ms": detail.hold_ms(),
+                    "wrap_up_ms": detail.wrap_ms(),
+                    "transfers": detail.transfers,
+                }
+            )
+            visit = detail.open_visit
+            if visit is None:
+                not_waiting.append(call_id)
+            else:
+                waiting.append(
+                    {
+                        "tenant": tenant,
+                        "call_id": call_id,
+                        "queue_id": visit.queue_id,
+                        "waiting_since": _iso(visit.entered_ms),
+                    }
+                )
+            touched = sorted(set(queues) | {s.queue_id for s in detail.segments if s.queue_id})
+            notifications.append(
+                self._payload(
+                    tenant,
+                    call=call_id,
+                    queues=touched,
+                    agents=sorted(set(agent_ids)),
+                    campaign=detail.campaign_id,
+                )
+            )
+        contributions.sort(key=lambda c: (c[0], c[1]))
         await conn.execute(
-            _PROJECT_CALL,
+            _PROJECT_CALLS,
             tenant,
-            fact.call_id,
-            *measures,
-            detail.direction,
-            _at(detail.started_ms),
-            _at(answered),
-            _at(detail.ended_ms),
-            detail.outcome,
-            detail.end_cause,
-            detail.ani,
-            detail.dnis,
-            detail.campaign_id,
-            queues,
-            agents,
-            detail.wait_ms(),
-            detail.talk_ms(),
-            detail.hold_ms(),
-            detail.wrap_ms(),
-            detail.transfers,
-            waiting.queue_id if waiting else None,
-            _at(waiting.entered_ms) if waiting else None,
-            *self._notification(
-                tenant,
-                call=fact.call_id,
-                queues=touched,
-                agents=sorted(set(agents)),
-                campaign=detail.campaign_id,
-            ),
+            *await self._measure_arrays(conn, tenant, change),
+            [c[0] for c in contributions],
+            [c[1].dimension.value for c in contributions],
+            [c[1].dimension_id for c in contributions],
+            [from_ms(c[1].interval_ms) for c in contributions],
+            [c[1].measure for c in contributions],
+            [c[2] for c in contributions],
+            records,
+            waiting,
+            not_waiting,
+            CHANNEL if self._notify else None,
+            notifications,
         )
 
     # -- agents
 
-    async def _apply_agent(self, conn: Connection, tenant: str, fact: AgentFact) -> None:
-        row = await conn.fetchrow(
-            "select * from agent_status where tenant = $1 and agent_id = $2",
+    async def _apply_agents(self, conn: Connection, tenant: str, facts: list[AgentFact]) -> None:
+        rows = await conn.fetch(
+            "select * from agent_status where tenant = $1 and agent_id = any($2::text[])",
             tenant,
-            fact.agent_id,
+            list({f.agent_id for f in facts}),
         )
-        status = None
-        if row is not None:
-            if fact.stream_version <= row["version"]:
-                return
-            status = AgentStatus(
+        statuses: dict[str, AgentStatus] = {
+            row["agent_id"]: AgentStatus(
                 row["agent_id"],
                 AgentState(row["state"]),
                 to_ms(row["since"]),
@@ -195,28 +254,57 @@ class Projection:
                 row["extension"],
                 tuple(row["skills"]),
             )
-        new, span = advance(status, fact)
-        change = span_contribution(span) if span is not None else {}
+            for row in rows
+        }
+        changed: set[str] = set()
+        spans: list[StateSpan] = []
+        change: Counter[Key] = Counter()
+        for fact in facts:
+            status = statuses.get(fact.agent_id)
+            if status is not None and fact.stream_version <= status.version:
+                continue
+            new, span = advance(status, fact)
+            statuses[fact.agent_id] = new
+            changed.add(fact.agent_id)
+            if span is not None:
+                spans.append(span)
+                change.update(span_contribution(span))
+        if not changed:
+            return
         await conn.execute(
-            _PROJECT_AGENT,
+            _PROJECT_AGENTS,
             tenant,
-            new.agent_id,
-            span.opened_by if span else None,
-            span.state.value if span else None,
-            span.pause_code if span else None,
-            span.call_id if span else None,
-            _at(span.start_ms if span else None),
-            _at(span.end_ms if span else None),
+            [
+                {
+                    "tenant": tenant,
+                    "agent_id": span.agent_id,
+                    "opened_by": span.opened_by,
+                    "state": span.state.value,
+                    "pause_code": span.pause_code,
+                    "call_id": span.call_id,
+                    "started_at": _iso(span.start_ms),
+                    "ended_at": _iso(span.end_ms),
+                }
+                for span in spans
+            ],
             *await self._measure_arrays(conn, tenant, change),
-            new.state.value,
-            from_ms(new.since_ms),
-            new.pause_code,
-            new.call_id,
-            new.queue_id,
-            new.extension,
-            list(new.skills),
-            new.version,
-            *self._notification(tenant, agents=[fact.agent_id]),
+            [
+                {
+                    "tenant": tenant,
+                    "agent_id": new.agent_id,
+                    "state": new.state.value,
+                    "since": _iso(new.since_ms),
+                    "pause_code": new.pause_code,
+                    "call_id": new.call_id,
+                    "queue_id": new.queue_id,
+                    "extension": new.extension,
+                    "skills": list(new.skills),
+                    "version": new.version,
+                }
+                for new in (statuses[agent_id] for agent_id in sorted(changed))
+            ],
+            CHANNEL if self._notify else None,
+            [self._payload(tenant, agents=[agent_id]) for agent_id in sorted(changed)],
         )
 
     # -- queues
@@ -293,6 +381,27 @@ class Projection:
             [rollups[p] for p in periods],
         )
 
+    def _payload(
+        self,
+        tenant: str,
+        *,
+        call: str | None = None,
+        queues: list[str] | None = None,
+        agents: list[str] | None = None,
+        campaign: str | None = None,
+    ) -> str:
+        """The JSON payload announcing a change."""
+        payload: dict[str, object] = {
+            "tenant": tenant,
+            "queues": queues or [],
+            "agents": agents or [],
+        }
+        if call is not None:
+            payload["call"] = call
+        if campaign is not None:
+            payload["campaign"] = campaign
+        return json.dumps(payload)
+
     def _notification(
         self,
         tenant: str,
@@ -305,17 +414,11 @@ class Projection:
         """The channel and payload announcing a change (None, None when not notifying)."""
         if not self._notify:
             return None, None
-        payload: dict[str, object] = {
-            "tenant": tenant,
-            "queues": queues or [],
-            "agents": agents or [],
-        }
-        if call is not None:
-            payload["call"] = call
-        if campaign is not None:
-            payload["campaign"] = campaign
-        return CHANNEL, json.dumps(payload)
+        return CHANNEL, self._payload(
+            tenant, call=call, queues=queues, agents=agents, campaign=campaign
+        )
 
 
-def _at(ms: int | None) -> datetime | None:
-    return None if ms is None else from_ms(ms)
+def _iso(ms: int | None) -> str | None:
+    """An instant as JSON gives it to ``jsonb_populate_recordset`` (a timestamptz)."""
+    return None if ms is None else from_ms(ms).isoformat()

@@ -15,7 +15,12 @@ CONSUMER = "stats-projector"
 def projection_consumer(
     pool: asyncpg.Pool, bootstrap: str, projection: Projection, *, consumer: str = CONSUMER
 ) -> EventConsumer:
-    """A consumer of every topic whose handler is the projection (in ``apply_once``)."""
+    """A consumer of every topic that applies each poll's events to the read models in one
+    transaction (``apply_batch_once`` with the projection's batch handler)."""
     return EventConsumer(
-        pool, bootstrap, consumer=consumer, topics=list(Topic), handler=projection.apply
+        pool,
+        bootstrap,
+        consumer=consumer,
+        topics=list(Topic),
+        batch_handler=projection.apply_batch,
     )
