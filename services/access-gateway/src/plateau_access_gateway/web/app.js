@@ -390,7 +390,7 @@ function chart(rows) {
   }
   const entries = [...periods.entries()].sort(([a], [b]) => a.localeCompare(b));
   const width = 800, height = 200, top = Math.max(1, ...entries.map(([, p]) => p.offered));
-  const step = width / Math.max(1, entries.length);
+  const step = Math.min(60, width / Math.max(1, entries.length));
   const node = svg("svg", { class: "chart", viewBox: `0 0 ${width} ${height + 20}`, role: "img",
     "aria-label": `${t("queue.offered")} / ${t("queue.answered")}` });
   entries.forEach(([start, p], i) => {
@@ -437,6 +437,15 @@ async function showReports() {
   filters.requestSubmit();
 }
 
+function periodLabel(start, granularity) {
+  // Periods are the tenant's local periods; shown in the browser's zone, as precise as the
+  // granularity (a day is a date, a month a month).
+  const at = new Date(start);
+  if (granularity === "month") return at.toLocaleDateString(lang, { year: "numeric", month: "long" });
+  if (granularity === "day") return at.toLocaleDateString(lang, { year: "numeric", month: "short", day: "numeric", weekday: "short" });
+  return at.toLocaleString(lang, { month: "short", day: "numeric", hour: "2-digit", minute: "2-digit" });
+}
+
 function reportView(report, kind, query) {
   const exportQuery = new URLSearchParams(query);
   exportQuery.set("kind", kind);
@@ -454,7 +463,7 @@ function reportView(report, kind, query) {
       el("th", { text: t("queue.abandoned") }), el("th", { text: t("queue.sl") }),
       el("th", { text: t("queue.asa") }), el("th", { text: t("queue.aht") }))),
     el("tbody", {}, report.rows.map((row) => el("tr", {},
-      el("td", { text: new Date(row.period_start).toLocaleString(lang) }), el("td", { text: row.id }),
+      el("td", { text: periodLabel(row.period_start, report.granularity) }), el("td", { text: row.id }),
       el("td", { text: String(row.measures.offered ?? 0) }), el("td", { text: String(row.measures.answered ?? 0) }),
       el("td", { text: String(row.measures.abandoned ?? 0) }), el("td", { text: percent(row.metrics.service_level) }),
       el("td", { text: duration(row.metrics.asa_ms) }), el("td", { text: duration(row.metrics.aht_ms) })))));
