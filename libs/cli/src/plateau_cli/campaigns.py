@@ -78,6 +78,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     create.add_argument("--window", default="08:00-20:00", help="calling window, HH:MM-HH:MM")
     create.add_argument("--days", default="mon,tue,wed,thu,fri,sat", help="e.g. mon,tue")
     create.add_argument("--time-zone", default="", help="IANA zone (default: the tenant's)")
+    create.add_argument(
+        "--holidays", default="", help="dates with no dialling, e.g. 2026-08-15,2026-12-25"
+    )
     create.add_argument("--max-attempts", type=int, default=3)
     create.add_argument("--retry-after", type=int, default=3600, metavar="SECONDS")
     create.add_argument("--ring-timeout", type=int, default=25, metavar="SECONDS")
@@ -175,7 +178,11 @@ def cmd_create(args: argparse.Namespace) -> int:
         max_abandon_rate=args.max_abandon_rate,
         max_attempts=args.max_attempts,
         calling_window=pb.CallingWindow(
-            start=start, end=end, days=args.days.split(","), time_zone=args.time_zone
+            start=start,
+            end=end,
+            days=args.days.split(","),
+            time_zone=args.time_zone,
+            holidays=[d for d in args.holidays.split(",") if d],
         ),
     )
     settings.retry_after.FromTimedelta(timedelta(seconds=args.retry_after))

@@ -45,7 +45,7 @@ class Dialer:
             calling_window=pb.CallingWindow(start="08:00", end="20:00", days=["mon", "tue"]),
         )
         for name, value in changes.items():
-            if isinstance(value, Duration):
+            if isinstance(value, Duration | pb.CallingWindow):
                 getattr(settings, name).CopyFrom(value)
             else:
                 setattr(settings, name, value)
@@ -123,6 +123,19 @@ async def test_a_campaign_is_created_once_and_its_settings_are_checked(dialer: D
         await dialer.create("other", ring_timeout=Duration(seconds=10))
     assert short_ring.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "ring_timeout" in (short_ring.value.details() or "")
+    holidays = await dialer.create(
+        "national-day",
+        calling_window=pb.CallingWindow(
+            start="08:00", end="20:00", days=["mon"], holidays=["2026-08-15", "2026-08-15"]
+        ),
+    )
+    assert list(holidays.settings.calling_window.holidays) == ["2026-08-15"]
+    with pytest.raises(grpc.aio.AioRpcError) as bad_holiday:
+        await dialer.create(
+            "other",
+            calling_window=pb.CallingWindow(start="08:00", end="20:00", holidays=["15/08"]),
+        )
+    assert "holidays" in (bad_holiday.value.details() or "")
     with pytest.raises(grpc.aio.AioRpcError) as no_pacing:
         await dialer.create("other", pacing=pb.PACING_MODE_UNSPECIFIED)
     assert "pacing" in (no_pacing.value.details() or "")

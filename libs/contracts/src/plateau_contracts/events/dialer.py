@@ -13,9 +13,10 @@ only a number currently allowed for a running campaign of the tenant may be dial
 
 from __future__ import annotations
 
-from datetime import time
+from datetime import date, datetime, time, timedelta
 from enum import StrEnum
 from typing import ClassVar, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -24,6 +25,7 @@ from plateau_contracts.events.common import E164, Ident, Sha256Hex, StreamedEven
 from plateau_contracts.topics import Topic
 
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+_WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
 class PacingMode(StrEnum):
@@ -58,6 +60,37 @@ class CallingWindow(BaseModel):
     time_zone: str = Field(
         description="IANA time zone the window is read in.", examples=["Africa/Brazzaville"]
     )
+    holidays: tuple[date, ...] = Field(
+        default=(),
+        description="Local dates on which no dial starts (public holidays), in the window's "
+        "time zone; for a window past midnight, the date it opened counts.",
+        examples=[["2026-08-15", "2026-11-28"]],
+    )
+
+    def is_open(self, at: datetime) -> bool:
+        """Whether a dial may start at ``at`` (aware): on an allowed day that is not a
+        holiday, from ``start`` up to but not including ``end``, in the window's time zone.
+        A window whose end is before its start runs past midnight; the day that counts is
+        the day it opened. The dialer and the gateway both decide with this one rule."""
+        try:
+            zone = ZoneInfo(self.time_zone)
+        except (ZoneInfoNotFoundError, ValueError):
+            return False  # a zone nobody can read is never open: refusing is the safe side
+        local = at.astimezone(zone)
+        moment = local.time().replace(tzinfo=None)
+        if self.start <= self.end:
+            opened_on = local if self.start <= moment < self.end else None
+        elif moment >= self.start:
+            opened_on = local
+        elif moment < self.end:
+            opened_on = local - timedelta(days=1)
+        else:
+            opened_on = None
+        return (
+            opened_on is not None
+            and _WEEKDAYS[opened_on.weekday()] in self.days
+            and opened_on.date() not in self.holidays
+        )
 
 
 class CampaignEvent(StreamedEvent):

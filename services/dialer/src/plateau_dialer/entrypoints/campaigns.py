@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import time
+from datetime import date, time
 from typing import NoReturn, TypeVar
 
 import grpc
@@ -208,6 +208,10 @@ def _created(request: pb.CreateCampaignRequest) -> CampaignCreated:
         start, end = time.fromisoformat(window.start), time.fromisoformat(window.end)
     except ValueError:
         raise ValueError("settings.calling_window: start and end are HH:MM") from None
+    try:
+        holidays = tuple(sorted({date.fromisoformat(d) for d in window.holidays}))
+    except ValueError:
+        raise ValueError("settings.calling_window.holidays: dates are YYYY-MM-DD") from None
     ring_s = settings.ring_timeout.seconds if settings.HasField("ring_timeout") else 25
     if ring_s < 15:
         # Regulators (Ofcom, the FTC) want a dial to ring at least 15 s before giving up.
@@ -227,6 +231,7 @@ def _created(request: pb.CreateCampaignRequest) -> CampaignCreated:
             end=end,
             days=tuple(window.days) or ("mon", "tue", "wed", "thu", "fri", "sat"),
             time_zone=window.time_zone or DEFAULT_TIME_ZONE,
+            holidays=holidays,
         ),
     )
 
@@ -247,6 +252,7 @@ def _settings(created: CampaignCreated) -> pb.CampaignSettings:
             end=window.end.strftime("%H:%M"),
             days=list(window.days),
             time_zone=window.time_zone,
+            holidays=[d.isoformat() for d in window.holidays],
         ),
     )
 

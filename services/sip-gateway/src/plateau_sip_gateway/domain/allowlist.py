@@ -35,9 +35,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from enum import StrEnum
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from plateau_contracts.catalogue import parse
 from plateau_contracts.envelope import Envelope, EventData
@@ -148,30 +147,6 @@ class _Contact:
             other.list_version,
             other.withdrawn is not None,
         )
-
-
-_WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-
-
-def in_window(window: CallingWindow, at: datetime) -> bool:
-    """Whether a dial may start at ``at`` (aware): on an allowed day, from ``start`` up to
-    but not including ``end``, in the window's time zone. A window whose end is before its
-    start runs past midnight; the day that counts is the day it opened."""
-    try:
-        zone = ZoneInfo(window.time_zone)
-    except (ZoneInfoNotFoundError, ValueError):
-        return False  # a zone nobody can read is never open: refusing is the safe side
-    local = at.astimezone(zone)
-    moment = local.time().replace(tzinfo=None)
-    if window.start <= window.end:
-        opened_on = local if window.start <= moment < window.end else None
-    elif moment >= window.start:
-        opened_on = local
-    elif moment < window.end:
-        opened_on = local - timedelta(days=1)
-    else:
-        opened_on = None
-    return opened_on is not None and _WEEKDAYS[opened_on.weekday()] in window.days
 
 
 class _Tenant:
@@ -287,7 +262,7 @@ class AllowList:
 
     def _window_open(self, state: _Tenant, campaign_id: str) -> bool:
         window = state.windows.get(campaign_id)
-        return window is None or in_window(window, self._clock())
+        return window is None or window.is_open(self._clock())
 
     @staticmethod
     def _describe(state: _Tenant, campaign_id: str) -> str:

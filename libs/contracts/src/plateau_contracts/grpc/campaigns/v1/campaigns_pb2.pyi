@@ -316,6 +316,7 @@ class CallingWindow(_message.Message):
     END_FIELD_NUMBER: _builtins.int
     DAYS_FIELD_NUMBER: _builtins.int
     TIME_ZONE_FIELD_NUMBER: _builtins.int
+    HOLIDAYS_FIELD_NUMBER: _builtins.int
     start: _builtins.str
     """First local time a dial may start, "HH:MM"."""
     end: _builtins.str
@@ -326,6 +327,10 @@ class CallingWindow(_message.Message):
     def days(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Days dialling is allowed: "mon" to "sun"."""
 
+    @_builtins.property
+    def holidays(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Local dates ("YYYY-MM-DD") on which no dial starts: public holidays."""
+
     def __init__(
         self,
         *,
@@ -333,10 +338,11 @@ class CallingWindow(_message.Message):
         end: _builtins.str = ...,
         days: _abc.Iterable[_builtins.str] | None = ...,
         time_zone: _builtins.str = ...,
+        holidays: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["days", b"days", "end", b"end", "start", b"start", "time_zone", b"time_zone"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["days", b"days", "end", b"end", "holidays", b"holidays", "start", b"start", "time_zone", b"time_zone"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
