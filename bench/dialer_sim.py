@@ -67,6 +67,7 @@ from plateau_dialer.domain.pacing_measurements import (
     DialPlaced,
     DialResolved,
     LiveAnswerConnected,
+    Observation,
     PacingEstimator,
     WrapUpEnded,
 )
@@ -179,7 +180,7 @@ class Pacer:
     def dials(self, sim: Day) -> int:
         raise NotImplementedError
 
-    def learn(self, observation: object) -> None:
+    def learn(self, observation: Observation) -> None:
         """Facts the dialer would learn from events (only the predictive pacing uses them)."""
 
 
@@ -191,9 +192,9 @@ class Ours(Pacer):
         self.estimator = PacingEstimator.cold()
         self.learns = mode is DialMode.PREDICTIVE
 
-    def learn(self, observation: object) -> None:
+    def learn(self, observation: Observation) -> None:
         if self.learns:
-            self.estimator = self.estimator.observe(observation)  # type: ignore[arg-type]
+            self.estimator = self.estimator.observe(observation)
 
     def dials(self, sim: Day) -> int:
         t = sim.now
@@ -539,6 +540,10 @@ def _eval_job(
 ALGOS = ("predictive", "progressive", "fixed", "adaptive")
 
 
+def _progress(what: str, done: int, total: int) -> None:
+    print(f"  [{done}/{total}] {what}", file=sys.stderr, flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=100, help="days per scenario (default 100)")
@@ -570,9 +575,17 @@ def main() -> None:
         flush=True,
     )
     with multiprocessing.Pool(processes) as pool:
-        levels = dict(pool.map(_tune_job, [(s, tune_days, hours) for s in scenarios]))
+        levels: dict[str, float] = {}
+        tune_jobs = [(s, tune_days, hours) for s in scenarios]
+        for name, level in pool.imap_unordered(_tune_job, tune_jobs):
+            levels[name] = level
+            _progress(f"tuned {name}: fixed level {level:.2f}", len(levels), len(tune_jobs))
         jobs = [(s, a, seeds, hours, levels[s.name]) for s in scenarios for a in ALGOS]
-        results = pool.map(_eval_job, jobs, chunksize=1)
+        done: dict[tuple[str, str], tuple[str, str, float, dict[str, float]]] = {}
+        for result in pool.imap_unordered(_eval_job, jobs):
+            done[(result[0], result[1])] = result
+            _progress(f"ran {result[0]} {result[1]}", len(done), len(jobs))
+        results = [done[(s.name, a)] for s in scenarios for a in ALGOS]
     header = (
         f"{'scenario':<22}{'algorithm':<13}{'level':>6}{'occup':>8}{'talk/h':>8}{'US':>7}"
         f"{'Ofcom':>7}{'wDay':>7}{'w30d':>7}{'P>3%d':>7}{'P>3%30':>8}{'wait95':>8}"
