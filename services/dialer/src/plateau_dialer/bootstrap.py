@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+
+from plateau_dialer.adapters.gateway import GrpcCallControl
 from plateau_dialer.campaigns import CampaignCommands
+from plateau_dialer.dialing import DialingLoop, outcomes_consumer
 from plateau_dialer.entrypoints.campaigns import campaigns_service
 from plateau_dialer.settings import DialerSettings
 from plateau_runtime.service import Components, ServiceHost, ServiceResources
@@ -12,10 +16,8 @@ SPEC: ServiceSpec = service("dialer")
 
 
 def wire(resources: ServiceResources) -> Components:
-    """The dialer's ``Campaigns`` servicer (campaigns and customer-file imports).
-
-    Still to come: the pacing loop and the consumers of call outcomes.
-    """
+    """The dialer's ``Campaigns`` servicer (campaigns and customer-file imports) and its
+    ``dialing`` task: the pacing loop and the consumer of call outcomes and agent states."""
     settings = resources.settings
     if not isinstance(settings, DialerSettings):
         settings = DialerSettings.model_validate(settings.model_dump())
@@ -25,10 +27,23 @@ def wire(resources: ServiceResources) -> Components:
         default_region=settings.dialer_default_region.upper(),
         allowed_regions=settings.allowed_regions(),
     )
+    gateway = GrpcCallControl(settings.call_control_target)
+    loop = DialingLoop(resources.store, resources.pool, gateway)
+    consumer = outcomes_consumer(loop, resources.pool, settings.kafka_bootstrap)
+
+    async def dialing(stop: asyncio.Event) -> None:
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(consumer.run(stop))
+                group.create_task(loop.follow(stop, settings.dialer_tick_seconds))
+        finally:
+            await gateway.close()
+
     return Components(
         grpc_services=[
             campaigns_service(commands, max_upload_bytes=settings.dialer_max_upload_bytes)
-        ]
+        ],
+        tasks={"dialing": dialing},
     )
 
 

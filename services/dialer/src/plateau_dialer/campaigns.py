@@ -97,15 +97,20 @@ class CampaignCommands:
             events = decide(campaign)
             if not events:
                 return campaign
+            after = campaign
+            for event in events:
+                after = after.evolve(event)
             try:
-                await self._store.append_many(self._appends(tenant, campaign_id, version, events))
+                async with self._pool.acquire() as conn, conn.transaction():
+                    await self._store.append_many(
+                        self._appends(tenant, campaign_id, version, events), conn=conn
+                    )
+                    await _keep_status(conn, tenant, after)
             except ConcurrencyError:
                 if attempt == _ATTEMPTS - 1:
                     raise
                 continue
-            for event in events:
-                campaign = campaign.evolve(event)
-            return campaign
+            return after
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def create(self, tenant: str, created: CampaignCreated) -> Campaign:
@@ -118,9 +123,16 @@ class CampaignCommands:
         campaign = await self.command(
             tenant, campaign_id, lambda c: c.stop(requested_by, reason, allowed)
         )
-        async with self._pool.acquire() as conn:
+        async with self._pool.acquire() as conn, conn.transaction():
             await conn.execute(
                 "update contacts set allowed = false where tenant = $1 and campaign_id = $2",
+                tenant,
+                campaign_id,
+            )
+            # Dials in flight finish (their outcome arrives); nothing new is planned.
+            await conn.execute(
+                "update dial_plans set done = 'campaign_stopped', not_before = null "
+                "where tenant = $1 and campaign_id = $2 and done is null and in_flight is null",
                 tenant,
                 campaign_id,
             )
@@ -182,6 +194,7 @@ class CampaignCommands:
                         self._appends(tenant, campaign_id, version, events), conn=conn
                     )
                     await self._keep_contacts(conn, tenant, campaign_id, file, plan)
+                    await _keep_status(conn, tenant, campaign.evolve(plan.imported))
             except ConcurrencyError:
                 if attempt == _ATTEMPTS - 1:
                     raise
@@ -286,6 +299,23 @@ class CampaignCommands:
             campaign_id,
             version,
         )
+        # Dial plans: new numbers are due at once (-infinity: the loop still waits for the
+        # window, and takes them in file order), numbers allowed again plan afresh, withdrawn
+        # ones are done.
+        await conn.execute(
+            "insert into dial_plans (tenant, contact_id, campaign_id, number, not_before) "
+            "select tenant, contact_id, campaign_id, number, '-infinity' from incoming "
+            "on conflict (tenant, contact_id) do update set done = null, "
+            "not_before = coalesce(dial_plans.not_before, '-infinity') "
+            "where dial_plans.done = 'withdrawn'"
+        )
+        await conn.execute(
+            "update dial_plans set done = 'withdrawn', not_before = null "
+            "where tenant = $1 and campaign_id = $2 and done is null and in_flight is null "
+            "and number not in (select number from incoming)",
+            tenant,
+            campaign_id,
+        )
         await conn.execute(
             "insert into contacts (tenant, campaign_id, number, contact_id, list_version, "
             "allowed, line, name, reference, attributes) "
@@ -296,3 +326,20 @@ class CampaignCommands:
             "name = excluded.name, reference = excluded.reference, "
             "attributes = excluded.attributes"
         )
+
+
+async def _keep_status(conn: Connection, tenant: str, campaign: Campaign) -> None:
+    """The pacing loop's copy of the campaign's state, in the transaction of its events."""
+    if campaign.created is None:
+        return
+    await conn.execute(
+        "insert into campaign_status (tenant, campaign_id, status, settings, list_version) "
+        "values ($1, $2, $3, $4::jsonb, $5) on conflict (tenant, campaign_id) do update set "
+        "status = excluded.status, settings = excluded.settings, "
+        "list_version = excluded.list_version",
+        tenant,
+        campaign.campaign_id,
+        campaign.status.value,
+        campaign.created.model_dump_json(),
+        campaign.list_version,
+    )

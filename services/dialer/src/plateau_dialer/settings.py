@@ -10,6 +10,13 @@ from plateau_runtime.settings import ServiceSettings
 class DialerSettings(ServiceSettings):
     """``PLATEAU_*`` variables of the dialer (with the runtime's)."""
 
+    call_control_target: str = Field(
+        default="127.0.0.1:50051",
+        description="host:port of the sip-gateway's CallControl gRPC service.",
+    )
+    dialer_tick_seconds: float = Field(
+        default=1.0, gt=0, le=30, description="How often the pacing loop decides and dials."
+    )
     dialer_max_upload_bytes: int = Field(
         default=256 * 1024 * 1024,
         gt=0,
