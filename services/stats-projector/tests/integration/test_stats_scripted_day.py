@@ -546,3 +546,38 @@ async def test_the_whole_day_in_batches_gives_the_same_rows_as_event_by_event(
         assert await snapshot(one_by_one, recorded.tenant) == whole
     finally:
         await one_by_one.close()
+
+
+async def test_two_consumers_applying_batches_at_once_give_the_oracles_figures(
+    recorded: RecordedDay, service_pool: asyncpg.Pool
+) -> None:
+    """As two members of the group applying polls at once: batches that share calls,
+    queues' and agents' intervals lock them in one order, so neither waits for the other
+    forever (a deadlock would fail a batch here)."""
+    by_stream: dict[str, list[Envelope]] = {}
+    for store in (recorded.gateway, recorded.acd):
+        for envelope in await recorded.envelopes(store):
+            by_stream.setdefault(envelope.stream, []).append(envelope)
+    streams = sorted(by_stream)
+    projection = Projection(notify=False)
+
+    async def worker(mine: list[str]) -> None:
+        order = [
+            e for batch in itertools.zip_longest(*(by_stream[s] for s in mine)) for e in batch if e
+        ]
+        async with service_pool.acquire() as conn:
+            for first in range(0, len(order), 40):
+                await apply_batch_once(
+                    conn, "pair-of-batches", order[first : first + 40], projection.apply_batch
+                )
+
+    await asyncio.gather(worker(streams[0::2]), worker(streams[1::2]))
+    expected = expected_intervals(recorded.day)
+    assert_matches_oracle(
+        await intervals_of(service_pool, recorded.tenant, recorded.tag), expected, "intervals"
+    )
+    assert_matches_oracle(
+        await rollups_of(service_pool, recorded.tenant, recorded.tag),
+        expected_rollups(expected),
+        "roll-ups",
+    )

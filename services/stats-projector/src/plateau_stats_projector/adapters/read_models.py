@@ -77,6 +77,8 @@ _KEEP_CALL_FACTS = (
 )
 _PROJECT_CALLS = "select project_calls(" + ", ".join(f"${n}" for n in range(1, 24)) + ")"
 _PROJECT_AGENTS = "select project_agents(" + ", ".join(f"${n}" for n in range(1, 17)) + ")"
+#: Empty measure arrays (``add_measures`` then changes nothing).
+_NO_MEASURES: MeasureArrays = ([], [], [], [], [], [], [], [], [], [], [])
 _PROJECT_CAMPAIGN = "select project_campaign(" + ", ".join(f"${n}" for n in range(1, 12)) + ")"
 
 
@@ -124,6 +126,7 @@ class Projection:
         """
         calls: dict[str, list[CallFact]] = defaultdict(list)
         agents: dict[str, list[AgentFact]] = defaultdict(list)
+        campaigns: list[tuple[str, CampaignFact]] = []
         for envelope in envelopes:
             facts = facts_of(envelope)
             tenant = envelope.tenant
@@ -134,15 +137,27 @@ class Projection:
             if facts.queue is not None:
                 await self._apply_queue(conn, tenant, facts.queue)
             if facts.campaign is not None:
-                await self._apply_campaign(conn, tenant, facts.campaign)
-        for tenant, call_facts in calls.items():
-            await self._apply_calls(conn, tenant, call_facts)
-        for tenant, agent_facts in agents.items():
-            await self._apply_agents(conn, tenant, agent_facts)
+                campaigns.append((tenant, facts.campaign))
+        # Shared rows (a campaign's, a queue's or an agent's intervals) are written in one
+        # order, tenant by tenant and key by key, and the measures of calls and agents in
+        # one statement: concurrent batches (several consumers, a rebuild's catch-up) then
+        # take their row locks in the same order and cannot deadlock. A campaign's values
+        # do not depend on the order of its facts (docs/metrics.md).
+        for tenant, campaign in sorted(campaigns, key=lambda c: (c[0], c[1].campaign_id)):
+            await self._apply_campaign(conn, tenant, campaign)
+        for tenant in sorted(calls.keys() | agents.keys()):
+            change: Counter[Key] = Counter()
+            if tenant in calls:
+                change = await self._apply_calls(conn, tenant, calls[tenant])
+            await self._apply_agents(conn, tenant, agents.get(tenant, []), change)
 
     # -- calls
 
-    async def _apply_calls(self, conn: Connection, tenant: str, facts: list[CallFact]) -> None:
+    async def _apply_calls(
+        self, conn: Connection, tenant: str, facts: list[CallFact]
+    ) -> Counter[Key]:
+        """Keep the calls' facts and write what their recomputation changes, except the
+        measures: their change is returned, for ``_apply_agents`` to write."""
         kept = await conn.fetch(
             _KEEP_CALL_FACTS,
             tenant,
@@ -151,9 +166,9 @@ class Projection:
             [f.stream_version for f in facts],
             [f.to_json() for f in facts],
         )
-        if not kept:
-            return
         change: Counter[Key] = Counter()
+        if not kept:
+            return change
         contributions: list[tuple[str, Key, int]] = []
         records: list[dict[str, object]] = []
         waiting: list[dict[str, object]] = []
@@ -220,7 +235,7 @@ class Projection:
         await conn.execute(
             _PROJECT_CALLS,
             tenant,
-            *await self._measure_arrays(conn, tenant, change),
+            *_NO_MEASURES,
             [c[0] for c in contributions],
             [c[1].dimension.value for c in contributions],
             [c[1].dimension_id for c in contributions],
@@ -233,15 +248,22 @@ class Projection:
             CHANNEL if self._notify else None,
             notifications,
         )
+        return change
 
     # -- agents
 
-    async def _apply_agents(self, conn: Connection, tenant: str, facts: list[AgentFact]) -> None:
-        rows = await conn.fetch(
-            "select * from agent_status where tenant = $1 and agent_id = any($2::text[])",
-            tenant,
-            list({f.agent_id for f in facts}),
-        )
+    async def _apply_agents(
+        self, conn: Connection, tenant: str, facts: list[AgentFact], change: Counter[Key]
+    ) -> None:
+        """Fold the agents' facts onto their statuses, and write their spans and statuses
+        with the measures of their spans and ``change`` (the calls')."""
+        rows = []
+        if facts:
+            rows = await conn.fetch(
+                "select * from agent_status where tenant = $1 and agent_id = any($2::text[])",
+                tenant,
+                list({f.agent_id for f in facts}),
+            )
         statuses: dict[str, AgentStatus] = {
             row["agent_id"]: AgentStatus(
                 row["agent_id"],
@@ -258,7 +280,6 @@ class Projection:
         }
         changed: set[str] = set()
         spans: list[StateSpan] = []
-        change: Counter[Key] = Counter()
         for fact in facts:
             status = statuses.get(fact.agent_id)
             if status is not None and fact.stream_version <= status.version:
@@ -269,7 +290,7 @@ class Projection:
             if span is not None:
                 spans.append(span)
                 change.update(span_contribution(span))
-        if not changed:
+        if not changed and not any(change.values()):
             return
         await conn.execute(
             _PROJECT_AGENTS,
