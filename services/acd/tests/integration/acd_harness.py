@@ -98,22 +98,27 @@ class FakeCallControl(pb_grpc.CallControlServicer):
     connects: list[pb.ConnectAgentRequest] = field(default_factory=list)
     hangups: list[pb.HangupRequest] = field(default_factory=list)
     ringing: dict[str, pb.ConnectAgentRequest] = field(default_factory=dict)
+    received: set[str] = field(default_factory=set)
     refused: int = 0
 
     async def ConnectAgent(
         self, request: pb.ConnectAgentRequest, context: grpc.aio.ServicerContext
     ) -> pb.ConnectAgentResponse:
         tenant = current_tenant() or ""
-        seen = [r.request_id for r in self.connects]
-        self.connects.append(request)
-        if request.request_id in seen:
+        # A request counts in ``connects`` once its facts are recorded, as a real gateway's
+        # are by the time it answers: a test that ends a "connected" call must not record
+        # the end before the connection.
+        if request.request_id in self.received:
+            self.connects.append(request)
             return pb.ConnectAgentResponse(agent_sip_call_id=f"leg-{request.request_id}")
+        self.received.add(request.request_id)
         how = self.script.get(request.agent_id, "answer")
         if how == "gone":
+            self.connects.append(request)
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no call {request.call_id}")
         if request.call_id in self.ringing:
             self.refused += 1
-            self.connects.pop()  # refused: the same request id may come again
+            self.received.discard(request.request_id)  # refused: the same id may come again
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "the call is agent_ringing")
         if how == "unregistered":
             await self.gateway.record(
@@ -126,6 +131,7 @@ class FakeCallControl(pb_grpc.CallControlServicer):
                     reason=AgentLegFailure.NOT_REGISTERED,
                 ),
             )
+            self.connects.append(request)
             return pb.ConnectAgentResponse()
         ringing = AgentRinging(
             call_id=request.call_id,
@@ -167,6 +173,7 @@ class FakeCallControl(pb_grpc.CallControlServicer):
                 )
             )
         await self.gateway.record(tenant, request.call_id, *facts)
+        self.connects.append(request)
         return pb.ConnectAgentResponse(agent_sip_call_id=f"leg-{request.request_id}")
 
     async def Hangup(
