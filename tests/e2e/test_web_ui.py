@@ -29,6 +29,8 @@ from plateau_runtime.eventstore import EventStore, NewEvent
 pytestmark = pytest.mark.e2e
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+# A shared CI machine may be slow: waits are generous (they end as soon as the page is right).
+expect.set_options(timeout=20_000)
 
 
 async def _queue_a_call(dsn: str, queue_id: str) -> None:
