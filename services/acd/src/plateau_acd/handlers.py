@@ -438,7 +438,7 @@ class Acd:
                     state = routing.apply(state, Recorded(decision, meant.at))
                     appends.append(
                         StreamAppend(
-                            _stream(decision),
+                            _stream(decision, tenant),
                             [
                                 NewEvent(
                                     decision,
@@ -543,7 +543,7 @@ class Acd:
                 return []
             appends = [
                 StreamAppend(
-                    _stream(decision),
+                    _stream(decision, tenant),
                     [
                         NewEvent(
                             decision,
@@ -612,6 +612,7 @@ def _configure(book: TenantBook, data: EventData) -> bool:
     return True
 
 
-def _stream(event: EventData) -> str:
+def _stream(event: EventData, tenant: str) -> str:
+    """The tenant's stream of a decision: queue and agent ids are only unique per tenant."""
     assert isinstance(event, StreamedEvent)
-    return event.stream_id()
+    return event.stream_id(tenant)
