@@ -8,8 +8,11 @@ their own processes (``python -m plateau_sip_gateway``, ``python -m plateau_acd`
 tenant with ``python -m plateau_acd.configure``, logs the agents in through ``AgentDesk``
 and makes them available (no wrap-up). For each rate (calls/s, default 20 50 100) sipp
 plays the carrier for ``SECONDS`` and the bench prints achieved calls/s, failed calls,
-post-dial delay (INVITE -> 180) p50/p99, and queue-to-agent p50/p99 (``waited_ms`` of the
-acd's ``call.agent_reserved``: from ``call.queued`` to the reservation); then the same
+post-dial delay (INVITE -> 180) p50/p99, queue-to-agent p50/p99 (``waited_ms`` of the
+acd's ``call.agent_reserved``: from ``call.queued`` to the reservation), and fact-to-acd
+p50/p99 (from a call's answer or end at the gateway, ``occurred_at``, to the acd's
+``call.answered`` or ``agent.wrap_up_started`` recorded: gateway store, relay, bus and the
+acd's decision, the path that frees an agent for the next call); then the same
 carrier scenario against ``sipp -sn uas`` directly (the baseline). Figures only: nothing
 here asserts a speed. Needs ``sipp``.
 """
@@ -218,8 +221,9 @@ async def agents_ready(
     return uas
 
 
-async def queue_to_agent(acd_dsn: str, after: int) -> tuple[list[float], int]:
-    """``waited_ms`` of the reservations recorded after ``after``; the last position."""
+async def queue_to_agent(acd_dsn: str, after: int) -> tuple[list[float], list[float], int]:
+    """``waited_ms`` of the reservations recorded after ``after``, the fact-to-acd lags (ms)
+    of the answers and wrap-ups recorded after it, and the last position."""
     pool = await create_pool(acd_dsn, max_size=1)
     try:
         rows = await pool.fetch(
@@ -227,10 +231,16 @@ async def queue_to_agent(acd_dsn: str, after: int) -> tuple[list[float], int]:
             "and position > $1 order by position",
             after,
         )
+        lags = await pool.fetch(
+            "select extract(epoch from recorded_at - occurred_at) * 1000 as lag from events "
+            "where type in ('call.answered', 'agent.wrap_up_started') and position > $1",
+            after,
+        )
         last = await pool.fetchval("select coalesce(max(position), 0) from events")
     finally:
         await pool.close()
-    return [float(r["data"]["waited_ms"]) for r in rows], int(last)
+    waits = [float(r["data"]["waited_ms"]) for r in rows]
+    return waits, [float(r["lag"]) for r in lags], int(last)
 
 
 async def main(rates: list[int]) -> None:
@@ -238,25 +248,27 @@ async def main(rates: list[int]) -> None:
     password = secrets.token_urlsafe(12)
     print(
         f"inbound calls through gateway + acd, {SECONDS} s per rate, {TALK_MS} ms talk, "
-        f"{AGENTS} agents; PDD = INVITE -> 180; Q->A = call.queued -> call.agent_reserved"
+        f"{AGENTS} agents; PDD = INVITE -> 180; Q->A = call.queued -> call.agent_reserved; "
+        "F->A = answer or end at the gateway -> the acd's decision recorded"
     )
     header = (
         f"{'path':<24}{'rate':>6}{'calls/s':>9}{'failed':>8}{'PDD p50':>9}{'p99':>8}"
-        f"{'Q->A p50':>10}{'p99':>8}"
+        f"{'Q->A p50':>10}{'p99':>8}{'F->A p50':>10}{'p99':>8}"
     )
     with platform(work) as (admin_dsn, broker):
         async with processes(admin_dsn, broker, work, password) as (sip_port, acd_grpc, acd_dsn):
             uas = await agents_ready(work, sip_port, acd_grpc, password)
-            _, position = await queue_to_agent(acd_dsn, 0)
+            _, _, position = await queue_to_agent(acd_dsn, 0)
             print(header)
             for rate in rates:
                 ok, failed, seconds, delays = await carrier_run(f"127.0.0.1:{sip_port}", rate, work)
                 await asyncio.sleep(2)  # the last reservations are recorded
-                waits, position = await queue_to_agent(acd_dsn, position)
+                waits, lags, position = await queue_to_agent(acd_dsn, position)
                 print(
                     f"{'sipp->gw->acd->sipp':<24}{rate:>6}{ok / seconds:>9.1f}{failed:>8}"
                     f"{percentile(delays, 50):>9.1f}{percentile(delays, 99):>8.1f}"
-                    f"{percentile(waits, 50):>10.1f}{percentile(waits, 99):>8.1f}",
+                    f"{percentile(waits, 50):>10.1f}{percentile(waits, 99):>8.1f}"
+                    f"{percentile(lags, 50):>10.1f}{percentile(lags, 99):>8.1f}",
                     flush=True,
                 )
             uas.kill()
@@ -279,7 +291,7 @@ async def main(rates: list[int]) -> None:
                 print(
                     f"{'sipp->sipp (baseline)':<24}{rate:>6}{ok / seconds:>9.1f}{failed:>8}"
                     f"{percentile(delays, 50):>9.1f}{percentile(delays, 99):>8.1f}"
-                    f"{'-':>10}{'-':>8}",
+                    f"{'-':>10}{'-':>8}{'-':>10}{'-':>8}",
                     flush=True,
                 )
         finally:
