@@ -12,7 +12,9 @@ post-dial delay (INVITE -> 180) p50/p99, queue-to-agent p50/p99 (``waited_ms`` o
 acd's ``call.agent_reserved``: from ``call.queued`` to the reservation), and fact-to-acd
 p50/p99 (from a call's answer or end at the gateway, ``occurred_at``, to the acd's
 ``call.answered`` or ``agent.wrap_up_started`` recorded: gateway store, relay, bus and the
-acd's decision, the path that frees an agent for the next call); then the same
+acd's decision, the path that frees an agent for the next call), and the CPU time the acd
+and the gateway spent per call (a figure that holds on a machine busy with other work,
+where calls/s does not); then the same
 carrier scenario against ``sipp -sn uas`` directly (the baseline). Figures only: nothing
 here asserts a speed. Needs ``sipp``.
 """
@@ -30,9 +32,11 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
+import psutil
 from sip_inbound import (
     SECONDS,
     TALK_MS,
@@ -127,11 +131,27 @@ def start_acd(env: dict[str, str], work: Path) -> subprocess.Popen[bytes]:
         )
 
 
+@dataclass(frozen=True)
+class Running:
+    """The gateway and the acd as the bench reaches them."""
+
+    sip_port: int
+    acd_grpc: int
+    acd_dsn: str
+    acd: psutil.Process
+    gateway: psutil.Process
+
+
+def cpu_seconds(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return times.user + times.system
+
+
 @contextlib.asynccontextmanager
 async def processes(
     admin_dsn: str, broker: EmbeddedBroker, work: Path, password: str
-) -> AsyncIterator[tuple[int, int, str]]:
-    """Gateway and acd running; yields the SIP port, the acd's gRPC port, the acd's DSN."""
+) -> AsyncIterator[Running]:
+    """Gateway and acd running."""
     gateway_dsn = await migrated(admin_dsn, service("sip-gateway").service_schema())
     acd_dsn = await migrated(admin_dsn, service("acd").service_schema())
     (work / "trunks.json").write_text(
@@ -182,7 +202,9 @@ async def processes(
         wait_port(gw_grpc, gateway, "the gateway", work / "gateway.log")
         wait_port(acd_grpc, acd, "the acd", work / "acd.log")
         await asyncio.sleep(1.0)
-        yield sip_port, acd_grpc, acd_dsn
+        yield Running(
+            sip_port, acd_grpc, acd_dsn, psutil.Process(acd.pid), psutil.Process(gateway.pid)
+        )
     finally:
         stop(acd)
         stop(gateway)
@@ -253,22 +275,27 @@ async def main(rates: list[int]) -> None:
     )
     header = (
         f"{'path':<24}{'rate':>6}{'calls/s':>9}{'failed':>8}{'PDD p50':>9}{'p99':>8}"
-        f"{'Q->A p50':>10}{'p99':>8}{'F->A p50':>10}{'p99':>8}"
+        f"{'Q->A p50':>10}{'p99':>8}{'F->A p50':>10}{'p99':>8}{'CPU ms/call acd':>16}{'gw':>6}"
     )
     with platform(work) as (admin_dsn, broker):
-        async with processes(admin_dsn, broker, work, password) as (sip_port, acd_grpc, acd_dsn):
-            uas = await agents_ready(work, sip_port, acd_grpc, password)
+        async with processes(admin_dsn, broker, work, password) as running:
+            sip_port, acd_dsn = running.sip_port, running.acd_dsn
+            uas = await agents_ready(work, sip_port, running.acd_grpc, password)
             _, _, position = await queue_to_agent(acd_dsn, 0)
             print(header)
             for rate in rates:
+                cpu = cpu_seconds(running.acd), cpu_seconds(running.gateway)
                 ok, failed, seconds, delays = await carrier_run(f"127.0.0.1:{sip_port}", rate, work)
                 await asyncio.sleep(2)  # the last reservations are recorded
+                acd_ms = (cpu_seconds(running.acd) - cpu[0]) * 1000 / max(ok, 1)
+                gateway_ms = (cpu_seconds(running.gateway) - cpu[1]) * 1000 / max(ok, 1)
                 waits, lags, position = await queue_to_agent(acd_dsn, position)
                 print(
                     f"{'sipp->gw->acd->sipp':<24}{rate:>6}{ok / seconds:>9.1f}{failed:>8}"
                     f"{percentile(delays, 50):>9.1f}{percentile(delays, 99):>8.1f}"
                     f"{percentile(waits, 50):>10.1f}{percentile(waits, 99):>8.1f}"
-                    f"{percentile(lags, 50):>10.1f}{percentile(lags, 99):>8.1f}",
+                    f"{percentile(lags, 50):>10.1f}{percentile(lags, 99):>8.1f}"
+                    f"{acd_ms:>16.2f}{gateway_ms:>6.2f}",
                     flush=True,
                 )
             uas.kill()
@@ -291,7 +318,7 @@ async def main(rates: list[int]) -> None:
                 print(
                     f"{'sipp->sipp (baseline)':<24}{rate:>6}{ok / seconds:>9.1f}{failed:>8}"
                     f"{percentile(delays, 50):>9.1f}{percentile(delays, 99):>8.1f}"
-                    f"{'-':>10}{'-':>8}{'-':>10}{'-':>8}",
+                    f"{'-':>10}{'-':>8}{'-':>10}{'-':>8}{'-':>16}{'-':>6}",
                     flush=True,
                 )
         finally:
