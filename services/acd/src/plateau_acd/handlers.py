@@ -308,6 +308,14 @@ class Acd:
             await self._store.lock_appends(conn)
             await self._catch_up(conn)
 
+    async def refresh_unless_busy(self) -> None:
+        """``refresh``, unless an append is in flight: then its writer applies it (the
+        consumer's ``committed``), and reading it back here would only do that twice."""
+        await self._loaded.wait()
+        async with self._mutex, self._pool.acquire() as conn, conn.transaction():
+            if await self._store.try_lock_appends(conn):
+                await self._catch_up(conn)
+
     async def _catch_up(self, conn: Connection, *, initial: bool = False) -> None:
         changed: set[tuple[str, str]] = set()
         while True:
@@ -650,7 +658,7 @@ class Acd:
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), tick_seconds)
-            await self.refresh()
+            await self.refresh_unless_busy()
             await self.tick()
 
 
