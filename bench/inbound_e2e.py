@@ -225,21 +225,29 @@ async def agents_ready(
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.DEVNULL,
     )
-    for extension in EXTENSIONS:
-        scenario = work / "register.xml"
-        scenario.write_text(register(extension, password, agent_port))
-        code, output = await run_sipp(
-            ["-sf", str(scenario), "-m", "1", f"127.0.0.1:{sip_port}"], work, timeout=30
-        )
-        if code != 0:
-            sys.exit(f"agent {extension} could not register:\n{output}")
-    metadata = (("x-plateau-tenant", TENANT),)
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{acd_grpc}") as channel:
-        stub = desk_grpc.AgentDeskStub(channel)
+    try:
         for extension in EXTENSIONS:
-            agent_id = f"a-{extension}"
-            await stub.Login(desk.LoginRequest(agent_id=agent_id), metadata=metadata)
-            await stub.SetAvailable(desk.SetAvailableRequest(agent_id=agent_id), metadata=metadata)
+            scenario = work / "register.xml"
+            scenario.write_text(register(extension, password, agent_port))
+            code, output = await run_sipp(
+                ["-sf", str(scenario), "-m", "1", f"127.0.0.1:{sip_port}"], work, timeout=30
+            )
+            if code != 0:
+                sys.exit(f"agent {extension} could not register:\n{output}")
+        metadata = (("x-plateau-tenant", TENANT),)
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{acd_grpc}") as channel:
+            stub = desk_grpc.AgentDeskStub(channel)
+            for extension in EXTENSIONS:
+                agent_id = f"a-{extension}"
+                await stub.Login(desk.LoginRequest(agent_id=agent_id), metadata=metadata)
+                await stub.SetAvailable(
+                    desk.SetAvailableRequest(agent_id=agent_id), metadata=metadata
+                )
+    except BaseException:
+        # Not left behind when an agent cannot register (sys.exit) or the bench stops.
+        uas.kill()
+        await uas.wait()
+        raise
     return uas
 
 
@@ -281,25 +289,29 @@ async def main(rates: list[int]) -> None:
         async with processes(admin_dsn, broker, work, password) as running:
             sip_port, acd_dsn = running.sip_port, running.acd_dsn
             uas = await agents_ready(work, sip_port, running.acd_grpc, password)
-            _, _, position = await queue_to_agent(acd_dsn, 0)
-            print(header)
-            for rate in rates:
-                cpu = cpu_seconds(running.acd), cpu_seconds(running.gateway)
-                ok, failed, seconds, delays = await carrier_run(f"127.0.0.1:{sip_port}", rate, work)
-                await asyncio.sleep(2)  # the last reservations are recorded
-                acd_ms = (cpu_seconds(running.acd) - cpu[0]) * 1000 / max(ok, 1)
-                gateway_ms = (cpu_seconds(running.gateway) - cpu[1]) * 1000 / max(ok, 1)
-                waits, lags, position = await queue_to_agent(acd_dsn, position)
-                print(
-                    f"{'sipp->gw->acd->sipp':<24}{rate:>6}{ok / seconds:>9.1f}{failed:>8}"
-                    f"{percentile(delays, 50):>9.1f}{percentile(delays, 99):>8.1f}"
-                    f"{percentile(waits, 50):>10.1f}{percentile(waits, 99):>8.1f}"
-                    f"{percentile(lags, 50):>10.1f}{percentile(lags, 99):>8.1f}"
-                    f"{acd_ms:>16.2f}{gateway_ms:>6.2f}",
-                    flush=True,
-                )
-            uas.kill()
-            await uas.wait()
+            try:
+                _, _, position = await queue_to_agent(acd_dsn, 0)
+                print(header)
+                for rate in rates:
+                    cpu = cpu_seconds(running.acd), cpu_seconds(running.gateway)
+                    ok, failed, seconds, delays = await carrier_run(
+                        f"127.0.0.1:{sip_port}", rate, work
+                    )
+                    await asyncio.sleep(2)  # the last reservations are recorded
+                    acd_ms = (cpu_seconds(running.acd) - cpu[0]) * 1000 / max(ok, 1)
+                    gateway_ms = (cpu_seconds(running.gateway) - cpu[1]) * 1000 / max(ok, 1)
+                    waits, lags, position = await queue_to_agent(acd_dsn, position)
+                    print(
+                        f"{'sipp->gw->acd->sipp':<24}{rate:>6}{ok / seconds:>9.1f}{failed:>8}"
+                        f"{percentile(delays, 50):>9.1f}{percentile(delays, 99):>8.1f}"
+                        f"{percentile(waits, 50):>10.1f}{percentile(waits, 99):>8.1f}"
+                        f"{percentile(lags, 50):>10.1f}{percentile(lags, 99):>8.1f}"
+                        f"{acd_ms:>16.2f}{gateway_ms:>6.2f}",
+                        flush=True,
+                    )
+            finally:
+                uas.kill()
+                await uas.wait()
         baseline_port = free_both()
         uas = await asyncio.create_subprocess_exec(
             sipp_binary(),
