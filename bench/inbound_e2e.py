@@ -8,8 +8,13 @@ their own processes (``python -m plateau_sip_gateway``, ``python -m plateau_acd`
 tenant with ``python -m plateau_acd.configure``, logs the agents in through ``AgentDesk``
 and makes them available (no wrap-up). For each rate (calls/s, default 20 50 100) sipp
 plays the carrier for ``SECONDS`` and the bench prints achieved calls/s, failed calls,
-post-dial delay (INVITE -> 180) p50/p99, and queue-to-agent p50/p99 (``waited_ms`` of the
-acd's ``call.agent_reserved``: from ``call.queued`` to the reservation); then the same
+post-dial delay (INVITE -> 180) p50/p99, queue-to-agent p50/p99 (``waited_ms`` of the
+acd's ``call.agent_reserved``: from ``call.queued`` to the reservation), and fact-to-acd
+p50/p99 (from a call's answer or end at the gateway, ``occurred_at``, to the acd's
+``call.answered`` or ``agent.wrap_up_started`` recorded: gateway store, relay, bus and the
+acd's decision, the path that frees an agent for the next call), and the CPU time the acd
+and the gateway spent per call (a figure that holds on a machine busy with other work,
+where calls/s does not); then the same
 carrier scenario against ``sipp -sn uas`` directly (the baseline). Figures only: nothing
 here asserts a speed. Needs ``sipp``.
 """
@@ -27,9 +32,11 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
+import psutil
 from sip_inbound import (
     SECONDS,
     TALK_MS,
@@ -124,11 +131,27 @@ def start_acd(env: dict[str, str], work: Path) -> subprocess.Popen[bytes]:
         )
 
 
+@dataclass(frozen=True)
+class Running:
+    """The gateway and the acd as the bench reaches them."""
+
+    sip_port: int
+    acd_grpc: int
+    acd_dsn: str
+    acd: psutil.Process
+    gateway: psutil.Process
+
+
+def cpu_seconds(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return times.user + times.system
+
+
 @contextlib.asynccontextmanager
 async def processes(
     admin_dsn: str, broker: EmbeddedBroker, work: Path, password: str
-) -> AsyncIterator[tuple[int, int, str]]:
-    """Gateway and acd running; yields the SIP port, the acd's gRPC port, the acd's DSN."""
+) -> AsyncIterator[Running]:
+    """Gateway and acd running."""
     gateway_dsn = await migrated(admin_dsn, service("sip-gateway").service_schema())
     acd_dsn = await migrated(admin_dsn, service("acd").service_schema())
     (work / "trunks.json").write_text(
@@ -179,7 +202,9 @@ async def processes(
         wait_port(gw_grpc, gateway, "the gateway", work / "gateway.log")
         wait_port(acd_grpc, acd, "the acd", work / "acd.log")
         await asyncio.sleep(1.0)
-        yield sip_port, acd_grpc, acd_dsn
+        yield Running(
+            sip_port, acd_grpc, acd_dsn, psutil.Process(acd.pid), psutil.Process(gateway.pid)
+        )
     finally:
         stop(acd)
         stop(gateway)
@@ -200,26 +225,35 @@ async def agents_ready(
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.DEVNULL,
     )
-    for extension in EXTENSIONS:
-        scenario = work / "register.xml"
-        scenario.write_text(register(extension, password, agent_port))
-        code, output = await run_sipp(
-            ["-sf", str(scenario), "-m", "1", f"127.0.0.1:{sip_port}"], work, timeout=30
-        )
-        if code != 0:
-            sys.exit(f"agent {extension} could not register:\n{output}")
-    metadata = (("x-plateau-tenant", TENANT),)
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{acd_grpc}") as channel:
-        stub = desk_grpc.AgentDeskStub(channel)
+    try:
         for extension in EXTENSIONS:
-            agent_id = f"a-{extension}"
-            await stub.Login(desk.LoginRequest(agent_id=agent_id), metadata=metadata)
-            await stub.SetAvailable(desk.SetAvailableRequest(agent_id=agent_id), metadata=metadata)
+            scenario = work / "register.xml"
+            scenario.write_text(register(extension, password, agent_port))
+            code, output = await run_sipp(
+                ["-sf", str(scenario), "-m", "1", f"127.0.0.1:{sip_port}"], work, timeout=30
+            )
+            if code != 0:
+                sys.exit(f"agent {extension} could not register:\n{output}")
+        metadata = (("x-plateau-tenant", TENANT),)
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{acd_grpc}") as channel:
+            stub = desk_grpc.AgentDeskStub(channel)
+            for extension in EXTENSIONS:
+                agent_id = f"a-{extension}"
+                await stub.Login(desk.LoginRequest(agent_id=agent_id), metadata=metadata)
+                await stub.SetAvailable(
+                    desk.SetAvailableRequest(agent_id=agent_id), metadata=metadata
+                )
+    except BaseException:
+        # Not left behind when an agent cannot register (sys.exit) or the bench stops.
+        uas.kill()
+        await uas.wait()
+        raise
     return uas
 
 
-async def queue_to_agent(acd_dsn: str, after: int) -> tuple[list[float], int]:
-    """``waited_ms`` of the reservations recorded after ``after``; the last position."""
+async def queue_to_agent(acd_dsn: str, after: int) -> tuple[list[float], list[float], int]:
+    """``waited_ms`` of the reservations recorded after ``after``, the fact-to-acd lags (ms)
+    of the answers and wrap-ups recorded after it, and the last position."""
     pool = await create_pool(acd_dsn, max_size=1)
     try:
         rows = await pool.fetch(
@@ -227,10 +261,16 @@ async def queue_to_agent(acd_dsn: str, after: int) -> tuple[list[float], int]:
             "and position > $1 order by position",
             after,
         )
+        lags = await pool.fetch(
+            "select extract(epoch from recorded_at - occurred_at) * 1000 as lag from events "
+            "where type in ('call.answered', 'agent.wrap_up_started') and position > $1",
+            after,
+        )
         last = await pool.fetchval("select coalesce(max(position), 0) from events")
     finally:
         await pool.close()
-    return [float(r["data"]["waited_ms"]) for r in rows], int(last)
+    waits = [float(r["data"]["waited_ms"]) for r in rows]
+    return waits, [float(r["lag"]) for r in lags], int(last)
 
 
 async def main(rates: list[int]) -> None:
@@ -238,29 +278,40 @@ async def main(rates: list[int]) -> None:
     password = secrets.token_urlsafe(12)
     print(
         f"inbound calls through gateway + acd, {SECONDS} s per rate, {TALK_MS} ms talk, "
-        f"{AGENTS} agents; PDD = INVITE -> 180; Q->A = call.queued -> call.agent_reserved"
+        f"{AGENTS} agents; PDD = INVITE -> 180; Q->A = call.queued -> call.agent_reserved; "
+        "F->A = answer or end at the gateway -> the acd's decision recorded"
     )
     header = (
         f"{'path':<24}{'rate':>6}{'calls/s':>9}{'failed':>8}{'PDD p50':>9}{'p99':>8}"
-        f"{'Q->A p50':>10}{'p99':>8}"
+        f"{'Q->A p50':>10}{'p99':>8}{'F->A p50':>10}{'p99':>8}{'CPU ms/call acd':>16}{'gw':>6}"
     )
     with platform(work) as (admin_dsn, broker):
-        async with processes(admin_dsn, broker, work, password) as (sip_port, acd_grpc, acd_dsn):
-            uas = await agents_ready(work, sip_port, acd_grpc, password)
-            _, position = await queue_to_agent(acd_dsn, 0)
-            print(header)
-            for rate in rates:
-                ok, failed, seconds, delays = await carrier_run(f"127.0.0.1:{sip_port}", rate, work)
-                await asyncio.sleep(2)  # the last reservations are recorded
-                waits, position = await queue_to_agent(acd_dsn, position)
-                print(
-                    f"{'sipp->gw->acd->sipp':<24}{rate:>6}{ok / seconds:>9.1f}{failed:>8}"
-                    f"{percentile(delays, 50):>9.1f}{percentile(delays, 99):>8.1f}"
-                    f"{percentile(waits, 50):>10.1f}{percentile(waits, 99):>8.1f}",
-                    flush=True,
-                )
-            uas.kill()
-            await uas.wait()
+        async with processes(admin_dsn, broker, work, password) as running:
+            sip_port, acd_dsn = running.sip_port, running.acd_dsn
+            uas = await agents_ready(work, sip_port, running.acd_grpc, password)
+            try:
+                _, _, position = await queue_to_agent(acd_dsn, 0)
+                print(header)
+                for rate in rates:
+                    cpu = cpu_seconds(running.acd), cpu_seconds(running.gateway)
+                    ok, failed, seconds, delays = await carrier_run(
+                        f"127.0.0.1:{sip_port}", rate, work
+                    )
+                    await asyncio.sleep(2)  # the last reservations are recorded
+                    acd_ms = (cpu_seconds(running.acd) - cpu[0]) * 1000 / max(ok, 1)
+                    gateway_ms = (cpu_seconds(running.gateway) - cpu[1]) * 1000 / max(ok, 1)
+                    waits, lags, position = await queue_to_agent(acd_dsn, position)
+                    print(
+                        f"{'sipp->gw->acd->sipp':<24}{rate:>6}{ok / seconds:>9.1f}{failed:>8}"
+                        f"{percentile(delays, 50):>9.1f}{percentile(delays, 99):>8.1f}"
+                        f"{percentile(waits, 50):>10.1f}{percentile(waits, 99):>8.1f}"
+                        f"{percentile(lags, 50):>10.1f}{percentile(lags, 99):>8.1f}"
+                        f"{acd_ms:>16.2f}{gateway_ms:>6.2f}",
+                        flush=True,
+                    )
+            finally:
+                uas.kill()
+                await uas.wait()
         baseline_port = free_both()
         uas = await asyncio.create_subprocess_exec(
             sipp_binary(),
@@ -279,7 +330,7 @@ async def main(rates: list[int]) -> None:
                 print(
                     f"{'sipp->sipp (baseline)':<24}{rate:>6}{ok / seconds:>9.1f}{failed:>8}"
                     f"{percentile(delays, 50):>9.1f}{percentile(delays, 99):>8.1f}"
-                    f"{'-':>10}{'-':>8}",
+                    f"{'-':>10}{'-':>8}{'-':>10}{'-':>8}{'-':>16}{'-':>6}",
                     flush=True,
                 )
         finally:

@@ -161,7 +161,7 @@ def envelopes(events: list[tuple[str, datetime, StreamedEvent]], tenant: str) ->
     versions: dict[str, int] = {}
     out = []
     for _, at, event in sorted(events, key=lambda e: e[1]):
-        stream = event.stream_id()
+        stream = event.stream_id(tenant)
         versions[stream] = versions.get(stream, 0) + 1
         out.append(
             Envelope(
@@ -298,7 +298,7 @@ async def paced(
         tick, pending = pending[:per_tick], pending[per_tick:]
         for side in ("gw", "acd"):
             appends = [
-                StreamAppend(e.stream_id(), [NewEvent(e, tenant="bench-latency")])
+                StreamAppend(e.stream_id("bench-latency"), [NewEvent(e, tenant="bench-latency")])
                 for s, e in tick
                 if s == side
             ]

@@ -31,7 +31,9 @@ async def _record_call(dsn: str, n: int) -> None:
         queued = routing.CallQueued(
             queue_id=queue, call_id=call_id, direction="inbound", priority=0
         )
-        await acd.append(queued.stream_id(), [NewEvent(queued, tenant="demo", occurred_at=start)])
+        await acd.append(
+            queued.stream_id("demo"), [NewEvent(queued, tenant="demo", occurred_at=start)]
+        )
         connected = calls.CallConnected(
             call_id=call_id, agent_id="a-e2e", extension="1001", queue_id=queue
         )

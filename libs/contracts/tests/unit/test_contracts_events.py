@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from plateau_contracts.catalogue import all_events, lookup
 from plateau_contracts.envelope import EventData
 from plateau_contracts.events import access, agents, calls, dialer, routing
-from plateau_contracts.events.common import StreamedEvent
+from plateau_contracts.events.common import StreamedEvent, split_tenant_stream
 from plateau_contracts.topics import Topic
 
 pytestmark = pytest.mark.unit
@@ -120,8 +120,15 @@ def test_event_topic_and_stream(cls: type[EventData]) -> None:
     assert "tenant" not in cls.model_fields, "the tenant belongs in the envelope"
     event = cls.model_validate(sample_data(cls))
     prefixes = [p.split("<", 1)[0] for p in cls.stream_pattern().split(" or ")]
-    assert any(event.stream_id().startswith(p) for p in prefixes)
-    assert len(event.stream_id()) > min(len(p) for p in prefixes)
+    stream = event.stream_id("acme")
+    assert any(stream.startswith(p) for p in prefixes)
+    assert len(stream) > min(len(p) for p in prefixes)
+    if cls.tenant_scoped:
+        assert stream.startswith(tuple(f"{p}acme:" for p in prefixes))
+        with pytest.raises(ValueError, match="pass the tenant"):
+            event.stream_id()
+    else:
+        assert event.stream_id() == stream
 
 
 @pytest.mark.parametrize("cls", EVENTS, ids=by_type)
@@ -151,11 +158,11 @@ def test_stream_ids_follow_the_content() -> None:
     unknown = routing.RoutingFailed(
         call_id="c1", reason=routing.RoutingFailure.UNKNOWN_DNIS, dnis="+242053000199"
     )
-    assert unknown.stream_id() == "entrypoint-+242053000199"
+    assert unknown.stream_id("mno") == "entrypoint-mno:+242053000199"
     queued = routing.RoutingFailed(
         call_id="c1", reason=routing.RoutingFailure.QUEUE_FULL, queue_id="q-support"
     )
-    assert queued.stream_id() == "queue-q-support"
+    assert queued.stream_id("mno") == "queue-mno:q-support"
     login = access.LoginFailed(
         username="root", reason=access.LoginFailure.UNKNOWN_USER, source_ip="192.0.2.1",
         consecutive_failures=3,
@@ -183,3 +190,17 @@ def test_constrained_values_are_enforced() -> None:
     assert calls.TransferTarget(kind="queue", queue_id="q-2").queue_id == "q-2"
     with pytest.raises(ValidationError, match="sets `agent` and nothing else"):
         calls.TransferTarget(kind="agent", queue_id="q-2")
+
+
+def test_tenant_streams_keep_tenants_apart_and_split_back() -> None:
+    queued = routing.CallQueued(queue_id="q-support", call_id="c1", direction="inbound", priority=0)
+    assert queued.stream_id("mno") != queued.stream_id("mno-2")
+    assert split_tenant_stream(queued.stream_id("mno.cg")) == ("queue", "mno.cg", "q-support")
+    # Whatever the id holds, the tenant ends at the first separator.
+    odd = agents.AgentLoggedIn(agent_id="a:1-2", extension="1001")
+    assert split_tenant_stream(odd.stream_id("t-1")) == ("agent", "t-1", "a:1-2")
+    with pytest.raises(ValueError, match="tenant id"):
+        queued.stream_id("mno:cg")
+    for not_scoped in ("call-3f2c", "queue-q-support", "queue-:q"):
+        with pytest.raises(ValueError, match="not a tenant's stream"):
+            split_tenant_stream(not_scoped)

@@ -148,6 +148,10 @@ class EventStore:
         """
         await conn.execute("select pg_advisory_xact_lock($1)", self._lock)
 
+    async def try_lock_appends(self, conn: Connection) -> bool:
+        """``lock_appends`` if no append is in flight; False at once otherwise."""
+        return bool(await conn.fetchval("select pg_try_advisory_xact_lock($1)", self._lock))
+
     async def append(
         self,
         stream: str,

@@ -202,3 +202,19 @@ async def test_a_service_role_cannot_read_another_services_schema(
     other = await make_schema(admin_dsn)
     with pytest.raises(asyncpg.InsufficientPrivilegeError):
         await service_pool.fetch(f"select * from {other.schema}.events")
+
+
+async def test_trying_the_append_lock_fails_at_once_while_an_append_is_in_flight(
+    service_pool: asyncpg.Pool, service_schema: MigratedSchema
+) -> None:
+    store = EventStore(service_pool, service_schema.schema)
+    async with service_pool.acquire() as writer, service_pool.acquire() as reader:
+        async with writer.transaction():
+            await store.append("call-c1", [offered_call(1)], conn=writer)
+            async with reader.transaction():
+                assert await store.try_lock_appends(reader) is False
+        async with reader.transaction():
+            assert await store.try_lock_appends(reader) is True
+            # Held now: the next writer waits for this transaction.
+            async with writer.transaction():
+                assert await store.try_lock_appends(writer) is False

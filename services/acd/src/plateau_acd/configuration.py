@@ -182,7 +182,9 @@ async def apply_config(
                 changes = ()
             for event in events:
                 assert isinstance(event, StreamedEvent)
-                appends.append(StreamAppend(event.stream_id(), [NewEvent(event, tenant=spec.id)]))
+                appends.append(
+                    StreamAppend(event.stream_id(spec.id), [NewEvent(event, tenant=spec.id)])
+                )
             outcomes.append(TenantOutcome(spec.id, version, changes, tuple(warnings)))
         await store.append_many(appends, conn=conn)
     return outcomes

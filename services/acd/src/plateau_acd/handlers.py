@@ -59,7 +59,7 @@ from plateau_contracts.events.agents import (
     WrapUpStarted,
 )
 from plateau_contracts.events.calls import AgentRinging
-from plateau_contracts.events.common import StreamedEvent
+from plateau_contracts.events.common import StreamedEvent, split_tenant_stream
 from plateau_contracts.events.routing import (
     CallAbandoned,
     CallAgentReserved,
@@ -210,6 +210,16 @@ class _Ringing:
 _Outcome = _Ringing | list[StoredEvent]
 
 
+@dataclass(frozen=True)
+class _Prepared:
+    """What a batch's decisions lead to: each tenant's state (stream versions aside) and
+    the payload of each event, in the order appended; and the states they started from."""
+
+    states: dict[str, AcdState]
+    decided: list[EventData]
+    started_from: dict[str, AcdState] = field(default_factory=dict)
+
+
 class Acd:
     """The acd's state and its one way to decide; see the module docstring."""
 
@@ -232,6 +242,7 @@ class Acd:
         self._effects: asyncio.Queue[Effect] = asyncio.Queue()
         self._loaded = asyncio.Event()
         self._uncommitted: list[_Outcome] = []
+        self._prepared: _Prepared | None = None
         self._recent_failures: list[HangupOrder] = []
 
     # -- reading -------------------------------------------------------------------------
@@ -297,6 +308,14 @@ class Acd:
             await self._store.lock_appends(conn)
             await self._catch_up(conn)
 
+    async def refresh_unless_busy(self) -> None:
+        """``refresh``, unless an append is in flight: then its writer applies it (the
+        consumer's ``committed``), and reading it back here would only do that twice."""
+        await self._loaded.wait()
+        async with self._mutex, self._pool.acquire() as conn, conn.transaction():
+            if await self._store.try_lock_appends(conn):
+                await self._catch_up(conn)
+
     async def _catch_up(self, conn: Connection, *, initial: bool = False) -> None:
         changed: set[tuple[str, str]] = set()
         while True:
@@ -327,6 +346,19 @@ class Acd:
         book.state = routing.apply(
             book.state, Recorded(fact, envelope.occurred_at, envelope.stream_version)
         )
+        self._note(book, envelope, data, changed, emit_effects=emit_effects)
+
+    def _note(
+        self,
+        book: TenantBook,
+        envelope: Envelope,
+        data: EventData,
+        changed: set[tuple[str, str]],
+        *,
+        emit_effects: bool,
+    ) -> None:
+        """Book what a recorded domain fact means beyond the state: the agents it changed,
+        screen-pop cards, reservations to send and calls to hang up."""
         agent_id = getattr(data, "agent_id", None)
         if agent_id:
             changed.add((envelope.tenant, agent_id))
@@ -417,10 +449,14 @@ class Acd:
             await self._catch_up(conn)
             states: dict[str, AcdState] = {}
             appends: list[StreamAppend] = []
+            decided: list[EventData] = []  # the payload of each append, in order
+            started: dict[str, AcdState] = {}
             plan: list[_Ringing | int] = []  # ringing, or how many appends a decision made
             for envelope in envelopes:
                 tenant = envelope.tenant
-                state = states.get(tenant) or self.book(tenant).state
+                if tenant not in started:
+                    started[tenant] = self.book(tenant).state
+                state = states.get(tenant) or started[tenant]
                 meant = interpret(state, envelope)
                 if isinstance(meant, AgentRinging):
                     states[tenant] = routing.apply(state, Recorded(meant, envelope.occurred_at))
@@ -436,9 +472,10 @@ class Acd:
                     continue
                 for decision in decisions:
                     state = routing.apply(state, Recorded(decision, meant.at))
+                    decided.append(decision)
                     appends.append(
                         StreamAppend(
-                            _stream(decision),
+                            _stream(decision, tenant),
                             [
                                 NewEvent(
                                     decision,
@@ -462,18 +499,23 @@ class Acd:
                 outcomes.append(stored[cursor : cursor + step])
                 cursor += step
         self._uncommitted = outcomes
+        self._prepared = _Prepared(states, decided, started)
 
     def discard_uncommitted(self) -> None:
         """Forget the events of a ``decide(conn=...)`` or ``decide_facts`` whose transaction
         did not commit (a consumer calls it before each batch, so only a committed batch's
         events count)."""
         self._uncommitted = []
+        self._prepared = None
 
     async def committed(self) -> None:
         """The transaction of the last ``decide(conn=...)`` or ``decide_facts`` committed:
         apply its events, and show the ringing agents, in the order of the facts."""
         outcomes, self._uncommitted = self._uncommitted, []
+        prepared, self._prepared = self._prepared, None
         stored = [event for o in outcomes if not isinstance(o, _Ringing) for event in o]
+        if prepared is not None and await self._adopt(outcomes, stored, prepared):
+            return
         ringing = [o for o in outcomes if isinstance(o, _Ringing)]
         if not ringing:
             await self._apply_committed(stored)
@@ -499,6 +541,36 @@ class Acd:
             for outcome in ringing:
                 self._show_ringing(outcome, changed)
             self._notify(changed)
+
+    async def _adopt(
+        self, outcomes: list[_Outcome], stored: list[StoredEvent], prepared: _Prepared
+    ) -> bool:
+        """Take the states ``decide_facts`` computed as the tenants' states, instead of
+        parsing and folding its events again; only when nothing was applied since (else
+        False, and the caller applies the events)."""
+        async with self._mutex:
+            if stored and stored[0].position != self._position + 1:
+                return False
+            if any(
+                self.book(tenant).state is not prepared.started_from.get(tenant)
+                for tenant in prepared.states
+            ):
+                return False
+            changed: set[tuple[str, str]] = set()
+            versions: dict[str, dict[str, int]] = {}
+            for event, data in zip(stored, prepared.decided, strict=True):
+                envelope = event.envelope
+                book = self.book(envelope.tenant)
+                self._note(book, envelope, data, changed, emit_effects=True)
+                versions.setdefault(envelope.tenant, {})[envelope.stream] = envelope.stream_version
+                self._position = event.position
+            for outcome in outcomes:
+                if isinstance(outcome, _Ringing):
+                    changed.add((outcome.tenant, outcome.fact.agent_id))
+            for tenant, state in prepared.states.items():
+                self.book(tenant).state = _stamped(state, tenant, versions.get(tenant, {}))
+            self._notify(changed)
+            return True
 
     def _show_ringing(self, ringing: _Ringing, changed: set[tuple[str, str]]) -> None:
         book = self.book(ringing.tenant)
@@ -543,7 +615,7 @@ class Acd:
                 return []
             appends = [
                 StreamAppend(
-                    _stream(decision),
+                    _stream(decision, tenant),
                     [
                         NewEvent(
                             decision,
@@ -586,7 +658,7 @@ class Acd:
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), tick_seconds)
-            await self.refresh()
+            await self.refresh_unless_busy()
             await self.tick()
 
 
@@ -612,6 +684,21 @@ def _configure(book: TenantBook, data: EventData) -> bool:
     return True
 
 
-def _stream(event: EventData) -> str:
+def _stamped(state: AcdState, tenant: str, versions: dict[str, int]) -> AcdState:
+    """The state with the stream versions its agents and queues were recorded at (a state
+    folded from decisions before they were appended does not know them)."""
+    agents = dict(state.agents)
+    queues = dict(state.queues)
+    for stream, version in versions.items():
+        prefix, _, key = split_tenant_stream(stream)
+        if prefix == "agent" and key in agents:
+            agents[key] = replace(agents[key], version=version)
+        elif prefix == "queue" and key in queues:
+            queues[key] = replace(queues[key], version=version)
+    return replace(state, agents=agents, queues=queues)
+
+
+def _stream(event: EventData, tenant: str) -> str:
+    """The tenant's stream of a decision: queue and agent ids are only unique per tenant."""
     assert isinstance(event, StreamedEvent)
-    return event.stream_id()
+    return event.stream_id(tenant)

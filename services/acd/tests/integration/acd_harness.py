@@ -285,14 +285,15 @@ class World:
         finally:
             await self.stop_acd(running)
 
-    async def start_acd(self) -> RunningAcd:
+    async def start_acd(self, *also: str) -> RunningAcd:
+        """Start an acd serving this test's tenant and the tenants ``also`` names."""
         acd = Acd(self.store, self.acd_pool)
         gateway = GrpcGateway(f"127.0.0.1:{self.call_control_port}")
         consumer = calls_consumer(
             acd,
             self.acd_pool,
             self.bootstrap,
-            tenants=frozenset({self.tenant}),
+            tenants=frozenset({self.tenant, *also}),
             consumer=self.group,
         )
         server = GrpcServer("127.0.0.1", 0, [agent_desk_service(acd)])

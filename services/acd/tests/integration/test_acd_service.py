@@ -442,7 +442,7 @@ async def test_an_unknown_number_is_hung_up_and_a_call_gone_at_the_gateway_is_no
             await w.gateway.offer(w.tenant, w.c("c-1"), dnis="+242053000199")
             await eventually(lambda: len(w.call_control.hangups) >= 1, "the hang-up")
             [failed] = await running.events("call.routing_failed")
-            assert failed.envelope.stream == "entrypoint-+242053000199"
+            assert failed.envelope.stream == f"entrypoint-{w.tenant}:+242053000199"
             assert w.call_control.hangups[0].call_id == w.c("c-1")
             assert w.call_control.hangups[0].reason == pb.HANGUP_REASON_UNKNOWN_DESTINATION
             assert w.call_control.hangups[0].request_id == str(failed.envelope.event_id)

@@ -131,7 +131,7 @@ class RoutingMachine(RuleBasedStateMachine):
                 assert head is not None
                 assert head.call_id == event.call_id
                 assert self.state.agents[event.agent_id].status is AgentStatus.AVAILABLE
-            stream = event.stream_id()
+            stream = event.stream_id("t")
             self.versions[stream] += 1
             hypothesis_event(type(event).__name__)
             self.record(Recorded(event, trigger.at, self.versions[stream]))

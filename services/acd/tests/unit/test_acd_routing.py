@@ -84,7 +84,7 @@ class Ledger:
     def run(self, trigger: Trigger) -> list[Decision]:
         events = self.distributor.decide(self.state, trigger)
         for event in events:
-            stream = event.stream_id()
+            stream = event.stream_id("t")
             self.versions[stream] += 1
             self.record(Recorded(event, trigger.at, self.versions[stream]))
         return events
@@ -423,7 +423,7 @@ def test_unknown_dnis_fails_routing() -> None:
     assert len(events) == 1
     assert isinstance(events[0], RoutingFailed)
     assert events[0].reason is RoutingFailure.UNKNOWN_DNIS
-    assert events[0].stream_id() == "entrypoint-+242000000000"
+    assert events[0].stream_id("t") == "entrypoint-t:+242000000000"
 
 
 def test_a_duplicate_offer_is_not_queued_twice() -> None:
@@ -492,6 +492,6 @@ def test_configuration_facts_build_queues_and_entry_points() -> None:
     ledger.record(Recorded(config.to_event(), at(0), 1))
     ledger.record(Recorded(EntryPointMapped(dnis="+242053000999", queue_id="q-new"), at(0), 1))
     assert ledger.state.queues["q-new"].config == config
-    ledger.versions["queue-q-new"] = 1
+    ledger.versions["queue-t:q-new"] = 1
     ledger.arrive(1, "c-1", dnis="+242053000999")
     assert ledger.state.queue_of("c-1") is ledger.state.queues["q-new"]

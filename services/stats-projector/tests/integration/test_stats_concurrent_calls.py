@@ -27,7 +27,7 @@ def envelope(event: StreamedEvent, tenant: str, at: datetime) -> Envelope:
         event_id=new_event_id(),
         type=event.event_type,
         schema_version=event.schema_version,
-        stream=event.stream_id(),
+        stream=event.stream_id(tenant),
         stream_version=1,
         tenant=tenant,
         occurred_at=at,

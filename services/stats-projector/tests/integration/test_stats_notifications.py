@@ -25,13 +25,14 @@ async def test_a_change_is_notified_at_commit_and_not_before(
     tag = secrets.token_hex(3)
     event = CallQueued(queue_id=f"q-{tag}", call_id=f"c-{tag}", direction="inbound", priority=0)
     now = datetime.now(UTC)
+    tenant = f"acme-{tag}"
     envelope = Envelope(
         event_id=new_event_id(),
         type=event.event_type,
         schema_version=event.schema_version,
-        stream=event.stream_id(),
+        stream=event.stream_id(tenant),
         stream_version=1,
-        tenant=f"acme-{tag}",
+        tenant=tenant,
         occurred_at=now,
         recorded_at=now,
         data=event.model_dump(mode="json"),

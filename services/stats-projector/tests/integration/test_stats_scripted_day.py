@@ -90,7 +90,7 @@ async def record(
             data = tagged(event, tag)  # type: ignore[arg-type]
             batch.append(
                 StreamAppend(
-                    data.stream_id(), [NewEvent(data, tenant=tenant, occurred_at=when(at))]
+                    data.stream_id(tenant), [NewEvent(data, tenant=tenant, occurred_at=when(at))]
                 )
             )
         await store.append_many(batch)

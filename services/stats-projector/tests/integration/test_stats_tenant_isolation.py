@@ -150,7 +150,7 @@ def traffic(tenant: str, tag: str) -> list[Envelope]:
     versions: dict[str, int] = {}
     out = []
     for seconds, event in events:
-        stream = event.stream_id()
+        stream = event.stream_id(tenant)
         versions[stream] = versions.get(stream, 0) + 1
         at = start + timedelta(seconds=seconds)
         out.append(

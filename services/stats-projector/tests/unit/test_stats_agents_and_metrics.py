@@ -50,7 +50,7 @@ def envelope(event: StreamedEvent, version: int = 1) -> Envelope:
         event_id=new_event_id(),
         type=event.event_type,
         schema_version=event.schema_version,
-        stream=event.stream_id(),
+        stream=event.stream_id("acme"),
         stream_version=version,
         tenant="acme",
         occurred_at=now,
@@ -67,7 +67,7 @@ def test_events_map_to_the_facts_the_projections_read() -> None:
     assert (queued.call.kind, queued.call.queue_id, queued.call.stream) == (
         CallFactKind.QUEUED,
         "q1",
-        "queue-q1",
+        "queue-acme:q1",
     )
     assert queued.call.at_ms == I0 + 1000  # floored to the millisecond
     ended = facts_of(

@@ -110,8 +110,9 @@ class LoginFailed(StreamedEvent):
         ge=1, description="Failures in a row for this account or username, this one included."
     )
 
-    def stream_id(self) -> str:
-        """The account's stream, or the username's when no account has that name."""
+    def stream_id(self, tenant: str | None = None) -> str:
+        """The account's stream, or the username's when no account has that name (user
+        ids are unique across tenants: ``tenant`` is not part of it)."""
         if self.user_id is not None:
             return f"user-{self.user_id}"
         return f"login-{self.username}"

@@ -1,6 +1,7 @@
 """Agent state facts, recorded by the acd (topic ``plateau.agents``).
 
-An agent's stream is ``agent-<agent_id>``. Each event names the state the agent enters,
+An agent's stream is ``agent-<tenant>:<agent_id>`` (agent ids are the tenant's own; the
+tenant is the envelope's). Each event names the state the agent enters,
 so a reader can rebuild the agent's timeline from the stream alone:
 
 ``logged_in`` → *unavailable*; ``became_available`` → *available* (also ends a pause or
@@ -38,8 +39,10 @@ class AgentEvent(StreamedEvent):
     topic: ClassVar[str] = Topic.AGENTS
     stream_prefix: ClassVar[str] = "agent"
     stream_key: ClassVar[str] = "agent_id"
+    tenant_scoped: ClassVar[bool] = True
     agent_id: Ident = Field(
-        description="Agent (the stream is `agent-<agent_id>`).", examples=["a-1001"]
+        description="Agent (the stream is `agent-<tenant>:<agent_id>`, tenant of the envelope).",
+        examples=["a-1001"],
     )
 
 

@@ -1,12 +1,14 @@
 """Routing decisions and queue configuration, recorded by the acd (topic ``plateau.routing``).
 
-Every routing fact lands in the stream of the queue it is about, ``queue-<queue_id>``, and
-the queue's stream id is the Kafka key: so all decisions of one queue (queued, reserved,
-requeued at the head, abandoned, overflowed) are read in the order the acd took them. An
-overflow is recorded in the queue the call leaves; the target queue then records its own
-``call.queued`` with ``overflowed_from``. A call the acd cannot place in any queue (its
-dialled number maps to no entry point) is recorded in ``entrypoint-<dnis>``, next to the
-mapping facts of that number.
+Every routing fact lands in the stream of the queue it is about,
+``queue-<tenant>:<queue_id>``, and the queue's stream id is the Kafka key: so all decisions
+of one queue (queued, reserved, requeued at the head, abandoned, overflowed) are read in the
+order the acd took them. An overflow is recorded in the queue the call leaves; the target
+queue then records its own ``call.queued`` with ``overflowed_from``. A call the acd cannot
+place in any queue (its dialled number maps to no entry point) is recorded in
+``entrypoint-<tenant>:<dnis>``, next to the mapping facts of that number. Queue ids and
+dialled numbers are the tenant's own, so their stream ids carry the tenant (the envelope's):
+two tenants with a queue ``q-support`` have two streams.
 
 The names follow the contact-centre flow (``call.queued``, ``call.abandoned``...): they are
 facts about a call in a queue, published on the routing topic because the acd owns them.
@@ -20,7 +22,7 @@ from typing import ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from plateau_contracts.catalogue import event
-from plateau_contracts.events.common import Ident, Millis, StreamedEvent
+from plateau_contracts.events.common import Ident, Millis, StreamedEvent, TenantId
 from plateau_contracts.topics import Topic
 
 
@@ -86,8 +88,10 @@ class QueueEvent(StreamedEvent):
     topic: ClassVar[str] = Topic.ROUTING
     stream_prefix: ClassVar[str] = "queue"
     stream_key: ClassVar[str] = "queue_id"
+    tenant_scoped: ClassVar[bool] = True
     queue_id: Ident = Field(
-        description="Queue (the stream is `queue-<queue_id>`).", examples=["q-support"]
+        description="Queue (the stream is `queue-<tenant>:<queue_id>`, tenant of the envelope).",
+        examples=["q-support"],
     )
 
 
@@ -195,6 +199,7 @@ class RoutingFailed(StreamedEvent):
     topic: ClassVar[str] = Topic.ROUTING
     stream_prefix: ClassVar[str] = "queue"
     stream_key: ClassVar[str] = "queue_id"
+    tenant_scoped: ClassVar[bool] = True
 
     call_id: str = Field(description="Plateau call id.")
     reason: RoutingFailure = Field(description="Why routing failed.")
@@ -210,16 +215,16 @@ class RoutingFailed(StreamedEvent):
             raise ValueError("a routing failure names its queue_id, or the dnis when none matched")
         return self
 
-    def stream_id(self) -> str:
+    def stream_id(self, tenant: str | None = None) -> str:
         """The queue's stream, or the entry point's when no queue matched."""
         if self.queue_id is not None:
-            return f"queue-{self.queue_id}"
-        return f"entrypoint-{self.dnis}"
+            return self._named("queue", self.queue_id, tenant)
+        return self._named("entrypoint", str(self.dnis), tenant)
 
     @classmethod
     def stream_pattern(cls) -> str:
         """Stream naming rule of routing failures."""
-        return "queue-<queue_id> or entrypoint-<dnis>"
+        return f"{cls._pattern('queue', 'queue_id')} or {cls._pattern('entrypoint', 'dnis')}"
 
 
 # -- configuration ----------------------------------------------------------------------
@@ -277,6 +282,7 @@ class EntryPointMapped(StreamedEvent):
     topic: ClassVar[str] = Topic.ROUTING
     stream_prefix: ClassVar[str] = "entrypoint"
     stream_key: ClassVar[str] = "dnis"
+    tenant_scoped: ClassVar[bool] = True
 
     dnis: str = Field(description="Dialled number.", examples=["+242053000100"])
     queue_id: Ident = Field(description="Queue its calls are routed to.")
@@ -291,6 +297,7 @@ class EntryPointUnmapped(StreamedEvent):
     topic: ClassVar[str] = Topic.ROUTING
     stream_prefix: ClassVar[str] = "entrypoint"
     stream_key: ClassVar[str] = "dnis"
+    tenant_scoped: ClassVar[bool] = True
 
     dnis: str = Field(description="Dialled number.", examples=["+242053000100"])
 
@@ -308,7 +315,10 @@ class TenantConfigured(StreamedEvent):
     stream_prefix: ClassVar[str] = "tenant"
     stream_key: ClassVar[str] = "tenant_id"
 
-    tenant_id: Ident = Field(description="Tenant (the stream is `tenant-<tenant_id>`).")
+    tenant_id: TenantId = Field(
+        description="Tenant, the envelope's (the stream is `tenant-<tenant_id>`).",
+        examples=["mno"],
+    )
     name: str = Field(description="Display name.", examples=["MNO customer service"])
     time_zone: str = Field(description="IANA time zone.", examples=["Africa/Brazzaville"])
     pause_codes: tuple[str, ...] = Field(description="Pause codes agents may choose.")

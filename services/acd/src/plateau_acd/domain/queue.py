@@ -15,6 +15,7 @@ gives up. ``evolve`` skips a fact whose ``stream_version`` is not above the queu
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -263,7 +264,7 @@ def _queued(state: QueueState, fact: CallQueued, at: datetime) -> QueueState:
         required_skills=fact.required_skills,
         overflowed_from=fact.overflowed_from,
     )
-    return _with_calls(replace(state, next_seq=state.next_seq + 1), (*state.calls, call))
+    return _with_call(replace(state, next_seq=state.next_seq + 1), state.calls, call)
 
 
 def _requeued(state: QueueState, fact: CallRequeued) -> QueueState:
@@ -274,28 +275,48 @@ def _requeued(state: QueueState, fact: CallRequeued) -> QueueState:
         return _update(state, fact.call_id, None, None)
     head = state.head_seq - 1
     back = replace(call, reserved_for=None, reserved_at=None, seq=head, requeues=call.requeues + 1)
-    others = tuple(c for c in state.calls if c.call_id != fact.call_id)
-    return _with_calls(replace(state, head_seq=head), (*others, back))
+    return _with_call(replace(state, head_seq=head), _without(state.calls, fact.call_id), back)
+
+
+# Calls are served from the head, so the call a fact is about is usually among the first:
+# these look for it from the head and copy the tuple once, rather than rebuild or re-sort it.
+
+
+def _index(calls: tuple[WaitingCall, ...], call_id: str) -> int | None:
+    for index, call in enumerate(calls):
+        if call.call_id == call_id:
+            return index
+    return None
 
 
 def _update(
     state: QueueState, call_id: str, reserved_for: str | None, reserved_at: datetime | None
 ) -> QueueState:
-    calls = tuple(
-        replace(call, reserved_for=reserved_for, reserved_at=reserved_at)
-        if call.call_id == call_id
-        else call
-        for call in state.calls
-    )
-    return replace(state, calls=calls)
+    index = _index(state.calls, call_id)
+    if index is None:
+        return state
+    call = replace(state.calls[index], reserved_for=reserved_for, reserved_at=reserved_at)
+    return replace(state, calls=(*state.calls[:index], call, *state.calls[index + 1 :]))
+
+
+def _without(calls: tuple[WaitingCall, ...], call_id: str) -> tuple[WaitingCall, ...]:
+    index = _index(calls, call_id)
+    return calls if index is None else calls[:index] + calls[index + 1 :]
 
 
 def _remove(state: QueueState, call_id: str) -> QueueState:
-    return replace(state, calls=tuple(call for call in state.calls if call.call_id != call_id))
+    calls = _without(state.calls, call_id)
+    return state if calls is state.calls else replace(state, calls=calls)
 
 
-def _with_calls(state: QueueState, calls: Iterable[WaitingCall]) -> QueueState:
-    return replace(state, calls=tuple(sorted(calls, key=lambda call: call.order_key)))
+def _with_call(state: QueueState, calls: tuple[WaitingCall, ...], call: WaitingCall) -> QueueState:
+    """``state`` holding ``calls`` (in serving order) and ``call`` in its place."""
+    index = bisect.bisect_right(calls, call.order_key, key=_order_key)
+    return replace(state, calls=(*calls[:index], call, *calls[index:]))
+
+
+def _order_key(call: WaitingCall) -> tuple[int, int]:
+    return call.order_key
 
 
 def fold(config: QueueConfig, records: Iterable[Recorded[QueueFact]]) -> QueueState:
