@@ -41,7 +41,7 @@ async def _queue_a_call(dsn: str, queue_id: str) -> None:
             queue_id=queue_id, call_id="web-ui-call", direction="inbound", priority=0
         )
         await EventStore(pool, "acd").append(
-            queued.stream_id(),
+            queued.stream_id("demo"),
             [NewEvent(queued, tenant="demo", occurred_at=datetime.now(UTC) - timedelta(seconds=5))],
         )
     finally:

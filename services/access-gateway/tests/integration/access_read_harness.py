@@ -114,7 +114,7 @@ def envelopes(tenant: str, timed: list[tuple[datetime, StreamedEvent]]) -> list[
     versions = _VERSIONS
     out = []
     for at, event in timed:
-        stream = event.stream_id()
+        stream = event.stream_id(tenant)
         versions[stream] = versions.get(stream, 0) + 1
         out.append(
             Envelope(

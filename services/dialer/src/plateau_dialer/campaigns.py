@@ -73,10 +73,8 @@ class CampaignCommands:
         return campaign
 
     async def _read(self, tenant: str, campaign_id: str) -> tuple[Campaign, int]:
-        stream = Campaign.stream_of(campaign_id)
+        stream = Campaign.stream_of(tenant, campaign_id)
         stored = await self._store.read_stream(stream)
-        # Until stream ids carry the tenant, another tenant's campaign of the same id may
-        # share the stream: fold only this tenant's events.
         campaign = Campaign.fold(
             campaign_id,
             (
@@ -218,13 +216,13 @@ class CampaignCommands:
     ) -> list[StreamAppend]:
         """The campaign's own events checked against the version read; contact events
         (their own streams) appended as they come."""
-        stream = Campaign.stream_of(campaign_id)
-        own = [NewEvent(e, tenant=tenant) for e in events if e.stream_id() == stream]
+        stream = Campaign.stream_of(tenant, campaign_id)
+        own = [NewEvent(e, tenant=tenant) for e in events if e.stream_id(tenant) == stream]
         appends = [StreamAppend(stream, own, expected_version=version)] if own else []
         appends.extend(
-            StreamAppend(e.stream_id(), [NewEvent(e, tenant=tenant)])
+            StreamAppend(e.stream_id(tenant), [NewEvent(e, tenant=tenant)])
             for e in events
-            if e.stream_id() != stream
+            if e.stream_id(tenant) != stream
         )
         return appends
 

@@ -261,7 +261,9 @@ class DialingLoop:
                 else:
                     await self._refused(conn, tenant, plan, record.refusal or "", campaign, now)
                 appends.append(
-                    StreamAppend(record.stream_id(), [NewEvent(e, tenant=tenant) for e in events])
+                    StreamAppend(
+                        record.stream_id(tenant), [NewEvent(e, tenant=tenant) for e in events]
+                    )
                 )
             await self._store.append_many(appends, conn=conn)
         return orders
@@ -346,7 +348,9 @@ class DialingLoop:
         )
         async with self._pool.acquire() as conn, conn.transaction():
             await self._store.append(
-                attempted.stream_id(), [NewEvent(attempted, tenant=order.tenant)], conn=conn
+                attempted.stream_id(order.tenant),
+                [NewEvent(attempted, tenant=order.tenant)],
+                conn=conn,
             )
             await conn.execute(
                 "update dial_attempts set sent = true, call_id = $2 where attempt_id = $1",
@@ -483,7 +487,7 @@ class DialingLoop:
         )
         if scheduled is not None:
             await self._store.append(
-                scheduled.stream_id(), [NewEvent(scheduled, tenant=tenant)], conn=conn
+                scheduled.stream_id(tenant), [NewEvent(scheduled, tenant=tenant)], conn=conn
             )
         self._learn(tenant, row["campaign_id"], result, now - row["started_at"], now.date())
 

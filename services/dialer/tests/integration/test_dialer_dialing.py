@@ -92,7 +92,7 @@ class Floor:
         """Record facts in their producer's store and hand them to the dialer's consumer."""
         for fact in facts:
             [stored] = await self.others.append(
-                fact.stream_id(), [NewEvent(fact, tenant=TENANT, occurred_at=self.clock.now)]
+                fact.stream_id(TENANT), [NewEvent(fact, tenant=TENANT, occurred_at=self.clock.now)]
             )
             async with self.pool.acquire() as conn, conn.transaction():
                 await self.loop.apply(conn, stored.envelope)

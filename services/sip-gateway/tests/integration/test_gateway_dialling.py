@@ -44,7 +44,7 @@ async def publish(bootstrap: str, tenant: str, events: list[StreamedEvent]) -> N
         versions: dict[str, int] = {}
         now = datetime.now(UTC)
         for event in events:
-            stream = event.stream_id()
+            stream = event.stream_id(tenant)
             versions[stream] = versions.get(stream, 0) + 1
             envelope = Envelope(
                 event_id=new_event_id(),

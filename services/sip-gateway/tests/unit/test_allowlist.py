@@ -46,7 +46,7 @@ class Recorder:
         self.history: list[Envelope] = []
 
     def __call__(self, tenant: str, event: StreamedEvent) -> Envelope:
-        stream = event.stream_id()
+        stream = event.stream_id(tenant)
         self.versions[stream] += 1
         envelope = Envelope(
             event_id=new_event_id(),

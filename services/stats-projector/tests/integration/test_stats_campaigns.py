@@ -63,7 +63,7 @@ def campaign_facts(campaign: str) -> list[Envelope]:
     versions: dict[str, int] = {}
     out = []
     for seconds, event in sorted(events, key=lambda e: e[0]):
-        stream = event.stream_id()
+        stream = event.stream_id("acme")
         versions[stream] = versions.get(stream, 0) + 1
         at = start + timedelta(seconds=seconds)
         out.append(

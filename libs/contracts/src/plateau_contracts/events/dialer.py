@@ -2,7 +2,8 @@
 
 Two kinds of stream:
 
-* ``campaign-<campaign_id>``: the campaign's life and its contact-list imports;
+* ``campaign-<tenant>:<campaign_id>``: the campaign's life and its contact-list imports
+  (campaign ids are the client's, so the stream carries the tenant);
 * ``contact-<contact_id>``: one contact (one number in one campaign): whether it may be
   dialled (``contact.allowed`` / ``contact.withdrawn``), its attempts and the compliance
   record of each. A contact id is stable for a (campaign, number) across list versions.
@@ -99,8 +100,11 @@ class CampaignEvent(StreamedEvent):
     topic: ClassVar[str] = Topic.DIALER
     stream_prefix: ClassVar[str] = "campaign"
     stream_key: ClassVar[str] = "campaign_id"
+    # The client chooses campaign ids: two tenants may both have a "renewals".
+    tenant_scoped: ClassVar[bool] = True
     campaign_id: Ident = Field(
-        description="Campaign (the stream is `campaign-<campaign_id>`).", examples=["cmp-2026-05"]
+        description="Campaign (the stream is `campaign-<tenant>:<campaign_id>`).",
+        examples=["cmp-2026-05"],
     )
 
 

@@ -24,7 +24,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
-from plateau_contracts.events.common import StreamedEvent
+from plateau_contracts.events.common import StreamedEvent, tenant_stream
 from plateau_contracts.events.dialer import (
     CampaignCreated,
     CampaignPaused,
@@ -78,9 +78,9 @@ class Campaign:
     version: int = 0  # the stream version folded so far
 
     @staticmethod
-    def stream_of(campaign_id: str) -> str:
-        """The campaign's stream (``campaign-<campaign_id>``)."""
-        return f"{CampaignCreated.stream_prefix}-{campaign_id}"
+    def stream_of(tenant: str, campaign_id: str) -> str:
+        """The campaign's stream (``campaign-<tenant>:<campaign_id>``)."""
+        return tenant_stream(CampaignCreated.stream_prefix, tenant, campaign_id)
 
     # -- folding --------------------------------------------------------------------------
 
