@@ -130,8 +130,9 @@ def serve(stats: MigratedSchema, access: MigratedSchema, port: int) -> None:
     from plateau_access_gateway.adapters.audit import AuditTrail
     from plateau_access_gateway.adapters.read_models import ReadModels
     from plateau_access_gateway.domain.principal import Principal, Role, Via
+    from plateau_access_gateway.entrypoints.http_principal import API_PREFIX
     from plateau_access_gateway.entrypoints.http_stream import ChangeFeed, stream_router
-    from plateau_access_gateway.entrypoints.http_supervision import supervision_router
+    from plateau_access_gateway.entrypoints.http_supervision import LiveViews, supervision_router
     from plateau_runtime.eventstore import EventStore
 
     who = Principal(TENANT, "u-bench", "bench", Role.CLIENT_SUPERVISOR, Via.SESSION, "s-bench")
@@ -154,11 +155,13 @@ def serve(stats: MigratedSchema, access: MigratedSchema, port: int) -> None:
         )
         feed = ChangeFeed(access.dsn)
         await feed.start()
+        live = LiveViews(read_models, feed)
         app = FastAPI()
         app.include_router(
-            supervision_router(read_models, AuditTrail(EventStore(pool, access.schema)))
+            supervision_router(live, AuditTrail(EventStore(pool, access.schema))),
+            prefix=API_PREFIX,
         )
-        app.include_router(stream_router(read_models, feed))
+        app.include_router(stream_router(live, feed), prefix=API_PREFIX)
         app.add_middleware(BenchPrincipal)
         config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
         await uvicorn.Server(config).serve()

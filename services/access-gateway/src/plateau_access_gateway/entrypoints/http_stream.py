@@ -23,14 +23,9 @@ import structlog
 from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import StreamingResponse
 
-from plateau_access_gateway.adapters.read_models import ReadModels
 from plateau_access_gateway.domain.principal import Principal
 from plateau_access_gateway.entrypoints.http_principal import current_principal
-from plateau_access_gateway.entrypoints.http_supervision import (
-    agent_model,
-    campaign_model,
-    queue_model,
-)
+from plateau_access_gateway.entrypoints.http_supervision import Kind, LiveViews
 
 log = structlog.get_logger(__name__)
 
@@ -41,12 +36,7 @@ CHANNEL = "plateau_read_models"
 Caller = Annotated[Principal, Depends(current_principal)]
 
 #: The kinds of rows a stream carries, in snapshot order.
-KINDS = ("queue", "agent", "campaign")
-
-#: How many notification generations of shared reads are kept.
-SHARED_GENERATIONS = 16
-
-SharedKey = tuple[str, frozenset[str] | None, frozenset[str] | None, str, int]
+KINDS: tuple[Kind, ...] = ("queue", "agent", "campaign")
 
 
 @dataclass(eq=False)  # each subscription is its own (hashed by identity)
@@ -160,63 +150,29 @@ class ChangeFeed:
             return
 
 
-def _frame(event_id: str, kind: str, data: str) -> bytes:
-    return f"id: {event_id}\nevent: {kind}\ndata: {data}\n\n".encode()
+def _frame(event_id: str, kind: str, data: bytes) -> bytes:
+    return f"id: {event_id}\nevent: {kind}\ndata: ".encode() + data + b"\n\n"
 
 
-def stream_router(
-    read_models: ReadModels, feed: ChangeFeed, heartbeat_s: float = 15.0
-) -> APIRouter:
+def stream_router(live: LiveViews, feed: ChangeFeed, heartbeat_s: float = 15.0) -> APIRouter:
     """``GET /api/v1/stream``."""
     router = APIRouter(tags=["supervision"])
 
-    # Streams of the same tenant and scope woken by the same change read it once: rows are
-    # shared per (tenant, scopes, kind, feed generation). A read made at a generation is
-    # current until the next notification bumps it, which wakes the streams again.
-    shared: dict[SharedKey, asyncio.Future[list[tuple[str, str]]]] = {}
-
-    async def load(principal: Principal, kind: str) -> list[tuple[str, str]]:
-        if kind == "queue":
-            return [
-                (r["queue_id"], queue_model(r).model_dump_json())
-                for r in await read_models.queues(principal)
-            ]
-        if kind == "agent":
-            return [
-                (r["agent_id"], agent_model(r).model_dump_json())
-                for r in await read_models.agents(principal)
-            ]
-        return [
-            (r["campaign_id"], campaign_model(r).model_dump_json())
-            for r in await read_models.campaigns(principal)
-        ]
-
-    async def rows_of(principal: Principal, kind: str, generation: int) -> list[tuple[str, str]]:
-        key = (principal.tenant, principal.queue_scope, principal.campaign_scope, kind, generation)
-        pending = shared.get(key)
-        if pending is None:
-            for old in [k for k in shared if k[4] < generation - SHARED_GENERATIONS]:
-                del shared[old]
-            pending = asyncio.ensure_future(load(principal, kind))
-            shared[key] = pending
-        try:
-            # Shielded: a stream that goes away must not cancel the read others wait for.
-            return await asyncio.shield(pending)
-        except Exception:
-            shared.pop(key, None)
-            raise
+    # Streams of the same tenant and scope woken by the same change read it once (the
+    # live views are shared per tenant, scopes, kind and feed generation), and with the
+    # supervision routes too.
 
     async def frames(
         principal: Principal,
         generation: int,
-        changed: dict[str, set[str] | None],
+        changed: dict[Kind, set[str] | None],
     ) -> list[bytes]:
         """Events for the changed rows the principal may see (None: every row of the kind)."""
         out = []
         for kind, ids in changed.items():
             if ids is not None and not ids:
                 continue
-            for object_id, data in await rows_of(principal, kind, generation):
+            for object_id, data in (await live.view(principal, kind, generation)).rows.items():
                 if ids is None or object_id in ids:
                     out.append(_frame(feed.next_id(), kind, data))
         return out
@@ -239,7 +195,7 @@ def stream_router(
         async def body() -> AsyncIterator[bytes]:
             with feed.subscribe(principal.tenant) as subscription:
                 yield b"retry: 2000\n\n"
-                everything: dict[str, set[str] | None] = dict.fromkeys(KINDS)
+                everything: dict[Kind, set[str] | None] = dict.fromkeys(KINDS)
                 for frame in await frames(principal, feed.generation, everything):
                     yield frame
                 while not await request.is_disconnected():
@@ -252,7 +208,7 @@ def stream_router(
                     queues, agents, campaigns, resync = subscription.take()
                     # A queue's agents-by-state count changes with any agent's state, and
                     # the projector's notice of an agent names no queue.
-                    changed: dict[str, set[str] | None] = (
+                    changed: dict[Kind, set[str] | None] = (
                         everything
                         if resync
                         else {
