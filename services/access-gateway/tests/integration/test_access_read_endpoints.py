@@ -446,6 +446,51 @@ async def test_the_stream_pushes_a_change_after_the_projector_writes_it(
             assert scoped_change["data"]["calls_waiting"] == 2
 
 
+async def test_a_stream_resumed_with_last_event_id_replays_only_what_changed(
+    world: World, two_tenants: tuple[str, str, str, str]
+) -> None:
+    tenant_a, ta, tenant_b, tb = two_tenants
+    async with served(world) as base, httpx.AsyncClient(timeout=30) as http:
+        url = f"{base}/api/v1/stream"
+        async with http.stream("GET", url, headers=world.users["a"].headers) as answer:
+            snapshot = [e async for e in first_events(answer.aiter_lines(), 5)]
+        last_id = snapshot[-1]["id"]
+        # While the client is away: a call queues in A's q2, and one in B's q1.
+        generation = world.feed.generation
+        await world.project(
+            envelopes(tenant_a, [(today_start(), queued(f"q2{ta}", f"c7{ta}"))]), notify=True
+        )
+        await world.project(
+            envelopes(tenant_b, [(today_start(), queued(f"q1{tb}", f"c7{tb}"))]), notify=True
+        )
+        for _ in range(200):
+            if world.feed.generation >= generation + 2:
+                break
+            await asyncio.sleep(0.05)
+        resumed_headers = {**world.users["a"].headers, "last-event-id": last_id}
+        async with http.stream("GET", url, headers=resumed_headers) as answer:
+            lines = answer.aiter_lines()
+            assert [await anext(lines) for _ in range(4)] == ["retry: 2000", "", ": resumed", ""]
+            replayed = await asyncio.wait_for(anext(sse_events(lines)), 10)
+        # An id this process did not give (another replica, a restart): a new snapshot.
+        stale_headers = {**world.users["a"].headers, "last-event-id": "1-1-1"}
+        async with http.stream("GET", url, headers=stale_headers) as answer:
+            lines = answer.aiter_lines()
+            assert [await anext(lines) for _ in range(4)] == ["retry: 2000", "", ": snapshot", ""]
+            again = [e async for e in first_events(lines, 5)]
+    assert (replayed["event"], replayed["key"]) == ("queue", f"q2{ta}")
+    assert replayed["data"]["calls_waiting"] == 1
+    assert int(replayed["id"].split("-")[1]) > int(last_id.split("-")[1])
+    assert {e["key"] for e in again} == {e["key"] for e in snapshot}
+
+
+async def first_events(lines: AsyncIterator[str], count: int) -> AsyncIterator[dict[str, Any]]:
+    """The first ``count`` events of a stream."""
+    events = sse_events(lines)
+    for _ in range(count):
+        yield await asyncio.wait_for(anext(events), 10)
+
+
 def queued(queue: str, call: str) -> StreamedEvent:
     return routing.CallQueued(queue_id=queue, call_id=call, direction="inbound", priority=0)
 
