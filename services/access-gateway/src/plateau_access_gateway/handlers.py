@@ -551,13 +551,11 @@ class AccessService:
         return NewToken(token, secret)
 
     async def token_principal(self, secret: str) -> Principal | None:
-        token = await self.repository.token_by_hash(digest(secret))
-        if token is None or not token.usable(self.clock()):
+        found = await self.repository.token_by_hash(digest(secret))
+        if found is None or not found[0].usable(self.clock()):
             return None
-        found = await self.repository.by_id(token.user_id)
-        if found is None:
-            return None
-        return principal_of(found[0], Via.API_TOKEN, token.token_id)
+        token, account = found
+        return principal_of(account, Via.API_TOKEN, token.token_id)
 
     async def tokens_of(self, user_id: str) -> list[ApiToken]:
         return await self.repository.tokens_of(user_id)
