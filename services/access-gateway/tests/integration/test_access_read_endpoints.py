@@ -455,6 +455,9 @@ async def test_a_stream_resumed_with_last_event_id_replays_only_what_changed(
         async with http.stream("GET", url, headers=world.users["a"].headers) as answer:
             snapshot = [e async for e in first_events(answer.aiter_lines(), 5)]
         last_id = snapshot[-1]["id"]
+        # Only the snapshot's last event says it is complete: cut off before, a client would
+        # get a new snapshot.
+        assert [e["id"].endswith("-s") for e in snapshot] == [True] * 4 + [False]
         # While the client is away: a call queues in A's q2, and one in B's q1.
         generation = world.feed.generation
         await world.project(

@@ -50,6 +50,7 @@ def test_a_resuming_stream_gets_its_tenants_changes_since_its_last_event() -> No
     since = feed.changes_since("acme", last_seen)
     assert since is not None
     assert (since.queues, since.agents, since.campaigns) == ({"q2"}, {"a1"}, {"c1"})
+    assert since.generation == 1  # where the stream resumes from
     up_to_date = feed.changes_since("acme", feed.next_id(feed.generation))
     assert up_to_date is not None and not (up_to_date.queues or up_to_date.agents)
 
@@ -63,5 +64,7 @@ def test_a_stream_resumes_with_a_snapshot_when_the_feed_cannot_say_what_changed(
     assert feed.changes_since("acme", first) is None  # older than the two notices kept
     assert feed.changes_since("acme", recent) is not None
     other_process = f"{int(recent.split('-')[0]) - 1}-1-3"
-    for unusable in (other_process, recent.replace("-3", "-99"), "nonsense", ""):
+    mid_snapshot = feed.next_id(None)  # a client cut off before its snapshot's last event
+    future = recent.rsplit("-", 1)[0] + "-99"
+    for unusable in (other_process, mid_snapshot, future, "nonsense", ""):
         assert feed.changes_since("acme", unusable) is None, unusable

@@ -94,17 +94,20 @@ class ChangeFeed:
         # stay current until the next.
         self.generation = 0
 
-    def next_id(self, generation: int) -> str:
+    def next_id(self, complete: int | None) -> str:
         """An event id: this process's start, an ordered sequence, and the generation the
-        event's row is current at (what a resuming stream replays from)."""
+        stream is complete up to once the client has this event (what a resuming stream
+        replays from); ``s`` while a snapshot is still under way (a resume then needs a
+        snapshot again)."""
         self._sequence += 1
-        return f"{self._epoch}-{self._sequence}-{generation}"
+        return f"{self._epoch}-{self._sequence}-{'s' if complete is None else complete}"
 
     def changes_since(self, tenant: str, last_event_id: str) -> Notice | None:
-        """The ids of ``tenant`` changed since the event ``last_event_id``, for a stream that
-        resumes; None when a snapshot is needed instead: the id is not one of this
-        process's, or is older than the notices remembered, or everything had to be re-read
-        since (the LISTEN connection was lost)."""
+        """The ids of ``tenant`` changed since the event ``last_event_id`` (as a notice of
+        the generation resumed from), for a stream that resumes; None when a snapshot is
+        needed instead: the id is not one of this process's, or was sent mid-snapshot, or
+        is older than the notices remembered, or everything had to be re-read since (the
+        LISTEN connection was lost)."""
         epoch, _, rest = last_event_id.partition("-")
         _, _, generation_text = rest.partition("-")
         if epoch != str(self._epoch) or not generation_text.isdigit():
@@ -117,7 +120,7 @@ class ChangeFeed:
             return None
         mine = [n for n in newer if n.tenant == tenant]
         return Notice(
-            self.generation,
+            since,
             tenant,
             frozenset().union(*(n.queues for n in mine)),
             frozenset().union(*(n.agents for n in mine)),
@@ -231,16 +234,23 @@ def stream_router(live: LiveViews, feed: ChangeFeed, heartbeat_s: float = 15.0) 
         principal: Principal,
         generation: int,
         changed: dict[Kind, set[str] | None],
+        complete: int | None,
     ) -> list[bytes]:
-        """Events for the changed rows the principal may see (None: every row of the kind)."""
-        out = []
-        for kind, ids in changed.items():
-            if ids is not None and not ids:
-                continue
-            for object_id, data in (await live.view(principal, kind, generation)).rows.items():
-                if ids is None or object_id in ids:
-                    out.append(_frame(feed.next_id(generation), kind, data))
-        return out
+        """Events for the changed rows the principal may see (None: every row of the kind),
+        as of ``generation``. Only the last one's id says the stream is complete up to
+        ``generation``; the others carry ``complete`` (where it stood before), so a client
+        cut off in the middle resumes from there and misses nothing."""
+        rows = [
+            (kind, data)
+            for kind, ids in changed.items()
+            if ids is None or ids
+            for object_id, data in (await live.view(principal, kind, generation)).rows.items()
+            if ids is None or object_id in ids
+        ]
+        return [
+            _frame(feed.next_id(generation if n == len(rows) - 1 else complete), kind, data)
+            for n, (kind, data) in enumerate(rows)
+        ]
 
     @router.get(
         "/stream",
@@ -268,12 +278,14 @@ def stream_router(live: LiveViews, feed: ChangeFeed, heartbeat_s: float = 15.0) 
                 since = feed.changes_since(principal.tenant, last_event_id or "")
                 if since is None:
                     yield b": snapshot\n\n"
-                    first = everything
+                    first, complete = everything, None
                 else:
                     yield b": resumed\n\n"
                     first = _changed(set(since.queues), set(since.agents), set(since.campaigns))
-                for frame in await frames(principal, generation, first):
+                    complete = since.generation
+                for frame in await frames(principal, generation, first, complete):
                     yield frame
+                complete = generation
                 while not await request.is_disconnected():
                     try:
                         await asyncio.wait_for(subscription.wake.wait(), heartbeat_s)
@@ -283,8 +295,9 @@ def stream_router(live: LiveViews, feed: ChangeFeed, heartbeat_s: float = 15.0) 
                     generation = feed.generation
                     queues, agents, campaigns, resync = subscription.take()
                     changed = everything if resync else _changed(queues, agents, campaigns)
-                    for frame in await frames(principal, generation, changed):
+                    for frame in await frames(principal, generation, changed, complete):
                         yield frame
+                    complete = generation
 
         return StreamingResponse(
             body(),
