@@ -5,9 +5,10 @@ Run from the checkout:  .venv/bin/python bench/access_read.py [--seconds 10] [--
 It starts its own embedded PostgreSQL in a temporary directory (removed afterwards), migrates
 the stats projector's and the access gateway's schemas as ``plateau migrate`` would, writes
 one tenant's supervision rows through the projector's real ``Projection`` (20 queues, 100
-agents, calls waiting), and serves the read routers with uvicorn in a child process (one
-worker, as one gateway process). The principal is set by a bench-only middleware standing in
-for authentication. It prints:
+agents, calls waiting), and serves the gateway's application (``create_app``: security
+headers, limits, authentication) with the supervision and stream routers under uvicorn in a
+child process (one worker, as one gateway process). Every request authenticates for real
+with a supervisor's API token, as a BI tool does (the rate limits are lifted). It prints:
 
 1. ``GET /api/v1/queues``, ``/queues/{id}`` and ``/agents/{id}``: requests/s and latency
    p50/p99 with one client, then 16 concurrent keep-alive clients;
@@ -122,48 +123,60 @@ def supervision_rows(versions: dict[str, int]) -> list[Envelope]:
 
 
 def serve(stats: MigratedSchema, access: MigratedSchema, port: int) -> None:
-    """The child process: the read routers under uvicorn, one worker."""
+    """The child process: the gateway's app with the supervision and stream routers under
+    uvicorn, one worker."""
     import uvicorn
-    from fastapi import FastAPI
-    from starlette.types import ASGIApp, Receive, Scope, Send
 
-    from plateau_access_gateway.adapters.audit import AuditTrail
     from plateau_access_gateway.adapters.read_models import ReadModels
-    from plateau_access_gateway.domain.principal import Principal, Role, Via
+    from plateau_access_gateway.bootstrap import access_service
+    from plateau_access_gateway.entrypoints.http import create_app
+    from plateau_access_gateway.entrypoints.http_guards import RateLimiter
     from plateau_access_gateway.entrypoints.http_stream import ChangeFeed, stream_router
-    from plateau_access_gateway.entrypoints.http_supervision import supervision_router
+    from plateau_access_gateway.entrypoints.http_supervision import LiveViews, supervision_router
     from plateau_runtime.eventstore import EventStore
-
-    who = Principal(TENANT, "u-bench", "bench", Role.CLIENT_SUPERVISOR, Via.SESSION, "s-bench")
-
-    class BenchPrincipal:
-        """Stands in for authentication (bench only), as a plain ASGI middleware."""
-
-        def __init__(self, app: ASGIApp) -> None:
-            self.app = app
-
-        async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-            if scope["type"] == "http":
-                scope.setdefault("state", {})["principal"] = who
-            await self.app(scope, receive, send)
 
     async def main() -> None:
         pool = await create_pool(access.dsn, max_size=10)
+        store = EventStore(pool, access.schema)
+        service = access_service(pool, store)
         read_models = ReadModels(
             pool, schema=stats.schema, reader_role=f"{stats.service.role}_reader"
         )
         feed = ChangeFeed(access.dsn)
         await feed.start()
-        app = FastAPI()
-        app.include_router(
-            supervision_router(read_models, AuditTrail(EventStore(pool, access.schema)))
+        live = LiveViews(read_models, feed)
+        unlimited = 10**9
+        app = create_app(
+            service,
+            routers=[supervision_router(live, service.audit), stream_router(live, feed)],
+            source_limiter=RateLimiter(unlimited),
+            principal_limiter=RateLimiter(unlimited),
         )
-        app.include_router(stream_router(read_models, feed))
-        app.add_middleware(BenchPrincipal)
         config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
         await uvicorn.Server(config).serve()
 
     asyncio.run(main())
+
+
+async def bench_token(access: MigratedSchema) -> str:
+    """A client supervisor of the bench tenant and an API token of theirs (its secret)."""
+    from plateau_access_gateway.bootstrap import access_service
+    from plateau_access_gateway.domain.principal import Role
+    from plateau_runtime.eventstore import EventStore
+
+    pool = await create_pool(access.dsn, max_size=2)
+    try:
+        service = access_service(pool, EventStore(pool, access.schema))
+        account, _ = await service.create_user(
+            tenant=TENANT,
+            username="bench.supervisor",
+            role=Role.CLIENT_SUPERVISOR,
+            password=None,
+            created_by="bench",
+        )
+        return (await service.create_token(account, "bench", 1, "bench")).secret
+    finally:
+        await pool.close()
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -171,7 +184,9 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
-async def hammer(base: str, path: str, seconds: float, concurrency: int) -> None:
+async def hammer(
+    base: str, path: str, seconds: float, concurrency: int, headers: dict[str, str]
+) -> None:
     latencies: list[float] = []
     errors = 0
     deadline = time.perf_counter() + seconds
@@ -185,7 +200,7 @@ async def hammer(base: str, path: str, seconds: float, concurrency: int) -> None
             errors += answer.status_code != 200
 
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=base, limits=limits, timeout=30) as http:
+    async with httpx.AsyncClient(base_url=base, limits=limits, timeout=30, headers=headers) as http:
         await http.get(path)  # warm-up
         began = time.perf_counter()
         await asyncio.gather(*(worker(http) for _ in range(concurrency)))
@@ -199,7 +214,12 @@ async def hammer(base: str, path: str, seconds: float, concurrency: int) -> None
 
 
 async def fan_out(
-    base: str, stats_dsn: str, clients: int, versions: dict[str, int], round_: int
+    base: str,
+    stats_dsn: str,
+    clients: int,
+    versions: dict[str, int],
+    round_: int,
+    headers: dict[str, str],
 ) -> None:
     ready = asyncio.Event()
     connected = 0
@@ -230,7 +250,7 @@ async def fan_out(
                     return
 
     limits = httpx.Limits(max_connections=clients + 5)
-    async with httpx.AsyncClient(base_url=base, limits=limits, timeout=60) as http:
+    async with httpx.AsyncClient(base_url=base, limits=limits, timeout=60, headers=headers) as http:
         tasks = [asyncio.create_task(client(n, http)) for n in range(clients)]
         try:
             await asyncio.wait_for(ready.wait(), 120)
@@ -273,6 +293,7 @@ async def run(work: Path, pg: EmbeddedPostgres, seconds: float, client_counts: l
         await admin.close()
     versions: dict[str, int] = {}
     await project(stats.dsn, supervision_rows(versions), notify=False)
+    headers = {"authorization": f"Bearer {await bench_token(access)}"}
     port = free_port()
     child = multiprocessing.get_context("spawn").Process(
         target=serve, args=(stats, access, port), daemon=True
@@ -283,18 +304,17 @@ async def run(work: Path, pg: EmbeddedPostgres, seconds: float, client_counts: l
         async with httpx.AsyncClient(base_url=base) as http:
             for _ in range(200):
                 try:
-                    await http.get("/api/v1/queues")
+                    await http.get("/api/v1/openapi.json")
                     break
                 except httpx.TransportError:
                     await asyncio.sleep(0.1)
         print(f"supervision ({QUEUES} queues, {AGENTS} agents, one tenant, one server process):")
         for concurrency in (1, CONCURRENCY):
-            await hammer(base, "/api/v1/queues", seconds, concurrency)
-            await hammer(base, "/api/v1/queues/q3", seconds, concurrency)
-            await hammer(base, "/api/v1/agents/a7", seconds, concurrency)
+            for path in ("/api/v1/queues", "/api/v1/queues/q3", "/api/v1/agents/a7"):
+                await hammer(base, path, seconds, concurrency, headers)
         print("SSE fan-out (one projector write, every client subscribed to the tenant):")
         for n, clients in enumerate(client_counts):
-            await fan_out(base, stats.dsn, clients, versions, n)
+            await fan_out(base, stats.dsn, clients, versions, n, headers)
     finally:
         child.terminate()
         child.join(10)

@@ -40,7 +40,6 @@ from plateau_access_gateway.domain.sessions import (
 from plateau_access_gateway.domain.tokens import ApiToken, token_expiry
 from plateau_contracts.envelope import utc_now
 from plateau_contracts.events.access import (
-    AccessDenied,
     AccountLocked,
     DeniedReason,
     LoginFailed,
@@ -552,13 +551,11 @@ class AccessService:
         return NewToken(token, secret)
 
     async def token_principal(self, secret: str) -> Principal | None:
-        token = await self.repository.token_by_hash(digest(secret))
-        if token is None or not token.usable(self.clock()):
+        found = await self.repository.token_by_hash(digest(secret))
+        if found is None or not found[0].usable(self.clock()):
             return None
-        found = await self.repository.by_id(token.user_id)
-        if found is None:
-            return None
-        return principal_of(found[0], Via.API_TOKEN, token.token_id)
+        token, account = found
+        return principal_of(account, Via.API_TOKEN, token.token_id)
 
     async def tokens_of(self, user_id: str) -> list[ApiToken]:
         return await self.repository.tokens_of(user_id)
@@ -569,13 +566,15 @@ class AccessService:
         if token is None:
             raise NotFoundError(token_id)
         if principal.role is not Role.OPERATOR_ADMIN and token.user_id != principal.user_id:
-            await self.denied(
+            await self.audit.denied(
                 principal,
                 method="DELETE",
                 path=path,
                 kind="api_token",
                 object_id=token_id,
-                object_tenant=token.tenant,
+                reason=DeniedReason.OTHER_TENANT
+                if token.tenant != principal.tenant
+                else DeniedReason.OUT_OF_SCOPE,
             )
             raise NotFoundError(token_id)
         now = self.clock()
@@ -586,35 +585,6 @@ class AccessService:
                 SessionEnded(user_id=token.user_id, session_id=token.token_id, reason="revoked"),
             )
         return replace(token, revoked_at=token.revoked_at or now)
-
-    async def denied(
-        self,
-        principal: Principal,
-        *,
-        method: str,
-        path: str,
-        kind: str | None,
-        object_id: str | None,
-        object_tenant: str | None,
-    ) -> None:
-        """Record a refused request (the caller answers 404, as if the object did not exist)."""
-        reason = (
-            DeniedReason.OTHER_TENANT
-            if object_tenant is not None and object_tenant != principal.tenant
-            else DeniedReason.OUT_OF_SCOPE
-        )
-        await self.audit.record(
-            principal.tenant,
-            AccessDenied(
-                user_id=principal.user_id,
-                session_id=principal.credential_id,
-                method=method,
-                path=path,
-                resource_kind=kind,
-                resource_id=object_id,
-                reason=reason,
-            ),
-        )
 
 
 def principal_of(account: Account, via: Via, credential_id: str) -> Principal:

@@ -1,108 +1,55 @@
-"""The world the read endpoints' tests run in: the stats projector's real read models (its
-migrations applied, rows written by its ``Projection`` from real events), the gateway's own
-schema (its migrations, its audit trail) and a FastAPI app of the read routers.
-
-Two pieces stand in for work landing in parallel and are to be deleted at merge:
-
-* ``STAND_IN_REPORT_FUNCTIONS`` — the stats projector's ``report_intervals`` and
-  ``report_provenance`` (branch ``stats``), with the agreed signatures;
-* ``StandInAuthentication`` — sets ``request.state.principal`` from a test header, in place of
-  the authentication layer (branch ``access-core``).
+"""The world the read endpoints' tests run in, all real: the stats projector's read models
+(its migrations applied, rows written by its ``Projection`` from events, with the store marks
+its consumer keeps), the gateway's own schema (accounts, sessions, tokens, audit trail) and the
+gateway's app from ``create_app`` with the read routers, where each test user logs in with
+password and TOTP (or holds an API token) as a browser or a BI tool would.
 """
 
 from __future__ import annotations
 
+import hashlib
 import secrets
-from collections.abc import AsyncIterator, Iterable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import asyncpg
-from fastapi import FastAPI, Request, Response
-from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
+import httpx
+from access_harness import BASE_URL, CHEAP, PASSWORD, Clock, login
+from fastapi import FastAPI
 
+from plateau_access_gateway.adapters.accounts import AccountsRepository
 from plateau_access_gateway.adapters.audit import AuditTrail
+from plateau_access_gateway.adapters.credentials import Passwords, default_policy, totp_code
 from plateau_access_gateway.adapters.read_models import ReadModels
 from plateau_access_gateway.adapters.signing_keys import load_or_create
-from plateau_access_gateway.domain.principal import Principal, Role, Via
+from plateau_access_gateway.domain.principal import Role
 from plateau_access_gateway.domain.signing import ExportSigner
-from plateau_access_gateway.entrypoints.http_principal import API_PREFIX
+from plateau_access_gateway.entrypoints.http import SESSION_COOKIE, create_app
+from plateau_access_gateway.entrypoints.http_guards import RateLimiter
 from plateau_access_gateway.entrypoints.http_read import read_routers
 from plateau_access_gateway.entrypoints.http_stream import ChangeFeed
+from plateau_access_gateway.handlers import AccessService
 from plateau_contracts.envelope import Envelope, new_event_id
 from plateau_contracts.events import agents, calls, dialer, routing
 from plateau_contracts.events.common import StreamedEvent
-from plateau_runtime.consumer import apply_once
+from plateau_runtime.consumer import StoreMark, apply_once
 from plateau_runtime.db import Connection, connect, create_pool
 from plateau_runtime.eventstore import EventStore
 from plateau_runtime.services import service
 from plateau_runtime.testing import MigratedSchema, make_schema
 from plateau_stats_projector.adapters.read_models import Projection
 
-# STAND-IN, delete at merge: the stats projector's reader functions (branch `stats`).
-STAND_IN_REPORT_FUNCTIONS = """
-create function report_intervals(
-    p_dimension text, p_ids text[], p_from timestamptz, p_to timestamptz, p_granularity text
-) returns table(dimension text, dimension_id text, period_start timestamptz, measures jsonb)
-language sql stable as $$
-    select m.dimension, m.dimension_id, m.interval_start, jsonb_object_agg(m.measure, m.value)
-    from interval_measures m
-    where p_granularity = '15min' and m.dimension = p_dimension
-      and (p_ids is null or m.dimension_id = any(p_ids))
-      and m.interval_start >= p_from and m.interval_start < p_to
-    group by 1, 2, 3
-    union all
-    select r.dimension, r.dimension_id, r.period_start, jsonb_object_agg(r.measure, r.value)
-    from rollup_measures r
-    where r.grain = p_granularity and r.dimension = p_dimension
-      and (p_ids is null or r.dimension_id = any(p_ids))
-      and r.period_start >= p_from and r.period_start < p_to
-    group by 1, 2, 3
-$$;
-create function report_provenance()
-returns table(source text, "position" bigint, chain_head text, applied_at timestamptz)
-language sql stable as $$
-    select s, 42::bigint, repeat('ab', 32), timestamptz '2026-05-04 12:00Z'
-    from unnest(array['acd', 'sip-gateway']) s
-$$;
-"""
 
-PRINCIPAL_HEADER = "x-test-principal"
+@dataclass(frozen=True)
+class User:
+    """A test user, logged in: the user's id and the credential each request carries (a
+    session cookie, or an API token's bearer header)."""
 
-
-class StandInAuthentication(BaseHTTPMiddleware):
-    """STAND-IN for the authentication layer (branch `access-core`), delete at merge: the
-    principal is picked by name from a test header."""
-
-    def __init__(self, app: object, principals: dict[str, Principal]) -> None:
-        super().__init__(app)  # type: ignore[arg-type]
-        self._principals = principals
-
-    async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
-        name = request.headers.get(PRINCIPAL_HEADER)
-        if name in self._principals:
-            request.state.principal = self._principals[name]
-        return await call_next(request)
-
-
-def principal(
-    tenant: str,
-    name: str = "analyst",
-    queues: Iterable[str] | None = None,
-    campaigns: Iterable[str] | None = None,
-) -> Principal:
-    return Principal(
-        tenant=tenant,
-        user_id=f"u-{name}-{tenant}",
-        username=name,
-        role=Role.CLIENT_ANALYST,
-        via=Via.SESSION,
-        credential_id=f"s-{name}-{tenant}",
-        queue_scope=None if queues is None else frozenset(queues),
-        campaign_scope=None if campaigns is None else frozenset(campaigns),
-    )
+    user_id: str
+    headers: dict[str, str]
 
 
 #: The last version of each stream recorded so far (stream ids carry a test's unique tag).
@@ -237,6 +184,15 @@ def tenant_traffic(tenant: str, tag: str) -> list[Envelope]:
     return envelopes(tenant, timed)
 
 
+def source_store(envelope: Envelope) -> str:
+    """The event store (service schema) a producer records such an event in."""
+    if envelope.type.startswith(("agent.", "queue.", "wrap_up.")) or envelope.type == "call.queued":
+        return "acd"
+    if envelope.type.startswith(("contact_list.", "campaign.")):
+        return "dialer"
+    return "sip_gateway"
+
+
 @dataclass
 class World:
     """Everything a read-endpoint test needs."""
@@ -246,29 +202,108 @@ class World:
     stats_pool: asyncpg.Pool  # the projector's role: writes read models
     access_pool: asyncpg.Pool  # the gateway's role: reads them, appends audit facts
     store: EventStore
+    service: AccessService
+    clock: Clock
     read_models: ReadModels
     signer: ExportSigner
     feed: ChangeFeed
     app: FastAPI
-    principals: dict[str, Principal]
     home: Path
+    users: dict[str, User] = field(default_factory=dict)
+    #: The last store mark the projector's consumer recorded, per source store.
+    marks: dict[str, StoreMark] = field(default_factory=dict)
 
     async def project(self, events: list[Envelope], *, notify: bool = False) -> None:
-        """Apply events as the projector's consumer does (idempotent, one transaction each)."""
+        """Apply events as the projector's consumer does (idempotent, one transaction each),
+        each marked with its position and chain hash in its producer's store."""
         projection = Projection(notify=notify)
         async with self.stats_pool.acquire() as conn:
             for envelope in events:
+                store = source_store(envelope)
+                previous = self.marks.get(store)
+                position = previous.position + 1 if previous else 1
+                chained = (previous.chain_hash if previous else "") + str(envelope.event_id)
+                mark = StoreMark(store, position, hashlib.sha256(chained.encode()).hexdigest())
+                self.marks[store] = mark
 
                 async def effect(c: Connection, e: Envelope = envelope) -> None:
                     await projection.apply(c, e)
 
-                await apply_once(conn, "stats-projector", envelope, effect)
+                await apply_once(conn, "stats-projector", envelope, effect, mark)
 
     async def audit_facts(self, event_type: str) -> list[dict[str, object]]:
         rows = await self.access_pool.fetch(
             "select tenant, data from events where type = $1 order by position", event_type
         )
         return [{"tenant": r["tenant"], **r["data"]} for r in rows]
+
+    def http(self, source: str = "198.51.100.7") -> httpx.AsyncClient:
+        """A client of the app (no credential of its own)."""
+        transport = httpx.ASGITransport(app=self.app, client=(source, 50000))
+        return httpx.AsyncClient(transport=transport, base_url=BASE_URL)
+
+    async def sign_in(
+        self,
+        name: str,
+        tenant: str,
+        *,
+        role: Role = Role.CLIENT_ANALYST,
+        queues: Sequence[str] = (),
+        campaigns: Sequence[str] = (),
+    ) -> User:
+        """Create an account and log it in through the API (password, then TOTP enrolment
+        and a code for a client user); the user, kept under ``name``."""
+        account, _ = await self.service.create_user(
+            tenant=tenant,
+            username=f"{name}.{tenant}",
+            role=role,
+            password=PASSWORD,
+            queue_ids=queues,
+            campaign_ids=campaigns,
+            created_by="test",
+        )
+        async with self.http() as http:
+            started = await login(http, f"{name}.{tenant}")
+            assert started.status_code == 200, started.text
+            if started.json()["stage"] == "enrol_totp":
+                csrf = {"x-csrf-token": started.json()["csrf_token"]}
+                enrolment = await http.post("/api/v1/auth/totp/enrolment", headers=csrf)
+                assert enrolment.status_code == 200, enrolment.text
+                code = totp_code(enrolment.json()["secret"], self.clock())
+                confirmed = await http.post(
+                    "/api/v1/auth/totp/confirm", json={"code": code}, headers=csrf
+                )
+                assert confirmed.status_code == 200, confirmed.text
+            cookie = http.cookies.get(SESSION_COOKIE)
+            assert cookie, "the login set no session cookie"
+            me = await http.get("/api/v1/me")
+            assert me.status_code == 200, me.text
+        user = User(account.user_id, {"cookie": f"{SESSION_COOKIE}={cookie}"})
+        self.users[name] = user
+        return user
+
+    async def issue_token(self, name: str, of: str) -> User:
+        """An API token of user ``of`` (created through the API), as user ``name``."""
+        owner = self.users[of]
+        async with self.http() as http:
+            session = await http.get("/api/v1/auth/session", headers=owner.headers)
+            csrf = {"x-csrf-token": session.json()["csrf_token"]}
+            created = await http.post(
+                "/api/v1/tokens",
+                json={"name": f"BI tool of {of}", "days": 30},
+                headers={**owner.headers, **csrf},
+            )
+            assert created.status_code == 201, created.text
+        user = User(owner.user_id, {"authorization": f"Bearer {created.json()['token']}"})
+        self.users[name] = user
+        return user
+
+    def client(self, who: str | None) -> httpx.AsyncClient:
+        """A client of the app carrying user ``who``'s credential (None: anonymous)."""
+        http = self.http()
+        if who is not None:
+            http.headers.update(self.users[who].headers)
+        return http
 
 
 async def build_world(
@@ -278,8 +313,6 @@ async def build_world(
     reader_role = f"{stats.service.role}_reader"
     admin = await connect(admin_dsn)
     try:
-        await admin.execute(f"set search_path = {stats.schema}")
-        await admin.execute(STAND_IN_REPORT_FUNCTIONS)
         # As migration 0050 grants the projector's reader role to the gateway's role in the
         # real deployment (the test schemas have random names, so their roles too).
         await admin.execute(f"grant {reader_role} to {access.service.role}")
@@ -287,16 +320,20 @@ async def build_world(
         await admin.close()
     stats_pool = await create_pool(stats.dsn, max_size=4)
     access_pool = await create_pool(access.dsn, max_size=8)
-    store = EventStore(access_pool, access.schema)
+    clock = Clock(datetime.now(UTC).replace(microsecond=0))
+    store = EventStore(access_pool, access.schema, clock=clock)
+    audit = AuditTrail(store)
+    service_ = AccessService(
+        AccountsRepository(access_pool), audit, Passwords(CHEAP), default_policy(), clock=clock
+    )
     read_models = ReadModels(access_pool, schema=stats.schema, reader_role=reader_role)
     signer = load_or_create(home / "export-signing-key.pem")
-    audit = AuditTrail(store)
     feed = ChangeFeed(access.dsn)
-    principals: dict[str, Principal] = {}
-    app = FastAPI()
-    for router in read_routers(read_models, audit, signer, feed, heartbeat_s=heartbeat_s):
-        app.include_router(router, prefix=API_PREFIX)
-    app.add_middleware(StandInAuthentication, principals=principals)
+    app = create_app(
+        service_,
+        routers=read_routers(read_models, audit, signer, feed, heartbeat_s=heartbeat_s),
+        source_limiter=RateLimiter(10_000),
+    )
     await feed.start()
     try:
         yield World(
@@ -305,11 +342,12 @@ async def build_world(
             stats_pool,
             access_pool,
             store,
+            service_,
+            clock,
             read_models,
             signer,
             feed,
             app,
-            principals,
             home,
         )
     finally:

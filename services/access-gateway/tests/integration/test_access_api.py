@@ -12,12 +12,14 @@ import pytest
 from access_harness import PASSWORD, Gateway, enrol, gateway, login
 from fastapi import APIRouter, Depends, Request
 
+from plateau_access_gateway.adapters.audit import AuditTrail
 from plateau_access_gateway.domain.principal import Principal, Role
 from plateau_access_gateway.entrypoints.http import ProblemError
 from plateau_access_gateway.entrypoints.http_denials import not_found
 from plateau_access_gateway.entrypoints.http_guards import RateLimiter
 from plateau_access_gateway.entrypoints.http_principal import current_principal
 from plateau_contracts.events.access import AccessDenied, DeniedReason
+from plateau_runtime.eventstore import EventStore
 from plateau_runtime.testing import MigratedSchema
 
 pytestmark = pytest.mark.integration
@@ -338,7 +340,7 @@ async def test_expired_password_must_be_changed_and_old_hashes_are_upgraded(
         assert before.startswith("$argon2id$") and after.startswith("$argon2id$v=19$m=2048,t=2")
 
 
-def _queue_router() -> APIRouter:
+def _queue_router(audit: AuditTrail) -> APIRouter:
     """A stand-in for a read router, as the read endpoints plug in."""
     router = APIRouter()
 
@@ -350,7 +352,12 @@ def _queue_router() -> APIRouter:
         if owner is None:
             raise ProblemError(404, f"no queue {queue_id}", "not-found")
         if owner != principal.tenant or not principal.may_see_queue(queue_id):
-            raise await not_found(request, principal, "queue", queue_id, object_tenant=owner)
+            reason = (
+                DeniedReason.OTHER_TENANT
+                if owner != principal.tenant
+                else DeniedReason.OUT_OF_SCOPE
+            )
+            raise await not_found(audit, principal, request, "queue", queue_id, reason)
         return {"queue_id": queue_id}
 
     return router
@@ -359,7 +366,8 @@ def _queue_router() -> APIRouter:
 async def test_plugged_routers_refuse_other_tenants_and_scopes_with_an_audited_404(
     service_pool: asyncpg.Pool, service_schema: MigratedSchema
 ) -> None:
-    async with gateway(service_pool, service_schema.schema, routers=[_queue_router()]) as gw:
+    audit = AuditTrail(EventStore(service_pool, service_schema.schema))
+    async with gateway(service_pool, service_schema.schema, routers=[_queue_router(audit)]) as gw:
         await gw.user("scoped.user", queue_ids=["q-acme"])
         async with gw.client() as client:
             await enrol(gw, client, "scoped.user")

@@ -20,18 +20,17 @@ import httpx
 import pytest
 import uvicorn
 from access_read_harness import (
-    PRINCIPAL_HEADER,
     World,
     build_world,
     envelopes,
     handled_call,
-    principal,
     tag,
     tenant_traffic,
     today_start,
 )
 from openpyxl import load_workbook
 
+from plateau_access_gateway.domain.principal import Role
 from plateau_contracts.events import routing
 from plateau_contracts.events.common import StreamedEvent
 from plateau_runtime.db import connect
@@ -54,23 +53,27 @@ async def world(
 
 @pytest.fixture
 async def two_tenants(world: World) -> tuple[str, str, str, str]:
-    """Tenants A and B with the same traffic; their tags; A's analyst is "a", B's is "b"."""
+    """Tenants A and B with the same traffic; their tags. Logged in: A's analyst "a", B's
+    analyst "b", and "a-q1", A's supervisor scoped to queue q1 and to a campaign A does not
+    run (an account with no campaign listed sees them all)."""
     tag_a, tag_b = tag(), tag()
     tenant_a, tenant_b = f"alpha{tag_a}", f"beta{tag_b}"
     await world.project(tenant_traffic(tenant_a, tag_a))
     await world.project(tenant_traffic(tenant_b, tag_b))
-    world.principals["a"] = principal(tenant_a)
-    world.principals["b"] = principal(tenant_b)
-    world.principals["a-q1"] = principal(tenant_a, "scoped", queues=[f"q1{tag_a}"], campaigns=[])
+    await world.sign_in("a", tenant_a)
+    await world.sign_in("b", tenant_b)
+    await world.sign_in(
+        "a-q1",
+        tenant_a,
+        role=Role.CLIENT_SUPERVISOR,
+        queues=[f"q1{tag_a}"],
+        campaigns=[f"cmp-none{tag_a}"],
+    )
     return tenant_a, tag_a, tenant_b, tag_b
 
 
-def client(world: World, who: str) -> httpx.AsyncClient:
-    return httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=world.app),
-        base_url="http://gateway",
-        headers={PRINCIPAL_HEADER: who},
-    )
+def client(world: World, who: str | None) -> httpx.AsyncClient:
+    return world.client(who)
 
 
 def period() -> dict[str, str]:
@@ -102,7 +105,7 @@ async def test_supervision_shows_the_tenants_queues_agents_and_campaigns(
     async with client(world, "b") as http:
         queues = (await http.get("/api/v1/queues")).json()
         assert [q["queue_id"] for q in queues] == [f"q1{tb}", f"q2{tb}"]
-    async with client(world, "nobody") as http:
+    async with client(world, None) as http:
         assert (await http.get("/api/v1/queues")).status_code == 401
 
 
@@ -160,7 +163,7 @@ async def test_another_tenants_or_scopes_objects_answer_404_and_are_audited(
     assert [(d["resource_kind"], d["resource_id"]) for d in denied] == [
         (kind, ident) for _, _, _, kind, ident in matrix
     ]
-    who_asked = [world.principals[who].user_id for who, *_ in matrix]
+    who_asked = [world.users[who].user_id for who, *_ in matrix]
     assert [d["user_id"] for d in denied] == who_asked
     assert tenant_b not in {d["tenant"] for d in denied}
     # What the scoped user may see, it sees; the rest of the tenant is hidden from lists.
@@ -175,6 +178,43 @@ async def test_another_tenants_or_scopes_objects_answer_404_and_are_audited(
     assert [q["queue_id"] for q in queues] == [f"q1{ta}"]
     assert {c["call_id"] for c in calls} == {f"c1{ta}", f"c3{ta}", f"c4{ta}"}
     assert campaigns == []
+
+
+async def test_an_operator_admin_of_one_tenant_gets_404_for_another_tenants_objects(
+    world: World, two_tenants: tuple[str, str, str, str]
+) -> None:
+    tenant_a, ta, _, tb = two_tenants
+    await world.sign_in("admin-a", tenant_a, role=Role.OPERATOR_ADMIN)
+    async with client(world, "admin-a") as http:
+        theirs = await http.get(f"/api/v1/queues/q1{tb}")
+        report = await http.get("/api/v1/reports/queues", params={**period(), "ids": f"q1{tb}"})
+        mine = await http.get(f"/api/v1/queues/q1{ta}")
+    assert theirs.status_code == report.status_code == 404, (theirs.text, report.text)
+    assert mine.status_code == 200
+    denied = await world.audit_facts("access.denied")
+    assert [(d["tenant"], d["user_id"], d["resource_id"]) for d in denied] == [
+        (tenant_a, world.users["admin-a"].user_id, f"q1{tb}")
+    ] * 2
+
+
+async def test_an_api_token_reads_reports_and_may_change_nothing(
+    world: World, two_tenants: tuple[str, str, str, str]
+) -> None:
+    _, ta, _, _ = two_tenants
+    await world.issue_token("bi", of="a")
+    async with client(world, "bi") as http:
+        report = await http.get("/api/v1/reports/queues", params=period())
+        export = await http.get("/api/v1/exports/report.csv", params={**period(), "kind": "queues"})
+        refused = [
+            await http.request(method, path)
+            for method in ("POST", "PUT", "PATCH", "DELETE")
+            for path in ("/api/v1/reports/queues", "/api/v1/tokens", "/api/v1/auth/logout")
+        ]
+    assert report.status_code == 200, report.text
+    assert {r["id"] for r in report.json()["rows"]} == {f"q1{ta}", f"q2{ta}"}
+    assert export.status_code == 200
+    assert {r.status_code for r in refused} == {403}
+    assert {r.json()["type"] for r in refused} == {"urn:plateau:problem:read-only-token"}
 
 
 async def test_an_interval_report_gives_measures_metrics_and_provenance(
@@ -196,8 +236,10 @@ async def test_an_interval_report_gives_measures_metrics_and_provenance(
     assert q1["metrics"]["service_level"] == 1 and q1["metrics"]["asa_ms"] == 5000
     assert q1["metrics"]["service_level_threshold_s"] == 20
     assert report["formula_versions"]["service_level"] == 1
-    assert [p["source"] for p in report["computed_up_to"]] == ["acd", "sip-gateway"]
-    assert report["computed_up_to"][0]["chain_head"] == "ab" * 32
+    # Up to the last event the projector applied from each store, with its chain hash.
+    assert [(p["source"], p["position"], p["chain_head"]) for p in report["computed_up_to"]] == [
+        (m.store, m.position, m.chain_hash) for _, m in sorted(world.marks.items())
+    ]
     viewed = await world.audit_facts("report.viewed")
     assert [(v["tenant"], v["report"]) for v in viewed] == [(tenant_a, "queue_intervals")]
 
@@ -272,7 +314,8 @@ async def test_signed_exports_verify_and_any_change_is_detected(
         path.write_bytes(content)
         checked = verify(path, "--public-key", public_key)
         assert checked.returncode == 0, (name, checked.stdout, checked.stderr)
-        assert "verified" in checked.stdout and "computed up to acd position 42" in checked.stdout
+        assert "verified" in checked.stdout
+        assert f"computed up to acd position {world.marks['acd'].position}" in checked.stdout
         said[name] = checked.stdout
     assert "csv, 5 rows" in said["calls.csv"]  # c1-c4 and the outbound o1
     # Without a key given: the embedded default's, from PLATEAU_HOME.
@@ -355,9 +398,9 @@ async def test_the_stream_pushes_a_change_after_the_projector_writes_it(
     async with served(world) as base:
         url = f"{base}/api/v1/stream"
         async with (
-            httpx.AsyncClient(timeout=30, headers={PRINCIPAL_HEADER: "a"}) as http,
-            http.stream("GET", url) as answer,
-            http.stream("GET", url, headers={PRINCIPAL_HEADER: "a-q1"}) as scoped_answer,
+            httpx.AsyncClient(timeout=30) as http,
+            http.stream("GET", url, headers=world.users["a"].headers) as answer,
+            http.stream("GET", url, headers=world.users["a-q1"].headers) as scoped_answer,
         ):
             assert answer.headers["content-type"].startswith("text/event-stream")
             events = sse_events(answer.aiter_lines())
@@ -401,6 +444,54 @@ async def test_the_stream_pushes_a_change_after_the_projector_writes_it(
             scoped_change = await asyncio.wait_for(anext(scoped_events), 10)
             assert (scoped_change["event"], scoped_change["key"]) == ("queue", f"q1{ta}")
             assert scoped_change["data"]["calls_waiting"] == 2
+
+
+async def test_a_stream_resumed_with_last_event_id_replays_only_what_changed(
+    world: World, two_tenants: tuple[str, str, str, str]
+) -> None:
+    tenant_a, ta, tenant_b, tb = two_tenants
+    async with served(world) as base, httpx.AsyncClient(timeout=30) as http:
+        url = f"{base}/api/v1/stream"
+        async with http.stream("GET", url, headers=world.users["a"].headers) as answer:
+            snapshot = [e async for e in first_events(answer.aiter_lines(), 5)]
+        last_id = snapshot[-1]["id"]
+        # Only the snapshot's last event says it is complete: cut off before, a client would
+        # get a new snapshot.
+        assert [e["id"].endswith("-s") for e in snapshot] == [True] * 4 + [False]
+        # While the client is away: a call queues in A's q2, and one in B's q1.
+        generation = world.feed.generation
+        await world.project(
+            envelopes(tenant_a, [(today_start(), queued(f"q2{ta}", f"c7{ta}"))]), notify=True
+        )
+        await world.project(
+            envelopes(tenant_b, [(today_start(), queued(f"q1{tb}", f"c7{tb}"))]), notify=True
+        )
+        for _ in range(200):
+            if world.feed.generation >= generation + 2:
+                break
+            await asyncio.sleep(0.05)
+        resumed_headers = {**world.users["a"].headers, "last-event-id": last_id}
+        async with http.stream("GET", url, headers=resumed_headers) as answer:
+            lines = answer.aiter_lines()
+            assert [await anext(lines) for _ in range(4)] == ["retry: 2000", "", ": resumed", ""]
+            replayed = await asyncio.wait_for(anext(sse_events(lines)), 10)
+        # An id this process did not give (another replica, a restart): a new snapshot.
+        stale_headers = {**world.users["a"].headers, "last-event-id": "1-1-1"}
+        async with http.stream("GET", url, headers=stale_headers) as answer:
+            lines = answer.aiter_lines()
+            assert [await anext(lines) for _ in range(4)] == ["retry: 2000", "", ": snapshot", ""]
+            again = [e async for e in first_events(lines, 5)]
+    assert (replayed["event"], replayed["key"]) == ("queue", f"q2{ta}")
+    assert replayed["data"]["calls_waiting"] == 1
+    assert int(replayed["id"].split("-")[1]) > int(last_id.split("-")[1])
+    assert {e["key"] for e in again} == {e["key"] for e in snapshot}
+
+
+async def first_events(lines: AsyncIterator[str], count: int) -> AsyncIterator[dict[str, Any]]:
+    """The first ``count`` events of a stream."""
+    events = sse_events(lines)
+    for _ in range(count):
+        yield await asyncio.wait_for(anext(events), 10)
 
 
 def queued(queue: str, call: str) -> StreamedEvent:

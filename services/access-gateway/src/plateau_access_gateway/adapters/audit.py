@@ -7,6 +7,8 @@ when the chain is verified (``plateau verify``).
 
 from __future__ import annotations
 
+from plateau_access_gateway.domain.principal import Principal
+from plateau_contracts.events.access import AccessDenied, DeniedReason
 from plateau_contracts.events.common import StreamedEvent
 from plateau_runtime.eventstore import (
     ChainReport,
@@ -27,6 +29,30 @@ class AuditTrail:
         """Append the facts (one transaction), unconditionally: an audit fact is never refused."""
         return await self._store.append_many(
             [StreamAppend(fact.stream_id(), [NewEvent(fact, tenant=tenant)]) for fact in facts]
+        )
+
+    async def denied(
+        self,
+        principal: Principal,
+        *,
+        method: str,
+        path: str,
+        kind: str | None,
+        object_id: str | None,
+        reason: DeniedReason,
+    ) -> None:
+        """Record a refused request of ``principal`` (who, with which credential, what)."""
+        await self.record(
+            principal.tenant,
+            AccessDenied(
+                user_id=principal.user_id,
+                session_id=principal.credential_id,
+                method=method,
+                path=path,
+                resource_kind=kind,
+                resource_id=object_id,
+                reason=reason,
+            ),
         )
 
     async def page(

@@ -38,7 +38,7 @@ from plateau_access_gateway.handlers import (
     NotFoundError,
     SessionStateError,
 )
-from plateau_contracts.events.access import AccessDenied, DeniedReason
+from plateau_contracts.events.access import DeniedReason
 from plateau_runtime.eventstore import StoredEvent
 
 router = APIRouter()
@@ -64,15 +64,13 @@ async def _admin(request: Request) -> Principal:
     except HTTPException as exc:
         principal = getattr(request.state, "principal", None)
         if exc.status_code == status.HTTP_403_FORBIDDEN and isinstance(principal, Principal):
-            await _service(request).audit.record(
-                principal.tenant,
-                AccessDenied(
-                    user_id=principal.user_id,
-                    session_id=principal.credential_id,
-                    method=request.method,
-                    path=request.url.path,
-                    reason=DeniedReason.MISSING_ROLE,
-                ),
+            await _service(request).audit.denied(
+                principal,
+                method=request.method,
+                path=request.url.path,
+                kind=None,
+                object_id=None,
+                reason=DeniedReason.MISSING_ROLE,
             )
         raise
 

@@ -12,8 +12,8 @@ from plateau_access_gateway.adapters.audit import AuditTrail
 from plateau_access_gateway.adapters.read_models import CallFilter, ReadModels, Row
 from plateau_access_gateway.domain.principal import Principal
 from plateau_access_gateway.domain.reports import CursorError, decode_cursor, encode_cursor
+from plateau_access_gateway.entrypoints.http_denials import not_found
 from plateau_access_gateway.entrypoints.http_principal import current_principal
-from plateau_access_gateway.entrypoints.http_read_support import not_found
 from plateau_contracts.events.access import DeniedReason
 
 Caller = Annotated[Principal, Depends(current_principal)]
@@ -79,6 +79,22 @@ async def resolve_call_filter(
     return where
 
 
+def call_filter(
+    *,
+    start: Annotated[datetime | None, Query(alias="from")] = None,
+    end: Annotated[datetime | None, Query(alias="to")] = None,
+    queue: str | None = None,
+    agent: str | None = None,
+    outcome: Annotated[str | None, Query(max_length=64)] = None,
+    direction: Literal["inbound", "outbound"] | None = None,
+) -> CallFilter:
+    """The call detail filter of a request's query (the search's and the exports')."""
+    return CallFilter(start, end, queue, agent, outcome, direction)
+
+
+CallFilterQuery = Annotated[CallFilter, Depends(call_filter)]
+
+
 def calls_router(read_models: ReadModels, audit: AuditTrail) -> APIRouter:
     """``GET /api/v1/calls``."""
     router = APIRouter(tags=["calls"])
@@ -96,12 +112,7 @@ def calls_router(read_models: ReadModels, audit: AuditTrail) -> APIRouter:
         *,
         principal: Caller,
         request: Request,
-        start: Annotated[datetime | None, Query(alias="from")] = None,
-        end: Annotated[datetime | None, Query(alias="to")] = None,
-        queue: str | None = None,
-        agent: str | None = None,
-        outcome: str | None = Query(default=None, max_length=64),
-        direction: Literal["inbound", "outbound"] | None = None,
+        asked: CallFilterQuery,
         limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 100,
         cursor: Annotated[str | None, Query(max_length=512)] = None,
     ) -> CallPage:
@@ -116,7 +127,7 @@ def calls_router(read_models: ReadModels, audit: AuditTrail) -> APIRouter:
             audit,
             principal,
             request,
-            CallFilter(start, end, queue, agent, outcome, direction),
+            asked,
         )
         # One row more than asked says whether another page follows.
         async with read_models.calls(principal, where, after, limit + 1) as reading:

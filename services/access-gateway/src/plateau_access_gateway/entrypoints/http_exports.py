@@ -25,7 +25,6 @@ from starlette.background import BackgroundTask
 from plateau_access_gateway.adapters.audit import AuditTrail
 from plateau_access_gateway.adapters.export_files import XlsxExport
 from plateau_access_gateway.adapters.read_models import (
-    CallFilter,
     Provenance,
     Reading,
     ReadModels,
@@ -41,7 +40,7 @@ from plateau_access_gateway.domain.reports import (
     report_cells,
 )
 from plateau_access_gateway.domain.signing import ExportSigner
-from plateau_access_gateway.entrypoints.http_calls import resolve_call_filter
+from plateau_access_gateway.entrypoints.http_calls import CallFilterQuery, resolve_call_filter
 from plateau_access_gateway.entrypoints.http_principal import current_principal
 from plateau_access_gateway.entrypoints.http_reports import (
     FromQuery,
@@ -248,30 +247,19 @@ def _add_routes(
         *,
         principal: Caller,
         request: Request,
-        start: Annotated[datetime | None, Query(alias="from")] = None,
-        end: Annotated[datetime | None, Query(alias="to")] = None,
-        queue: str | None = None,
-        agent: str | None = None,
-        outcome: Annotated[str | None, Query(max_length=64)] = None,
-        direction: Literal["inbound", "outbound"] | None = None,
+        asked: CallFilterQuery,
         separator: Separator = ",",
     ) -> Any:
-        where = await resolve_call_filter(
-            read_models,
-            audit,
-            principal,
-            request,
-            CallFilter(start, end, queue, agent, outcome, direction),
-        )
+        where = await resolve_call_filter(read_models, audit, principal, request, asked)
         filters = {
             k: v.isoformat() if isinstance(v, datetime) else str(v)
             for k, v in {
-                "from": start,
-                "to": end,
-                "queue": queue,
-                "agent": agent,
-                "outcome": outcome,
-                "direction": direction,
+                "from": where.start,
+                "to": where.end,
+                "queue": where.queue,
+                "agent": where.agent,
+                "outcome": where.outcome,
+                "direction": where.direction,
             }.items()
             if v is not None
         }

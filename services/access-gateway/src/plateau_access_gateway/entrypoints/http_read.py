@@ -14,7 +14,7 @@ from plateau_access_gateway.entrypoints.http_calls import calls_router
 from plateau_access_gateway.entrypoints.http_exports import exports_router
 from plateau_access_gateway.entrypoints.http_reports import reports_router
 from plateau_access_gateway.entrypoints.http_stream import ChangeFeed, stream_router
-from plateau_access_gateway.entrypoints.http_supervision import supervision_router
+from plateau_access_gateway.entrypoints.http_supervision import LiveViews, supervision_router
 
 
 def read_routers(
@@ -26,9 +26,10 @@ def read_routers(
     heartbeat_s: float = 15.0,
 ) -> list[APIRouter]:
     """Supervision, stream, reports, call detail records and signed exports, under /api/v1."""
+    live = LiveViews(read_models, feed)
     return [
-        supervision_router(read_models, audit),
-        stream_router(read_models, feed, heartbeat_s=heartbeat_s),
+        supervision_router(live, audit),
+        stream_router(live, feed, heartbeat_s=heartbeat_s),
         reports_router(read_models, audit),
         calls_router(read_models, audit),
         exports_router(read_models, audit, signer),

@@ -15,8 +15,8 @@ from plateau_access_gateway.adapters.audit import AuditTrail
 from plateau_access_gateway.adapters.read_models import ReadModels, Row
 from plateau_access_gateway.domain.principal import Principal
 from plateau_access_gateway.domain.reports import Granularity, ReportKind, period_problem
+from plateau_access_gateway.entrypoints.http_denials import not_found
 from plateau_access_gateway.entrypoints.http_principal import current_principal
-from plateau_access_gateway.entrypoints.http_read_support import not_found
 from plateau_contracts.events.access import DeniedReason, ReportViewed
 
 Caller = Annotated[Principal, Depends(current_principal)]

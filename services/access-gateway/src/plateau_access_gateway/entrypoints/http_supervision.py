@@ -2,21 +2,29 @@
 
 Figures come from the stats projector's views and SQL metric formulas (docs/metrics.md);
 durations are in milliseconds, rates between 0 and 1, null when there is nothing to divide.
+
+Every request and stream of the same tenant and scopes shares one read of each kind
+(:class:`LiveViews`), serialised to JSON once: a wallboard polled by many screens costs one
+query per change of the read models, not one per request.
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal, Protocol
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, Field
 
 from plateau_access_gateway.adapters.audit import AuditTrail
 from plateau_access_gateway.adapters.read_models import ReadModels, Row
 from plateau_access_gateway.domain.principal import Principal
+from plateau_access_gateway.entrypoints.http_denials import not_found
 from plateau_access_gateway.entrypoints.http_principal import current_principal
-from plateau_access_gateway.entrypoints.http_read_support import not_found
 from plateau_contracts.events.access import DeniedReason
 
 Caller = Annotated[Principal, Depends(current_principal)]
@@ -163,13 +171,133 @@ def campaign_model(row: Row) -> Campaign:
     )
 
 
-def supervision_router(read_models: ReadModels, audit: AuditTrail) -> APIRouter:
+Kind = Literal["queue", "agent", "campaign"]
+
+#: How many notification generations of shared reads are kept.
+SHARED_GENERATIONS = 16
+
+
+class Generations(Protocol):
+    """What tells that the read models changed: a number bumped by every change notice
+    (the stream's ``ChangeFeed``)."""
+
+    @property
+    def generation(self) -> int: ...
+
+
+@dataclass(frozen=True)
+class View:
+    """One read of one kind of row for one tenant and scope, serialised once."""
+
+    rows: dict[str, bytes]  # id -> that row's JSON, in id order
+    body: bytes  # the JSON array of every row
+
+    @classmethod
+    def of(cls, rows: dict[str, bytes]) -> View:
+        return cls(rows, b"[" + b",".join(rows.values()) + b"]")
+
+
+_MODELS: dict[Kind, tuple[str, Callable[[Row], BaseModel]]] = {
+    "queue": ("queue_id", queue_model),
+    "agent": ("agent_id", agent_model),
+    "campaign": ("campaign_id", campaign_model),
+}
+
+_ViewKey = tuple[str, frozenset[str] | None, frozenset[str] | None, Kind, int]
+
+
+class LiveViews:
+    """Supervision rows read once per (tenant, scopes, kind, change generation) and shared
+    by every request and stream that asks meanwhile.
+
+    A read made at one generation is current until the next change notice bumps it; it is
+    also never served older than ``max_age_s``, so figures that move with the clock alone
+    (today's, at midnight) or a missed notice are never stale for longer than that.
+    """
+
+    def __init__(
+        self,
+        read_models: ReadModels,
+        changes: Generations,
+        *,
+        max_age_s: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._read_models = read_models
+        self._changes = changes
+        self._max_age_s = max_age_s
+        self._clock = clock
+        self._reads: dict[_ViewKey, tuple[float, asyncio.Future[View]]] = {}
+
+    @property
+    def generation(self) -> int:
+        return self._changes.generation
+
+    async def view(self, principal: Principal, kind: Kind, generation: int | None = None) -> View:
+        """The rows of ``kind`` the principal may see, as of ``generation`` (default: now)."""
+        generation = self.generation if generation is None else generation
+        key = (principal.tenant, principal.queue_scope, principal.campaign_scope, kind, generation)
+        now = self._clock()
+        found = self._reads.get(key)
+        if found is None or now - found[0] > self._max_age_s:
+            self._forget_old(now, generation)
+            found = (now, asyncio.ensure_future(self._read(principal, kind)))
+            self._reads[key] = found
+        try:
+            # Shielded: a request that goes away must not cancel the read others wait for.
+            return await asyncio.shield(found[1])
+        except Exception:
+            if self._reads.get(key) is found:
+                del self._reads[key]
+            raise
+
+    def _forget_old(self, now: float, generation: int) -> None:
+        for key in [
+            k
+            for k, (at, _) in self._reads.items()
+            if k[4] < generation - SHARED_GENERATIONS or now - at > self._max_age_s
+        ]:
+            del self._reads[key]
+
+    async def _read(self, principal: Principal, kind: Kind) -> View:
+        id_column, model = _MODELS[kind]
+        if kind == "queue":
+            rows = await self._read_models.queues(principal)
+        elif kind == "agent":
+            rows = await self._read_models.agents(principal)
+        else:
+            rows = await self._read_models.campaigns(principal)
+        return View.of({r[id_column]: model(r).model_dump_json().encode() for r in rows})
+
+
+def _json(body: bytes) -> Response:
+    return Response(content=body, media_type="application/json")
+
+
+def supervision_router(live: LiveViews, audit: AuditTrail) -> APIRouter:
     """``/api/v1/queues``, ``/agents``, ``/campaigns`` and one of each by id."""
     router = APIRouter(tags=["supervision"])
 
+    async def one(principal: Principal, request: Request, kind: Kind, ident: str) -> Response:
+        """One row by id; 404 (audited) when out of the principal's scope or not visible."""
+        in_scope = (
+            principal.may_see_queue(ident)
+            if kind == "queue"
+            else principal.may_see_campaign(ident)
+            if kind == "campaign"
+            else True
+        )
+        if not in_scope:
+            raise await not_found(audit, principal, request, kind, ident, DeniedReason.OUT_OF_SCOPE)
+        row = (await live.view(principal, kind)).rows.get(ident)
+        if row is None:
+            raise await not_found(audit, principal, request, kind, ident, DeniedReason.OTHER_TENANT)
+        return _json(row)
+
+    # The routes answer the shared, already serialised JSON; ``response_model`` documents it.
     @router.get("/queues", response_model=list[Queue], summary="Queues now and today")
-    async def list_queues(principal: Caller) -> list[Queue]:
-        return [queue_model(r) for r in await read_models.queues(principal)]
+    async def list_queues(principal: Caller) -> Response:
+        return _json((await live.view(principal, "queue")).body)
 
     @router.get(
         "/queues/{queue_id}",
@@ -177,21 +305,12 @@ def supervision_router(read_models: ReadModels, audit: AuditTrail) -> APIRouter:
         summary="One queue now and today",
         responses={404: {"description": "No such queue in the caller's tenant and scope."}},
     )
-    async def get_queue(queue_id: str, principal: Caller, request: Request) -> Queue:
-        if not principal.may_see_queue(queue_id):
-            raise await not_found(
-                audit, principal, request, "queue", queue_id, DeniedReason.OUT_OF_SCOPE
-            )
-        rows = await read_models.queues(principal, queue_id)
-        if not rows:
-            raise await not_found(
-                audit, principal, request, "queue", queue_id, DeniedReason.OTHER_TENANT
-            )
-        return queue_model(rows[0])
+    async def get_queue(queue_id: str, principal: Caller, request: Request) -> Response:
+        return await one(principal, request, "queue", queue_id)
 
     @router.get("/agents", response_model=list[Agent], summary="Agents now and today")
-    async def list_agents(principal: Caller) -> list[Agent]:
-        return [agent_model(r) for r in await read_models.agents(principal)]
+    async def list_agents(principal: Caller) -> Response:
+        return _json((await live.view(principal, "agent")).body)
 
     @router.get(
         "/agents/{agent_id}",
@@ -199,17 +318,12 @@ def supervision_router(read_models: ReadModels, audit: AuditTrail) -> APIRouter:
         summary="One agent now and today",
         responses={404: {"description": "No such agent in the caller's tenant and scope."}},
     )
-    async def get_agent(agent_id: str, principal: Caller, request: Request) -> Agent:
-        rows = await read_models.agents(principal, agent_id)
-        if not rows:
-            raise await not_found(
-                audit, principal, request, "agent", agent_id, DeniedReason.OTHER_TENANT
-            )
-        return agent_model(rows[0])
+    async def get_agent(agent_id: str, principal: Caller, request: Request) -> Response:
+        return await one(principal, request, "agent", agent_id)
 
     @router.get("/campaigns", response_model=list[Campaign], summary="Campaigns")
-    async def list_campaigns(principal: Caller) -> list[Campaign]:
-        return [campaign_model(r) for r in await read_models.campaigns(principal)]
+    async def list_campaigns(principal: Caller) -> Response:
+        return _json((await live.view(principal, "campaign")).body)
 
     @router.get(
         "/campaigns/{campaign_id}",
@@ -217,16 +331,7 @@ def supervision_router(read_models: ReadModels, audit: AuditTrail) -> APIRouter:
         summary="One campaign now, today and over 30 days",
         responses={404: {"description": "No such campaign in the caller's tenant and scope."}},
     )
-    async def get_campaign(campaign_id: str, principal: Caller, request: Request) -> Campaign:
-        if not principal.may_see_campaign(campaign_id):
-            raise await not_found(
-                audit, principal, request, "campaign", campaign_id, DeniedReason.OUT_OF_SCOPE
-            )
-        rows = await read_models.campaigns(principal, campaign_id)
-        if not rows:
-            raise await not_found(
-                audit, principal, request, "campaign", campaign_id, DeniedReason.OTHER_TENANT
-            )
-        return campaign_model(rows[0])
+    async def get_campaign(campaign_id: str, principal: Caller, request: Request) -> Response:
+        return await one(principal, request, "campaign", campaign_id)
 
     return router
