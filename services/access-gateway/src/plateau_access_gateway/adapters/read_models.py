@@ -21,7 +21,7 @@ from plateau_access_gateway.domain.principal import Principal
 from plateau_runtime.db import Connection
 from plateau_runtime.services import service
 
-__all__ = ["CallFilter", "Provenance", "ReadModels", "Reading", "Row"]
+__all__ = ["CallFilter", "ComplianceFilter", "Provenance", "ReadModels", "Reading", "Row"]
 
 Row = dict[str, Any]
 
@@ -136,6 +136,55 @@ where started_at is not null
 order by started_at, call_id
 """
 
+#: The compliance ledger's columns a client sees (the stats projector's migrations/0010).
+COMPLIANCE_COLUMNS = (
+    "ledger_id",
+    "source",
+    "checked_at",
+    "campaign_id",
+    "contact_id",
+    "attempt_id",
+    "number",
+    "attempt_number",
+    "max_attempts",
+    "list_version",
+    "decision",
+    "refusal",
+    "on_do_not_call",
+    "do_not_call_version",
+    "within_calling_window",
+    "local_time",
+    "requested_by",
+    "requester",
+    "call_id",
+    "dialled_at",
+    "outcome",
+    "sip_code",
+    "outcome_at",
+)
+
+# One row per dial check, keyset-paged on (checked_at, ledger_id) like the calls. A row
+# whose check is not projected yet (only its outcome arrived) is not a check: left out.
+# With a campaign scope, only that scope's rows: the gateway's refusals that name no
+# campaign (an agent's softphone) are for users who see every campaign.
+_COMPLIANCE = f"""
+select {", ".join(COMPLIANCE_COLUMNS)}
+from compliance_ledger
+where checked_at is not null
+  and ($1::timestamptz is null or checked_at >= $1)
+  and ($2::timestamptz is null or checked_at < $2)
+  and ($3::text is null or campaign_id = $3)
+  and ($4::text is null or decision = $4)
+  and ($5::text[] is null or campaign_id = any($5))
+  and ($6::timestamptz is null or (checked_at, ledger_id) > ($6, $7::text))
+order by checked_at, ledger_id
+"""
+
+_COMPLIANCE_CAMPAIGN = """
+select exists (select 1 from campaign_status where campaign_id = $1)
+    or exists (select 1 from compliance_ledger where campaign_id = $1)
+"""
+
 
 @dataclass(frozen=True)
 class Provenance:
@@ -164,6 +213,16 @@ class CallFilter:
     agent: str | None = None
     outcome: str | None = None
     direction: str | None = None
+
+
+@dataclass(frozen=True)
+class ComplianceFilter:
+    """What a compliance ledger search asks for (None: any)."""
+
+    start: datetime | None = None
+    end: datetime | None = None
+    campaign: str | None = None
+    decision: str | None = None
 
 
 def _scope(values: frozenset[str] | None) -> list[str] | None:
@@ -289,6 +348,34 @@ class ReadModels:
             where.outcome,
             where.direction,
             _scope(principal.queue_scope),
+            _scope(principal.campaign_scope),
+            after[0] if after else None,
+            after[1] if after else None,
+        )
+
+    # -- the compliance ledger
+
+    async def compliance_campaign_known(self, principal: Principal, campaign_id: str) -> bool:
+        """Whether the principal's tenant has this campaign (its status or ledger rows)."""
+        async with self.scoped(principal.tenant) as conn:
+            return bool(await conn.fetchval(_COMPLIANCE_CAMPAIGN, campaign_id))
+
+    def compliance(
+        self,
+        principal: Principal,
+        where: ComplianceFilter,
+        after: tuple[datetime, str] | None = None,
+        limit: int | None = None,
+    ) -> AbstractAsyncContextManager[Reading]:
+        """Compliance ledger rows in (checked_at, ledger_id) order, after ``after`` if given."""
+        query = _COMPLIANCE if limit is None else f"{_COMPLIANCE} limit {int(limit)}"
+        return self._reading(
+            principal,
+            query,
+            where.start,
+            where.end,
+            where.campaign,
+            where.decision,
             _scope(principal.campaign_scope),
             after[0] if after else None,
             after[1] if after else None,
