@@ -427,16 +427,10 @@ class Projection:
         if rows:
             await conn.execute(_KEEP_LEDGER_ENTRIES, tenant, [row.to_json() for row in rows])
         call_ids = connected | {row.call_id for row in rows if row.call_id is not None}
+        # No notification: nothing live shows the ledger (the campaign's own facts notify).
         await conn.execute(
             _LEDGER_OUTCOMES, tenant, [row.ledger_id for row in rows], sorted(call_ids)
         )
-        campaigns = sorted({row.campaign_id for row in rows if row.campaign_id is not None})
-        channel, _ = self._notification(tenant)
-        if channel is not None and campaigns:
-            for campaign in campaigns:
-                await conn.execute(
-                    "select pg_notify($1, $2)", channel, self._payload(tenant, campaign=campaign)
-                )
 
     # -- measures
 
