@@ -14,7 +14,9 @@ migrates the stats projector's schema as ``plateau migrate`` would, and prints:
    row-level security, ``ReadModels.compliance``): the first page, a page deep into the
    ledger by cursor, and one campaign's refused checks; p50 and p99 of repeated reads
    (each read is a repeatable-read transaction that also reads the provenance).
-   ``BENCH_EXPLAIN=1`` prints the plans; ``BENCH_DIALS`` sets the number of dials.
+   ``BENCH_EXPLAIN=1`` prints the plans; ``BENCH_NO_LEDGER=1`` skips the ledger's step of
+   the projection and the reads (the ledger's cost is the difference); ``BENCH_DIALS`` sets
+   the number of dials.
 
 Figures only: nothing here asserts a speed.
 """
@@ -196,6 +198,12 @@ async def run_bench(pg: EmbeddedPostgres) -> None:
     try:
         events = envelopes()
         projection = Projection(notify=False)
+        if os.environ.get("BENCH_NO_LEDGER"):  # the same traffic without the ledger's step
+
+            async def no_ledger(*_: object) -> None:
+                return None
+
+            projection._apply_ledger = no_ledger  # type: ignore[method-assign]
         began = time.perf_counter()
         async with pool.acquire() as conn:
             for first in range(0, len(events), BATCH):
@@ -208,6 +216,8 @@ async def run_bench(pg: EmbeddedPostgres) -> None:
             f"1. projection: {len(events)} events of {DIALS} dials in {elapsed:.1f} s = "
             f"{len(events) / elapsed:,.0f} events/s ({rows} ledger rows)"
         )
+        if os.environ.get("BENCH_NO_LEDGER"):
+            return
         # The gateway's role reads as the projector's reader role; here the service role
         # holds it for the bench (the reader role is what the read switches to).
         reader = f"{schema.role}_reader"

@@ -100,26 +100,32 @@ _KEEP_LEDGER_ENTRIES = (
 # A dial's connection to an agent is a fact of its call (kept in call_facts), which may be
 # kept before or after the dialer's row names the call: both orders end here.
 _LEDGER_OUTCOMES = """
-update compliance_ledger l set
-    connected_at = c.connected_at,
-    outcome = case
-        when l.abandoned_at is not null then 'compliance_abandoned'
-        when c.connected_at is not null then 'connected'
-        else l.dial_outcome end,
-    outcome_at = case
-        when l.abandoned_at is not null then l.abandoned_at
-        when c.connected_at is not null then c.connected_at
-        else l.dial_completed_at end
-from (
-    select r.ledger_id, (
+with touched as (
+    select r.ledger_id, r.abandoned_at, r.dial_outcome, r.dial_completed_at, (
         select to_timestamp(min((f.fact->>'at_ms')::bigint) / 1000.0) from call_facts f
         where f.tenant = r.tenant and f.call_id = r.call_id and f.fact->>'kind' = 'connected'
     ) as connected_at
     from compliance_ledger r
     where r.tenant = $1 and r.source = 'dialer'
-      and (r.ledger_id = any($2::text[]) or r.call_id = any($3::text[]))
-) c
-where l.tenant = $1 and l.ledger_id = c.ledger_id
+      and r.ledger_id = any($2::text[] || array(
+          select x.ledger_id from compliance_ledger x
+          where x.tenant = $1 and x.call_id = any($3::text[])))
+), outcomes as (
+    select ledger_id, connected_at,
+        case when abandoned_at is not null then 'compliance_abandoned'
+             when connected_at is not null then 'connected'
+             else dial_outcome end as outcome,
+        case when abandoned_at is not null then abandoned_at
+             when connected_at is not null then connected_at
+             else dial_completed_at end as outcome_at
+    from touched
+)
+update compliance_ledger l
+set connected_at = o.connected_at, outcome = o.outcome, outcome_at = o.outcome_at
+from outcomes o
+where l.tenant = $1 and l.ledger_id = o.ledger_id
+  and (l.connected_at, l.outcome, l.outcome_at)
+      is distinct from (o.connected_at, o.outcome, o.outcome_at)
 """
 
 
