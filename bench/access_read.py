@@ -60,7 +60,7 @@ def envelopes(
 ) -> list[Envelope]:
     out = []
     for at, event in timed:
-        stream = event.stream_id()
+        stream = event.stream_id(TENANT)
         versions[stream] = versions.get(stream, 0) + 1
         out.append(
             Envelope(

@@ -256,7 +256,7 @@ async def latency(
         warm_up: dict[str, float] = {}
         for side in ("gw", "acd"):
             appends = [
-                StreamAppend(e.stream_id(), [NewEvent(e, tenant="bench-latency")])
+                StreamAppend(e.stream_id("bench-latency"), [NewEvent(e, tenant="bench-latency")])
                 for s, _, e in call_events(0, datetime.now(UTC), "warm-up")
                 if s == side
             ]

@@ -55,6 +55,7 @@ REBUILT_TABLES = (
     "queue_settings",
     "campaign_status",
     "campaign_dialled_contacts",
+    "compliance_ledger",
 )
 _BATCH = 2000
 

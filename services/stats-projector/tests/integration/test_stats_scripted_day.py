@@ -54,6 +54,7 @@ READ_MODELS = (
     "queue_settings",
     "campaign_status",
     "campaign_dialled_contacts",
+    "compliance_ledger",
 )
 
 

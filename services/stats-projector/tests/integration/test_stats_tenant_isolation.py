@@ -34,6 +34,7 @@ TABLES = (
     "queue_settings",
     "campaign_status",
     "campaign_dialled_contacts",
+    "compliance_ledger",
 )
 VIEWS = (
     "interval_measures",

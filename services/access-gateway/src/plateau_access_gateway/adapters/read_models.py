@@ -21,7 +21,7 @@ from plateau_access_gateway.domain.principal import Principal
 from plateau_runtime.db import Connection
 from plateau_runtime.services import service
 
-__all__ = ["CallFilter", "Provenance", "ReadModels", "Reading", "Row"]
+__all__ = ["CallFilter", "ComplianceFilter", "Provenance", "ReadModels", "Reading", "Row"]
 
 Row = dict[str, Any]
 
@@ -136,6 +136,38 @@ where started_at is not null
 order by started_at, call_id
 """
 
+#: The compliance ledger's columns a client sees (the stats projector's migrations/0010).
+COMPLIANCE_COLUMNS = (
+    "ledger_id",
+    "source",
+    "checked_at",
+    "campaign_id",
+    "contact_id",
+    "attempt_id",
+    "number",
+    "attempt_number",
+    "max_attempts",
+    "list_version",
+    "decision",
+    "refusal",
+    "on_do_not_call",
+    "do_not_call_version",
+    "within_calling_window",
+    "local_time",
+    "requested_by",
+    "requester",
+    "call_id",
+    "dialled_at",
+    "outcome",
+    "sip_code",
+    "outcome_at",
+)
+
+_COMPLIANCE_CAMPAIGN = """
+select exists (select 1 from campaign_status where campaign_id = $1)
+    or exists (select 1 from compliance_ledger where campaign_id = $1)
+"""
+
 
 @dataclass(frozen=True)
 class Provenance:
@@ -164,6 +196,16 @@ class CallFilter:
     agent: str | None = None
     outcome: str | None = None
     direction: str | None = None
+
+
+@dataclass(frozen=True)
+class ComplianceFilter:
+    """What a compliance ledger search asks for (None: any)."""
+
+    start: datetime | None = None
+    end: datetime | None = None
+    campaign: str | None = None
+    decision: str | None = None
 
 
 def _scope(values: frozenset[str] | None) -> list[str] | None:
@@ -293,3 +335,70 @@ class ReadModels:
             after[0] if after else None,
             after[1] if after else None,
         )
+
+    # -- the compliance ledger
+
+    async def compliance_campaign_known(self, principal: Principal, campaign_id: str) -> bool:
+        """Whether the principal's tenant has this campaign (its status or ledger rows)."""
+        async with self.scoped(principal.tenant) as conn:
+            return bool(await conn.fetchval(_COMPLIANCE_CAMPAIGN, campaign_id))
+
+    def compliance(
+        self,
+        principal: Principal,
+        where: ComplianceFilter,
+        after: tuple[datetime, str] | None = None,
+        limit: int | None = None,
+    ) -> AbstractAsyncContextManager[Reading]:
+        """Compliance ledger rows in (checked_at, ledger_id) order, after ``after`` if given."""
+        query, args = compliance_query(
+            principal.tenant, where, _scope(principal.campaign_scope), after, limit
+        )
+        return self._reading(principal, query, *args)
+
+
+def compliance_query(
+    tenant: str,
+    where: ComplianceFilter,
+    campaigns: list[str] | None,
+    after: tuple[datetime, str] | None,
+    limit: int | None,
+) -> tuple[str, list[object]]:
+    """The ledger query with only the conditions asked for, and its arguments.
+
+    One row per dial check, keyset-paged on (checked_at, ledger_id) like the calls. Only
+    the filters given become conditions: a generic plan full of ``$n is null or ...``
+    misjudges how many rows match and sorts the whole ledger instead of walking the index.
+    A row whose check is not projected yet (only its outcome arrived) is not a check: left
+    out. With a campaign scope (``campaigns``), only those campaigns' rows: the gateway's
+    refusals that name no campaign (an agent's softphone) are for users who see all.
+    The tenant is named too, although row-level security already holds the rows to it:
+    the planner can estimate a value's rows, not those of the policy's setting.
+    """
+    conditions = ["tenant = $1::text", "checked_at is not null"]
+    args: list[object] = [tenant]
+
+    def given(condition: str, *values: object) -> None:
+        numbers = [f"${len(args) + n}" for n in range(1, len(values) + 1)]
+        conditions.append(condition.format(*numbers))
+        args.extend(values)
+
+    if where.start is not None:
+        given("checked_at >= {}::timestamptz", where.start)
+    if where.end is not None:
+        given("checked_at < {}::timestamptz", where.end)
+    if where.campaign is not None:
+        given("campaign_id = {}::text", where.campaign)
+    if where.decision is not None:
+        given("decision = {}::text", where.decision)
+    if campaigns is not None:
+        given("campaign_id = any({}::text[])", campaigns)
+    if after is not None:
+        given("(checked_at, ledger_id) > ({}::timestamptz, {}::text)", *after)
+    query = (
+        f"select {', '.join(COMPLIANCE_COLUMNS)} from compliance_ledger "
+        f"where {' and '.join(conditions)} order by checked_at, ledger_id"
+    )
+    if limit is not None:
+        query += f" limit {int(limit)}"
+    return query, args

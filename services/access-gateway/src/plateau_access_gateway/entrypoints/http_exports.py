@@ -25,6 +25,8 @@ from starlette.background import BackgroundTask
 from plateau_access_gateway.adapters.audit import AuditTrail
 from plateau_access_gateway.adapters.export_files import XlsxExport
 from plateau_access_gateway.adapters.read_models import (
+    COMPLIANCE_COLUMNS,
+    ComplianceFilter,
     Provenance,
     Reading,
     ReadModels,
@@ -41,6 +43,14 @@ from plateau_access_gateway.domain.reports import (
 )
 from plateau_access_gateway.domain.signing import ExportSigner
 from plateau_access_gateway.entrypoints.http_calls import CallFilterQuery, resolve_call_filter
+from plateau_access_gateway.entrypoints.http_compliance import (
+    REPORT as COMPLIANCE_REPORT,
+)
+from plateau_access_gateway.entrypoints.http_compliance import (
+    Decision,
+    compliance_filters,
+    resolve_compliance_filter,
+)
 from plateau_access_gateway.entrypoints.http_principal import current_principal
 from plateau_access_gateway.entrypoints.http_reports import (
     FromQuery,
@@ -99,7 +109,8 @@ def _provenance(
 
 
 def exports_router(read_models: ReadModels, audit: AuditTrail, signer: ExportSigner) -> APIRouter:
-    """``GET /api/v1/exports/{report|calls}.{csv|xlsx}`` and ``GET /api/v1/signing-key``."""
+    """``GET /api/v1/exports/{report|calls|compliance}.{csv|xlsx}`` and
+    ``GET /api/v1/signing-key``."""
     router = APIRouter(tags=["exports"])
 
     async def deliver(  # noqa: PLR0917 - what to export, in what form
@@ -171,6 +182,7 @@ def exports_router(read_models: ReadModels, audit: AuditTrail, signer: ExportSig
 
     for file_format in ("csv", "xlsx"):
         _add_routes(router, read_models, audit, deliver, file_format)
+        _add_compliance_routes(router, read_models, audit, deliver, file_format)
 
     @router.get(
         "/signing-key",
@@ -273,6 +285,54 @@ def _add_routes(
             lambda row: [row[c] for c in CALL_COLUMNS],
             filters,
             "calls",
+        )
+
+
+def _add_compliance_routes(
+    router: APIRouter,
+    read_models: ReadModels,
+    audit: AuditTrail,
+    deliver: Callable[..., Any],
+    file_format: Format,
+) -> None:
+    @router.get(
+        f"/exports/compliance.{file_format}",
+        summary=f"Signed compliance ledger ({file_format.upper()})",
+        response_class=StreamingResponse,
+        responses={
+            200: {"content": {MEDIA_TYPES[file_format].split(";")[0]: {}}},
+            404: {"description": "A campaign outside the caller's tenant or scope."},
+            422: {"description": "An invalid period or filter."},
+        },
+        name=f"export_compliance_{file_format}",
+    )
+    async def export_compliance(
+        *,
+        principal: Caller,
+        request: Request,
+        start: Annotated[datetime | None, Query(alias="from")] = None,
+        end: Annotated[datetime | None, Query(alias="to")] = None,
+        campaign: Annotated[str | None, Query(max_length=128)] = None,
+        decision: Decision | None = None,
+        separator: Separator = ",",
+    ) -> Any:
+        where = await resolve_compliance_filter(
+            read_models,
+            audit,
+            principal,
+            request,
+            ComplianceFilter(start, end, campaign, decision),
+        )
+        return await deliver(
+            principal,
+            COMPLIANCE_REPORT,
+            file_format,
+            separator,
+            COMPLIANCE_COLUMNS,
+            lambda: read_models.compliance(principal, where),
+            lambda row: [row[c] for c in COMPLIANCE_COLUMNS],
+            compliance_filters(where),
+            "compliance",
         )
 
 

@@ -11,6 +11,7 @@ from plateau_access_gateway.adapters.audit import AuditTrail
 from plateau_access_gateway.adapters.read_models import ReadModels
 from plateau_access_gateway.domain.signing import ExportSigner
 from plateau_access_gateway.entrypoints.http_calls import calls_router
+from plateau_access_gateway.entrypoints.http_compliance import compliance_router
 from plateau_access_gateway.entrypoints.http_exports import exports_router
 from plateau_access_gateway.entrypoints.http_reports import reports_router
 from plateau_access_gateway.entrypoints.http_stream import ChangeFeed, stream_router
@@ -32,5 +33,6 @@ def read_routers(
         stream_router(live, feed, heartbeat_s=heartbeat_s),
         reports_router(read_models, audit),
         calls_router(read_models, audit),
+        compliance_router(read_models, audit),
         exports_router(read_models, audit, signer),
     ]

@@ -36,6 +36,7 @@ from plateau_stats_projector.domain.facts import (
     AgentFact,
     AgentState,
     CallFact,
+    CallFactKind,
     CampaignFact,
     QueueSetting,
     facts_of,
@@ -47,6 +48,7 @@ from plateau_stats_projector.domain.intervals import (
     period_start,
     to_ms,
 )
+from plateau_stats_projector.domain.ledger import LedgerEntry, ledger_entry, merge_entries
 from plateau_stats_projector.domain.metrics import Dimension
 
 log = structlog.get_logger(__name__)
@@ -80,6 +82,51 @@ _PROJECT_AGENTS = "select project_agents(" + ", ".join(f"${n}" for n in range(1,
 #: Empty measure arrays (``add_measures`` then changes nothing).
 _NO_MEASURES: MeasureArrays = ([], [], [], [], [], [], [], [], [], [], [])
 _PROJECT_CAMPAIGN = "select project_campaign(" + ", ".join(f"${n}" for n in range(1, 12)) + ")"
+
+# The compliance ledger (migrations/0010): each column is set by one kind of fact and only
+# filled in, never cleared, so entries merge into the same row in any order.
+_LEDGER_COLUMNS = [
+    f.name for f in LedgerEntry.__dataclass_fields__.values() if f.name not in ("ledger_id",)
+]
+_KEEP_LEDGER_ENTRIES = (
+    "insert into compliance_ledger as l (tenant, ledger_id, "
+    + ", ".join(_LEDGER_COLUMNS)
+    + ") select $1, n.ledger_id, "
+    + ", ".join(f"n.{c}" for c in _LEDGER_COLUMNS)
+    + " from jsonb_populate_recordset(null::compliance_ledger, $2) n"
+    + " on conflict (tenant, ledger_id) do update set "
+    + ", ".join(f"{c} = coalesce(l.{c}, excluded.{c})" for c in _LEDGER_COLUMNS)
+)
+# A dial's connection to an agent is a fact of its call (kept in call_facts), which may be
+# kept before or after the dialer's row names the call: both orders end here.
+_LEDGER_OUTCOMES = """
+with touched as (
+    select r.ledger_id, r.abandoned_at, r.dial_outcome, r.dial_completed_at, (
+        select to_timestamp(min((f.fact->>'at_ms')::bigint) / 1000.0) from call_facts f
+        where f.tenant = r.tenant and f.call_id = r.call_id and f.fact->>'kind' = 'connected'
+    ) as connected_at
+    from compliance_ledger r
+    where r.tenant = $1 and r.source = 'dialer'
+      and r.ledger_id = any($2::text[] || array(
+          select x.ledger_id from compliance_ledger x
+          where x.tenant = $1 and x.call_id = any($3::text[])))
+), outcomes as (
+    select ledger_id, connected_at,
+        case when abandoned_at is not null then 'compliance_abandoned'
+             when connected_at is not null then 'connected'
+             else dial_outcome end as outcome,
+        case when abandoned_at is not null then abandoned_at
+             when connected_at is not null then connected_at
+             else dial_completed_at end as outcome_at
+    from touched
+)
+update compliance_ledger l
+set connected_at = o.connected_at, outcome = o.outcome, outcome_at = o.outcome_at
+from outcomes o
+where l.tenant = $1 and l.ledger_id = o.ledger_id
+  and (l.connected_at, l.outcome, l.outcome_at)
+      is distinct from (o.connected_at, o.outcome, o.outcome_at)
+"""
 
 
 class TenantZones:
@@ -127,9 +174,16 @@ class Projection:
         calls: dict[str, list[CallFact]] = defaultdict(list)
         agents: dict[str, list[AgentFact]] = defaultdict(list)
         campaigns: list[tuple[str, CampaignFact]] = []
+        ledger: dict[str, list[LedgerEntry]] = defaultdict(list)
+        connected: dict[str, set[str]] = defaultdict(set)
         for envelope in envelopes:
             facts = facts_of(envelope)
             tenant = envelope.tenant
+            entry = ledger_entry(envelope)
+            if entry is not None:
+                ledger[tenant].append(entry)
+            if facts.call is not None and facts.call.kind is CallFactKind.CONNECTED:
+                connected[tenant].add(facts.call.call_id)
             if facts.call is not None:
                 calls[tenant].append(facts.call)
             if facts.agent is not None:
@@ -150,6 +204,9 @@ class Projection:
             if tenant in calls:
                 change = await self._apply_calls(conn, tenant, calls[tenant])
             await self._apply_agents(conn, tenant, agents.get(tenant, []), change)
+        # After the calls: their facts (a dial's connection) are kept by then.
+        for tenant in sorted(ledger.keys() | connected.keys()):
+            await self._apply_ledger(conn, tenant, ledger.get(tenant, []), connected[tenant])
 
     # -- calls
 
@@ -364,6 +421,21 @@ class Projection:
             fact.contact_id,
             fact.dial_level,
             *self._notification(tenant, campaign=fact.campaign_id),
+        )
+
+    # -- the compliance ledger
+
+    async def _apply_ledger(
+        self, conn: Connection, tenant: str, entries: list[LedgerEntry], connected: set[str]
+    ) -> None:
+        """Merge the entries into their rows and recompute the outcomes they may change."""
+        rows = merge_entries(entries)
+        if rows:
+            await conn.execute(_KEEP_LEDGER_ENTRIES, tenant, [row.to_json() for row in rows])
+        call_ids = connected | {row.call_id for row in rows if row.call_id is not None}
+        # No notification: nothing live shows the ledger (the campaign's own facts notify).
+        await conn.execute(
+            _LEDGER_OUTCOMES, tenant, [row.ledger_id for row in rows], sorted(call_ids)
         )
 
     # -- measures
