@@ -27,9 +27,9 @@ every dial whose risk is acceptable is what keeps agents busiest for that risk.
 The accepted risk is ``base_risk`` scaled by a feedback term from the measured abandonment
 (the day's rate and the rolling 30 days', each blended with a prior at the aim so a quiet
 morning does not swing it): the worse of the two, over the aim, raised to ``-gain``, and
-clamped. Above the aim it brakes, well below it relaxes. The aim is a share of the
-abandonment target (3 % by default) so that the 30-day rate stays under the target with
-room for chance.
+clamped. Above the aim it brakes, well below it relaxes. The aim sits under the
+abandonment target (3 % by default) by the noise of the 30-day rate (``compliance_aim``),
+so that 99 % of 30-day windows stay under the target; small campaigns aim lower.
 
 Safety rails in every mode: no dial when no agent is staffed (available, on a call or in
 wrap-up), at most ``max_dials_per_tick`` per decision, at most ``max_lines_per_agent``
