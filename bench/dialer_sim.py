@@ -610,8 +610,11 @@ def main() -> None:
             for algo in ("fixed", "adaptive")
             if figures[algo]["p_30d_over"] <= 0.01
         ]
-        best = max(rivals, key=lambda r: r[1]) if rivals else ("none compliant", 0.0)
         ours_ok = "compliant" if ours["p_30d_over"] <= 0.01 else "NOT compliant"
+        if not rivals:
+            print(f"  {name:<22} ours {ours['occupancy']:.1%} ({ours_ok}), no compliant rival")
+            continue
+        best = max(rivals, key=lambda r: r[1])
         print(
             f"  {name:<22} ours {ours['occupancy']:.1%} ({ours_ok}), best rival {best[0]} "
             f"{best[1]:.1%}: {100 * (ours['occupancy'] - best[1]):+.1f} points"
