@@ -31,13 +31,13 @@ Algorithms:
 * ``progressive`` — ``decide_dials`` in progressive mode (one call in flight per free agent);
 * ``fixed`` — a fixed dial level (lines = level x (ready + on-call agents)), the level tuned
   offline per scenario by bisection on separate tuning days as the highest whose pooled
-  abandonment stays under the same aim as ours (target x aim);
+  abandonment stays under the cap of our aim (target x aim, 2.55 %);
 * ``adaptive`` — a VICIdial-style ADAPT_TAPERED dial level: sampled every second, and every
   15 s raised or lowered by the average of (ready agents - waiting calls) over the
   agents (at most 10 % per update), then braked when the day's drop rate (drops /
   answers since the start of the day) is over the allowed rate, which is lenient in the
   first half of the shift (twice the limit at its start) and half the limit at its end;
-  level kept within [1, 5]; its drop limit is our aim (target x aim).
+  level kept within [1, 5]; its drop limit is the cap of our aim (2.55 %).
 
 Figures per scenario and algorithm: occupancy ((talk + wrap-up) / staffed time), talk
 minutes per staffed agent-hour, abandonment pooled (US and Ofcom formulas), the worst day
@@ -610,8 +610,11 @@ def main() -> None:
             for algo in ("fixed", "adaptive")
             if figures[algo]["p_30d_over"] <= 0.01
         ]
-        best = max(rivals, key=lambda r: r[1]) if rivals else ("none compliant", 0.0)
         ours_ok = "compliant" if ours["p_30d_over"] <= 0.01 else "NOT compliant"
+        if not rivals:
+            print(f"  {name:<22} ours {ours['occupancy']:.1%} ({ours_ok}), no compliant rival")
+            continue
+        best = max(rivals, key=lambda r: r[1])
         print(
             f"  {name:<22} ours {ours['occupancy']:.1%} ({ours_ok}), best rival {best[0]} "
             f"{best[1]:.1%}: {100 * (ours['occupancy'] - best[1]):+.1f} points"

@@ -13,6 +13,7 @@ from plateau_dialer.domain.pacing import (
     DialMode,
     FloorState,
     PacingPolicy,
+    compliance_aim,
     decide_dials,
     feedback_factor,
 )
@@ -165,3 +166,13 @@ def test_decisions_are_never_negative_nor_above_the_caps(
     assert decision.dials == 0 or len(floor.dialling) + decision.dials <= lines
     if floor.staffed == 0 or mode is DialMode.PREVIEW:
         assert decision.dials == 0
+
+
+def test_a_small_campaign_aims_further_under_the_target() -> None:
+    small = with_abandonment(campaign(), live=2000, abandons=0).ledger
+    large = with_abandonment(campaign(), live=50000, abandons=0).ledger
+    cold = campaign().ledger
+    target = PREDICTIVE.abandon_target
+    assert compliance_aim(PREDICTIVE, cold, DAY) == target / 2.0
+    assert compliance_aim(PREDICTIVE, small, DAY) < compliance_aim(PREDICTIVE, large, DAY)
+    assert compliance_aim(PREDICTIVE, large, DAY) == pytest.approx(target * PREDICTIVE.aim)

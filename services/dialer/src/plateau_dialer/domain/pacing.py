@@ -27,9 +27,9 @@ every dial whose risk is acceptable is what keeps agents busiest for that risk.
 The accepted risk is ``base_risk`` scaled by a feedback term from the measured abandonment
 (the day's rate and the rolling 30 days', each blended with a prior at the aim so a quiet
 morning does not swing it): the worse of the two, over the aim, raised to ``-gain``, and
-clamped. Above the aim it brakes, well below it relaxes. The aim is a share of the
-abandonment target (3 % by default) so that the 30-day rate stays under the target with
-room for chance.
+clamped. Above the aim it brakes, well below it relaxes. The aim sits under the
+abandonment target (3 % by default) by the noise of the 30-day rate (``compliance_aim``),
+so that 99 % of 30-day windows stay under the target; small campaigns aim lower.
 
 Safety rails in every mode: no dial when no agent is staffed (available, on a call or in
 wrap-up), at most ``max_dials_per_tick`` per decision, at most ``max_lines_per_agent``
@@ -94,14 +94,17 @@ class PacingPolicy:
     mode: DialMode = DialMode.PREDICTIVE
     abandon_target: float = 0.03
     aim: float = 0.85
-    """Share of the target the feedback aims at, leaving room for chance."""
+    """Share of the target the feedback aims at, at most, leaving room for chance."""
+    compliance_z: float = 2.33
+    """The aim also stays this many standard errors of the 30-day rate under the target
+    (2.33: 99 % of 30-day windows), so a small campaign, whose rate is noisier, aims lower."""
     formula: AbandonFormula = AbandonFormula.US
     connect_window_seconds: float = 2.0
     max_dials_per_tick: int = 10
     max_lines_per_agent: float = 6.0
     base_risk: float = 0.025
     """Marginal abandon risk accepted for a dial while abandonment is on the aim."""
-    feedback_gain: float = 3.0
+    feedback_gain: float = 5.0
     feedback_floor: float = 0.1
     feedback_ceiling: float = 3.0
     daily_prior_answers: float = 150.0
@@ -138,7 +141,7 @@ def decide_dials(
 
 def feedback_factor(policy: PacingPolicy, ledger: AbandonmentLedger, day: date) -> float:
     """How much the accepted risk is scaled by the abandonment measured so far (1 on aim)."""
-    aim = policy.abandon_target * policy.aim
+    aim = compliance_aim(policy, ledger, day)
     rates = []
     for counts, prior in (
         (ledger.day(day), policy.daily_prior_answers),
@@ -153,6 +156,21 @@ def feedback_factor(policy: PacingPolicy, ledger: AbandonmentLedger, day: date) 
     ratio = max(rates) / aim
     factor: float = ratio ** (-policy.feedback_gain)
     return min(max(factor, policy.feedback_floor), policy.feedback_ceiling)
+
+
+def compliance_aim(policy: PacingPolicy, ledger: AbandonmentLedger, day: date) -> float:
+    """The abandonment rate the feedback holds: under the target by the 30-day rate's noise.
+
+    ``min(target x aim, target - z x sqrt(target (1 - target) / n))`` with ``n`` the live
+    answers of the rolling 30 days, and never under half the target.
+    """
+    target = policy.abandon_target
+    window = ledger.rolling(day)
+    answers = window.live_answers
+    if policy.formula is AbandonFormula.OFCOM:
+        answers += window.amd_false_positives
+    noise = math.sqrt(target * (1.0 - target) / max(answers, 1))
+    return max(target / 2.0, min(target * policy.aim, target - policy.compliance_z * noise))
 
 
 def _normal_cdf(z: float) -> float:
