@@ -29,6 +29,8 @@ from plateau_runtime.eventstore import EventStore, NewEvent
 pytestmark = pytest.mark.e2e
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+#: Screenshots are kept with the test report (the task's test-artifacts directory).
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
 # A shared CI machine may be slow: waits are generous (they end as soon as the page is right).
 expect.set_options(timeout=20_000)
 
@@ -114,6 +116,8 @@ def test_a_client_user_signs_in_with_totp_watches_the_wallboard_and_exports(
             _sign_in(page, url, username, password)
             # First login of a client user: the second factor must be enrolled.
             expect(page.locator(".qr img")).to_be_visible()
+            SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(SCREENSHOTS / "enrolment.png"))
             secret = page.locator("code.secret").inner_text().strip()
             page.fill("input[name=code]", pyotp.TOTP(secret).now())
             page.click("button[type=submit]")
@@ -127,8 +131,15 @@ def test_a_client_user_signs_in_with_totp_watches_the_wallboard_and_exports(
             waiting = page.locator(f"[data-queue='{queue_id}'] [data-figure='queue.waiting']")
             expect(waiting).to_have_text("0")
             # A call starts waiting: the projector notifies, the stream pushes, the tile moves.
+            # How long that took is printed and kept with the screenshots (a figure, not a
+            # timed assertion: DESIGN wants ≤ 2 s, the bench measures it under load).
+            queued_at = time.monotonic()
             _outside_playwright(_queue_a_call(admin_dsn(home), queue_id))
-            expect(waiting).to_have_text("1", timeout=15_000)
+            expect(waiting).to_have_text("1")
+            took = time.monotonic() - queued_at
+            print(f"wallboard updated {took:.2f} s after the call was recorded")
+            (SCREENSHOTS / "wallboard-latency.txt").write_text(f"{took:.3f}\n")
+            page.screenshot(path=str(SCREENSHOTS / "wallboard.png"), full_page=True)
             expect(page.locator("#status")).to_have_text("live")
 
             page.click("#lang")
@@ -145,7 +156,13 @@ def test_a_client_user_signs_in_with_totp_watches_the_wallboard_and_exports(
                 page.click(".exports a:text('CSV')")
             export = tmp_path / "report.csv"
             download_info.value.save_as(export)
-            page.screenshot(path=str(tmp_path / "reports.png"), full_page=True)
+            page.screenshot(path=str(SCREENSHOTS / "reports.png"), full_page=True)
+            # The wall screen: the same session, bigger figures, no navigation.
+            page.goto(url + "?wall=1#/wallboard")
+            expect(page.locator("body.wall [data-queue]").first).to_be_visible()
+            expect(page.locator("#nav")).to_be_hidden()
+            page.screenshot(path=str(SCREENSHOTS / "wall-screen.png"), full_page=True)
+            page.click("#wall")  # back to the laptop layout, where the logout button is
 
             page.click("#logout")
             expect(page.locator("input[name=username]")).to_be_visible()

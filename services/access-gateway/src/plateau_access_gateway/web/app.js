@@ -477,6 +477,9 @@ async function route() {
     link.classList.toggle("current", link.getAttribute("href") === location.hash);
   }
   if (!session || session.stage !== "active") return showLogin();
+  // Signed in (also after a reload, which does not pass through enter()).
+  document.getElementById("nav").hidden = false;
+  document.getElementById("logout").hidden = false;
   try {
     if (location.hash === "#/reports") await showReports();
     else await showWallboard();
