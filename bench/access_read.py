@@ -38,7 +38,7 @@ from zoneinfo import ZoneInfo
 
 import httpx
 
-from plateau_contracts.envelope import Envelope, new_event_id
+from plateau_contracts.envelope import Envelope
 from plateau_contracts.events import agents as ag
 from plateau_contracts.events import routing as rt
 from plateau_contracts.events.common import StreamedEvent
@@ -46,7 +46,7 @@ from plateau_runtime.consumer import apply_once
 from plateau_runtime.db import Connection, connect, create_pool
 from plateau_runtime.embedded import EmbeddedPostgres, free_port
 from plateau_runtime.services import service
-from plateau_runtime.testing import MigratedSchema, make_schema
+from plateau_runtime.testing import MigratedSchema, as_stored, make_schema
 from plateau_stats_projector.adapters.read_models import Projection
 
 TENANT = "bench"
@@ -58,24 +58,7 @@ CONCURRENCY = 16
 def envelopes(
     timed: list[tuple[datetime, StreamedEvent]], versions: dict[str, int]
 ) -> list[Envelope]:
-    out = []
-    for at, event in timed:
-        stream = event.stream_id(TENANT)
-        versions[stream] = versions.get(stream, 0) + 1
-        out.append(
-            Envelope(
-                event_id=new_event_id(),
-                type=event.event_type,
-                schema_version=event.schema_version,
-                stream=stream,
-                stream_version=versions[stream],
-                tenant=TENANT,
-                occurred_at=at,
-                recorded_at=at,
-                data=event.model_dump(mode="json"),
-            )
-        )
-    return out
+    return as_stored(TENANT, timed, versions)
 
 
 async def project(dsn: str, events: list[Envelope], *, notify: bool) -> None:

@@ -43,7 +43,7 @@ from plateau_access_gateway.adapters.read_models import (
     compliance_query,
 )
 from plateau_access_gateway.domain.principal import Principal, Role, Via
-from plateau_contracts.envelope import Envelope, new_event_id
+from plateau_contracts.envelope import Envelope
 from plateau_contracts.events import calls as cl
 from plateau_contracts.events import dialer as dl
 from plateau_contracts.events.common import StreamedEvent
@@ -52,6 +52,7 @@ from plateau_runtime.db import connect, create_pool
 from plateau_runtime.embedded import EmbeddedPostgres, free_port
 from plateau_runtime.migrations import ServiceSchema, migrate, role_dsn
 from plateau_runtime.services import service
+from plateau_runtime.testing import as_stored
 from plateau_stats_projector.adapters.read_models import Projection
 
 DIALS = int(os.environ.get("BENCH_DIALS", "20000"))
@@ -148,25 +149,7 @@ def envelopes() -> list[Envelope]:
         pair for n in range(DIALS) for pair in dial_events(n, start + timedelta(seconds=n / 5))
     ]
     timed.sort(key=lambda pair: pair[0])
-    versions: dict[str, int] = {}
-    out = []
-    for at, event in timed:
-        stream = event.stream_id(TENANT)
-        versions[stream] = versions.get(stream, 0) + 1
-        out.append(
-            Envelope(
-                event_id=new_event_id(),
-                type=event.event_type,
-                schema_version=event.schema_version,
-                stream=stream,
-                stream_version=versions[stream],
-                tenant=TENANT,
-                occurred_at=at,
-                recorded_at=at,
-                data=event.model_dump(mode="json"),
-            )
-        )
-    return out
+    return as_stored(TENANT, timed)
 
 
 def percentile(values: list[float], p: float) -> float:

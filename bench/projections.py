@@ -46,7 +46,7 @@ from pathlib import Path
 
 import asyncpg
 
-from plateau_contracts.envelope import Envelope, new_event_id
+from plateau_contracts.envelope import Envelope
 from plateau_contracts.events import agents as ag
 from plateau_contracts.events import calls as cl
 from plateau_contracts.events import routing as rt
@@ -59,6 +59,7 @@ from plateau_runtime.eventstore import EventStore, NewEvent, StreamAppend
 from plateau_runtime.migrations import ServiceSchema, migrate, role_dsn
 from plateau_runtime.outbox import OutboxRelay
 from plateau_runtime.services import service
+from plateau_runtime.testing import as_stored
 from plateau_stats_projector.adapters.read_models import Projection
 
 THROUGHPUT_CALLS = 1500
@@ -158,25 +159,7 @@ def call_events(n: int, start: datetime, tag: str) -> list[tuple[str, datetime, 
 
 
 def envelopes(events: list[tuple[str, datetime, StreamedEvent]], tenant: str) -> list[Envelope]:
-    versions: dict[str, int] = {}
-    out = []
-    for _, at, event in sorted(events, key=lambda e: e[1]):
-        stream = event.stream_id(tenant)
-        versions[stream] = versions.get(stream, 0) + 1
-        out.append(
-            Envelope(
-                event_id=new_event_id(),
-                type=event.event_type,
-                schema_version=event.schema_version,
-                stream=stream,
-                stream_version=versions[stream],
-                tenant=tenant,
-                occurred_at=at,
-                recorded_at=at,
-                data=event.model_dump(mode="json"),
-            )
-        )
-    return out
+    return as_stored(tenant, [(at, event) for _, at, event in sorted(events, key=lambda e: e[1])])
 
 
 async def migrated(admin_dsn: str, schema: str, migrations: Path | None) -> str:

@@ -57,7 +57,8 @@ def test_up_serves_https_with_demo_users_whose_passwords_stay_private(
     platform: PlateauUp,
 ) -> None:
     port = platform.env["PLATEAU_HTTPS_PORT"]
-    assert f"access gateway: https://127.0.0.1:{port}/" in platform.output()
+    # Printed just after "Plateau is up": wait for the line rather than race its reader.
+    assert platform.wait_for(f"access gateway: https://127.0.0.1:{port}/", timeout=10)
     credentials = platform.home / "access-users.json"
     assert credentials.stat().st_mode & 0o777 == 0o600
     assert (platform.home / "tls" / "access-gateway.key").stat().st_mode & 0o777 == 0o600

@@ -8,10 +8,14 @@ unique across folders).
 from __future__ import annotations
 
 import secrets
+from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
+from plateau_contracts.envelope import Envelope, new_event_id
 from plateau_contracts.events.calls import CallOffered
+from plateau_contracts.events.common import StreamedEvent
 from plateau_runtime.db import connect
 from plateau_runtime.eventstore import NewEvent
 from plateau_runtime.migrations import ServiceSchema, migrate, role_dsn
@@ -55,3 +59,32 @@ def offered_call(n: int, tenant: str = "acme") -> NewEvent:
         ),
         tenant=tenant,
     )
+
+
+def as_stored(
+    tenant: str,
+    timed: Iterable[tuple[datetime, StreamedEvent]],
+    versions: dict[str, int] | None = None,
+) -> list[Envelope]:
+    """Events as their producers would have stored and relayed them: each in its stream
+    (the tenant's, for tenant-scoped events), each stream's versions going on from
+    ``versions`` (updated in place, so several calls continue the same streams)."""
+    versions = {} if versions is None else versions
+    out = []
+    for at, event in timed:
+        stream = event.stream_id(tenant)
+        versions[stream] = versions.get(stream, 0) + 1
+        out.append(
+            Envelope(
+                event_id=new_event_id(),
+                type=event.event_type,
+                schema_version=event.schema_version,
+                stream=stream,
+                stream_version=versions[stream],
+                tenant=tenant,
+                occurred_at=at,
+                recorded_at=at,
+                data=event.model_dump(mode="json"),
+            )
+        )
+    return out

@@ -32,14 +32,14 @@ from plateau_access_gateway.entrypoints.http_guards import RateLimiter
 from plateau_access_gateway.entrypoints.http_read import read_routers
 from plateau_access_gateway.entrypoints.http_stream import ChangeFeed
 from plateau_access_gateway.handlers import AccessService
-from plateau_contracts.envelope import Envelope, new_event_id
+from plateau_contracts.envelope import Envelope
 from plateau_contracts.events import agents, calls, dialer, routing
 from plateau_contracts.events.common import StreamedEvent
 from plateau_runtime.consumer import StoreMark, apply_once
 from plateau_runtime.db import Connection, connect, create_pool
 from plateau_runtime.eventstore import EventStore
 from plateau_runtime.services import service
-from plateau_runtime.testing import MigratedSchema, make_schema
+from plateau_runtime.testing import MigratedSchema, as_stored, make_schema
 from plateau_stats_projector.adapters.read_models import Projection
 
 
@@ -58,25 +58,7 @@ _VERSIONS: dict[str, int] = {}
 
 def envelopes(tenant: str, timed: list[tuple[datetime, StreamedEvent]]) -> list[Envelope]:
     """Events as their producers would have stored them (each stream's versions go on)."""
-    versions = _VERSIONS
-    out = []
-    for at, event in timed:
-        stream = event.stream_id(tenant)
-        versions[stream] = versions.get(stream, 0) + 1
-        out.append(
-            Envelope(
-                event_id=new_event_id(),
-                type=event.event_type,
-                schema_version=event.schema_version,
-                stream=stream,
-                stream_version=versions[stream],
-                tenant=tenant,
-                occurred_at=at,
-                recorded_at=at,
-                data=event.model_dump(mode="json"),
-            )
-        )
-    return out
+    return as_stored(tenant, timed, _VERSIONS)
 
 
 def today_start() -> datetime:

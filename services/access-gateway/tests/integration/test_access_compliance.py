@@ -19,10 +19,10 @@ import pytest
 from access_read_harness import World, build_world
 
 from plateau_access_gateway.adapters.read_models import ReadModels
-from plateau_contracts.envelope import Envelope, new_event_id
+from plateau_contracts.envelope import Envelope
 from plateau_contracts.events import calls, dialer
 from plateau_contracts.events.common import StreamedEvent
-from plateau_runtime.testing import MigratedSchema
+from plateau_runtime.testing import MigratedSchema, as_stored
 from plateau_stats_projector.adapters.read_models import Projection
 
 pytestmark = pytest.mark.integration
@@ -118,26 +118,8 @@ def ledger_facts(tenant: str, campaign: str) -> list[Envelope]:
             ),
         )
     )
-    versions: dict[str, int] = {}
-    out = []
-    for seconds, event in sorted(timed, key=lambda pair: pair[0]):
-        stream = event.stream_id(tenant)
-        versions[stream] = versions.get(stream, 0) + 1
-        at = START + timedelta(seconds=seconds)
-        out.append(
-            Envelope(
-                event_id=new_event_id(),
-                type=event.event_type,
-                schema_version=event.schema_version,
-                stream=stream,
-                stream_version=versions[stream],
-                tenant=tenant,
-                occurred_at=at,
-                recorded_at=at,
-                data=event.model_dump(mode="json"),
-            )
-        )
-    return out
+    ordered = sorted(timed, key=lambda pair: pair[0])
+    return as_stored(tenant, [(START + timedelta(seconds=s), e) for s, e in ordered])
 
 
 @dataclass

@@ -10,9 +10,10 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import pytest
 
-from plateau_contracts.envelope import Envelope, new_event_id
+from plateau_contracts.envelope import Envelope
 from plateau_contracts.events import dialer
 from plateau_contracts.events.common import StreamedEvent
+from plateau_runtime.testing import as_stored
 from plateau_stats_projector.adapters.read_models import Projection
 
 pytestmark = pytest.mark.integration
@@ -60,26 +61,8 @@ def campaign_facts(campaign: str) -> list[Envelope]:
                 ),
             )
         )
-    versions: dict[str, int] = {}
-    out = []
-    for seconds, event in sorted(events, key=lambda e: e[0]):
-        stream = event.stream_id("acme")
-        versions[stream] = versions.get(stream, 0) + 1
-        at = start + timedelta(seconds=seconds)
-        out.append(
-            Envelope(
-                event_id=new_event_id(),
-                type=event.event_type,
-                schema_version=event.schema_version,
-                stream=stream,
-                stream_version=versions[stream],
-                tenant="acme",
-                occurred_at=at,
-                recorded_at=at,
-                data=event.model_dump(mode="json"),
-            )
-        )
-    return out
+    ordered = sorted(events, key=lambda e: e[0])
+    return as_stored("acme", [(start + timedelta(seconds=s), e) for s, e in ordered])
 
 
 async def status(pool: asyncpg.Pool, campaign: str) -> asyncpg.Record:

@@ -13,13 +13,13 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import pytest
 
-from plateau_contracts.envelope import Envelope, new_event_id
+from plateau_contracts.envelope import Envelope
 from plateau_contracts.events import calls, dialer
 from plateau_contracts.events.common import StreamedEvent
 from plateau_runtime.consumer import apply_batch_once
 from plateau_runtime.db import create_pool
 from plateau_runtime.eventstore import EventStore, NewEvent, StreamAppend
-from plateau_runtime.testing import MigratedSchema, make_schema
+from plateau_runtime.testing import MigratedSchema, as_stored, make_schema
 from plateau_stats_projector.adapters.read_models import Projection
 from plateau_stats_projector.entrypoints.consumer import CONSUMER
 from plateau_stats_projector.rebuild import rebuild
@@ -213,25 +213,7 @@ EXPECTED = {
 
 
 def envelopes(tenant: str) -> list[Envelope]:
-    versions: dict[str, int] = {}
-    out = []
-    for seconds, event, _ in FACTS:
-        stream = event.stream_id(tenant)
-        versions[stream] = versions.get(stream, 0) + 1
-        out.append(
-            Envelope(
-                event_id=new_event_id(),
-                type=event.event_type,
-                schema_version=event.schema_version,
-                stream=stream,
-                stream_version=versions[stream],
-                tenant=tenant,
-                occurred_at=at(seconds),
-                recorded_at=at(seconds),
-                data=event.model_dump(mode="json"),
-            )
-        )
-    return out
+    return as_stored(tenant, [(at(seconds), event) for seconds, event, _ in FACTS])
 
 
 def interleaved(facts: list[Envelope], seed: int) -> list[Envelope]:

@@ -11,12 +11,12 @@ from zoneinfo import ZoneInfo
 import asyncpg
 import pytest
 
-from plateau_contracts.envelope import Envelope, new_event_id
+from plateau_contracts.envelope import Envelope
 from plateau_contracts.events import agents, calls, dialer, routing
 from plateau_contracts.events.common import StreamedEvent
 from plateau_runtime.consumer import apply_once
 from plateau_runtime.db import Connection, connect
-from plateau_runtime.testing import MigratedSchema
+from plateau_runtime.testing import MigratedSchema, as_stored
 from plateau_stats_projector.adapters.read_models import Projection
 
 pytestmark = pytest.mark.integration
@@ -148,26 +148,7 @@ def traffic(tenant: str, tag: str) -> list[Envelope]:
             ),
         )
     )
-    versions: dict[str, int] = {}
-    out = []
-    for seconds, event in events:
-        stream = event.stream_id(tenant)
-        versions[stream] = versions.get(stream, 0) + 1
-        at = start + timedelta(seconds=seconds)
-        out.append(
-            Envelope(
-                event_id=new_event_id(),
-                type=event.event_type,
-                schema_version=event.schema_version,
-                stream=stream,
-                stream_version=versions[stream],
-                tenant=tenant,
-                occurred_at=at,
-                recorded_at=at,
-                data=event.model_dump(mode="json"),
-            )
-        )
-    return out
+    return as_stored(tenant, [(start + timedelta(seconds=s), e) for s, e in events])
 
 
 async def project(pool: asyncpg.Pool, envelopes: list[Envelope]) -> None:
