@@ -24,7 +24,7 @@ async def _record_logins(dsn: str, count: int) -> None:
         store = EventStore(pool, "acd")
         for n in range(count):
             login = AgentLoggedIn(agent_id=f"a{n}", extension=f"10{n:02d}")
-            await store.append(login.stream_id(), [NewEvent(login, tenant="demo")])
+            await store.append(login.stream_id("demo"), [NewEvent(login, tenant="demo")])
     finally:
         await pool.close()
 
