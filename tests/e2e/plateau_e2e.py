@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -31,6 +32,19 @@ def make_home() -> Path:
     base = Path(tempfile.mkdtemp(prefix="plateau-e2e-"))
     base.chmod(0o755)
     return base / "home"
+
+
+def wait_for_https(port: str | int, timeout: float = 30) -> None:
+    """Wait until the access gateway accepts connections on its HTTPS port: it binds the
+    port just after it reports SERVING, so "Plateau is up" may come a moment before."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", int(port)), timeout=1):
+                return
+        except OSError:
+            assert time.monotonic() < deadline, "the access gateway never accepted a connection"
+            time.sleep(0.1)
 
 
 def free_ports(count: int) -> list[int]:

@@ -7,30 +7,17 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
-from plateau_e2e import PlateauUp, cli_env, make_home
+from plateau_e2e import PlateauUp, cli_env, make_home, wait_for_https
 
 pytestmark = pytest.mark.e2e
 
 ST = [sys.executable, "-m", "schemathesis.cli"]
-
-
-def _wait_for_https(port: str) -> None:
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", int(port)), timeout=1):
-                return
-        except OSError:
-            assert time.monotonic() < deadline, "the access gateway never accepted a connection"
-            time.sleep(0.1)
 
 
 def _admin_token(base: str, home: Path) -> str:
@@ -93,7 +80,7 @@ def test_generated_requests_never_get_a_server_error(tmp_path: Path) -> None:
     up = PlateauUp(env)
     try:
         assert up.wait_for("Plateau is up"), up.output()[-4000:]
-        _wait_for_https(env["PLATEAU_HTTPS_PORT"])
+        wait_for_https(env["PLATEAU_HTTPS_PORT"])
         base = f"https://127.0.0.1:{env['PLATEAU_HTTPS_PORT']}"
         _schemathesis(base, tmp_path / "anonymous", examples=5)
         token = _admin_token(base, home)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
-import socket
 import time
 from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
@@ -19,7 +18,7 @@ from pathlib import Path
 import httpx
 import pyotp
 import pytest
-from plateau_e2e import PlateauUp, admin_dsn, cli_env, make_home, run_cli
+from plateau_e2e import PlateauUp, admin_dsn, cli_env, make_home, run_cli, wait_for_https
 from playwright.sync_api import ConsoleMessage, Page, expect, sync_playwright
 
 from plateau_contracts.events import routing
@@ -56,18 +55,6 @@ def _outside_playwright(work: Coroutine[object, object, None]) -> None:
         pool.submit(asyncio.run, work).result()
 
 
-def _wait_for_https(port: str) -> None:
-    """The access gateway binds its HTTPS port just after it reports SERVING."""
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", int(port)), timeout=1):
-                return
-        except OSError:
-            assert time.monotonic() < deadline, "the access gateway never accepted a connection"
-            time.sleep(0.1)
-
-
 def _client_login(home: Path) -> tuple[str, str]:
     users = json.loads((home / "access-users.json").read_text())["users"]
     client = next(u for u in users if u["role"].startswith("client_") and u["tenant"] == "demo")
@@ -99,7 +86,7 @@ def test_a_client_user_signs_in_with_totp_watches_the_wallboard_and_exports(
 
     try:
         assert up.wait_for("Plateau is up"), up.output()[-4000:]
-        _wait_for_https(env["PLATEAU_HTTPS_PORT"])
+        wait_for_https(env["PLATEAU_HTTPS_PORT"])
         username, password = _client_login(home)
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
@@ -182,7 +169,7 @@ def test_the_ui_is_served_with_its_security_headers(tmp_path: Path) -> None:
     up = PlateauUp(env)
     try:
         assert up.wait_for("Plateau is up"), up.output()[-4000:]
-        _wait_for_https(env["PLATEAU_HTTPS_PORT"])
+        wait_for_https(env["PLATEAU_HTTPS_PORT"])
         base = f"https://127.0.0.1:{env['PLATEAU_HTTPS_PORT']}"
         # The certificate is the embedded default's self-signed one.
         with httpx.Client(base_url=base, verify=False) as client:

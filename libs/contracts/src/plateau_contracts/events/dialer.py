@@ -68,14 +68,20 @@ class CallingWindow(BaseModel):
         examples=[["2026-08-15", "2026-11-28"]],
     )
 
+    def zone(self) -> ZoneInfo | None:
+        """The window's time zone, or None when nobody can read it (then it is never open)."""
+        try:
+            return ZoneInfo(self.time_zone)
+        except (ZoneInfoNotFoundError, ValueError):
+            return None
+
     def is_open(self, at: datetime) -> bool:
         """Whether a dial may start at ``at`` (aware): on an allowed day that is not a
         holiday, from ``start`` up to but not including ``end``, in the window's time zone.
         A window whose end is before its start runs past midnight; the day that counts is
         the day it opened. The dialer and the gateway both decide with this one rule."""
-        try:
-            zone = ZoneInfo(self.time_zone)
-        except (ZoneInfoNotFoundError, ValueError):
+        zone = self.zone()
+        if zone is None:
             return False  # a zone nobody can read is never open: refusing is the safe side
         local = at.astimezone(zone)
         moment = local.time().replace(tzinfo=None)

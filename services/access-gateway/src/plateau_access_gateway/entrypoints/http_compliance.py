@@ -92,6 +92,20 @@ def compliance_filters(where: ComplianceFilter) -> dict[str, str]:
     }
 
 
+def compliance_filter(
+    *,
+    start: Annotated[datetime | None, Query(alias="from")] = None,
+    end: Annotated[datetime | None, Query(alias="to")] = None,
+    campaign: Annotated[str | None, Query(max_length=128)] = None,
+    decision: Decision | None = None,
+) -> ComplianceFilter:
+    """The ledger filter of a request's query (the page's and the exports')."""
+    return ComplianceFilter(start, end, campaign, decision)
+
+
+ComplianceFilterQuery = Annotated[ComplianceFilter, Depends(compliance_filter)]
+
+
 async def resolve_compliance_filter(
     read_models: ReadModels,
     audit: AuditTrail,
@@ -132,10 +146,7 @@ def compliance_router(read_models: ReadModels, audit: AuditTrail) -> APIRouter:
         *,
         principal: Caller,
         request: Request,
-        start: Annotated[datetime | None, Query(alias="from")] = None,
-        end: Annotated[datetime | None, Query(alias="to")] = None,
-        campaign: Annotated[str | None, Query(max_length=128)] = None,
-        decision: Decision | None = None,
+        asked: ComplianceFilterQuery,
         limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 100,
         cursor: Annotated[str | None, Query(max_length=512)] = None,
     ) -> CompliancePage:
@@ -145,13 +156,7 @@ def compliance_router(read_models: ReadModels, audit: AuditTrail) -> APIRouter:
                 after = decode_cursor(cursor)
             except CursorError as exc:
                 raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
-        where = await resolve_compliance_filter(
-            read_models,
-            audit,
-            principal,
-            request,
-            ComplianceFilter(start, end, campaign, decision),
-        )
+        where = await resolve_compliance_filter(read_models, audit, principal, request, asked)
         # One row more than asked says whether another page follows.
         async with read_models.compliance(principal, where, after, limit + 1) as reading:
             found = [compliance_record(r) async for r in reading.rows]

@@ -26,7 +26,6 @@ from plateau_access_gateway.adapters.audit import AuditTrail
 from plateau_access_gateway.adapters.export_files import XlsxExport
 from plateau_access_gateway.adapters.read_models import (
     COMPLIANCE_COLUMNS,
-    ComplianceFilter,
     Provenance,
     Reading,
     ReadModels,
@@ -47,7 +46,7 @@ from plateau_access_gateway.entrypoints.http_compliance import (
     REPORT as COMPLIANCE_REPORT,
 )
 from plateau_access_gateway.entrypoints.http_compliance import (
-    Decision,
+    ComplianceFilterQuery,
     compliance_filters,
     resolve_compliance_filter,
 )
@@ -310,19 +309,10 @@ def _add_compliance_routes(
         *,
         principal: Caller,
         request: Request,
-        start: Annotated[datetime | None, Query(alias="from")] = None,
-        end: Annotated[datetime | None, Query(alias="to")] = None,
-        campaign: Annotated[str | None, Query(max_length=128)] = None,
-        decision: Decision | None = None,
+        asked: ComplianceFilterQuery,
         separator: Separator = ",",
     ) -> Any:
-        where = await resolve_compliance_filter(
-            read_models,
-            audit,
-            principal,
-            request,
-            ComplianceFilter(start, end, campaign, decision),
-        )
+        where = await resolve_compliance_filter(read_models, audit, principal, request, asked)
         return await deliver(
             principal,
             COMPLIANCE_REPORT,

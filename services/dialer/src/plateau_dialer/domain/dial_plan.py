@@ -24,7 +24,6 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from plateau_contracts.events.dialer import (
     CallingWindow,
@@ -105,7 +104,7 @@ def next_opening(window: CallingWindow, after: datetime) -> datetime | None:
     allowed day, so only those instants are candidates."""
     if window.is_open(after):
         return after
-    zone = _zone(window)
+    zone = window.zone()
     if zone is None:
         return None
     local_day = after.astimezone(zone).date()
@@ -194,7 +193,7 @@ def check_dial(
         decision="refused" if refusal else "allowed",
         list_version=max(context.list_version, 1),
         on_do_not_call=context.on_do_not_call,
-        local_time=at.astimezone(_zone(context.window) or UTC).isoformat(timespec="seconds"),
+        local_time=at.astimezone(context.window.zone() or UTC).isoformat(timespec="seconds"),
         within_calling_window=within,
         refusal=refusal,
     )
@@ -203,10 +202,3 @@ def check_dial(
 def dialled(plan: ContactPlan, attempt_id: str) -> ContactPlan:
     """The plan once a dial was allowed and handed to the gateway."""
     return replace(plan, attempts=plan.attempts + 1, in_flight=attempt_id, not_before=None)
-
-
-def _zone(window: CallingWindow) -> ZoneInfo | None:
-    try:
-        return ZoneInfo(window.time_zone)
-    except (ZoneInfoNotFoundError, ValueError):
-        return None
