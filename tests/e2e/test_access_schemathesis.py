@@ -50,10 +50,13 @@ def _schemathesis(base: str, report: Path, *headers: str, examples: int) -> None
         "not_a_server_error,status_code_conformance",
         "--max-examples",
         str(examples),
+        # Not the "coverage" phase: under CPython 3.11 it sometimes crashes inside hypothesis
+        # (describing a filter lambda: "AST constructor recursion depth mismatch"), which
+        # says nothing about the API. Examples and fuzzing still reach every operation.
         "--phases",
-        "examples,coverage,fuzzing",
+        "examples,fuzzing",
         "--workers",
-        "2",
+        "1",
         "--report",
         "junit",
         "--report-dir",
