@@ -578,7 +578,9 @@ def _audit_view(stored: StoredEvent) -> AuditEventView:
 async def audit_events(
     _: Admin,
     service: Service,
-    after: Annotated[int, Query(ge=0, description="Chain position to continue after.")] = 0,
+    after: Annotated[
+        int, Query(ge=0, le=2**63 - 1, description="Chain position to continue after.")
+    ] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     tenant: Annotated[str | None, Query(max_length=128)] = None,
 ) -> list[AuditEventView]:
