@@ -38,6 +38,7 @@ from plateau_dialer.adapters.gateway import Dialled, GrpcCallControl
 from plateau_dialer.campaigns import CampaignCommands
 from plateau_dialer.dialing import DialingLoop
 from plateau_dialer.domain.contacts_file import FileHints
+from plateau_dialer.domain.pacing_measurements import PacingEstimator
 from plateau_runtime.db import create_pool
 from plateau_runtime.eventstore import EventStore, NewEvent
 from plateau_runtime.grpc_server import GrpcServer, GrpcService, current_tenant
@@ -389,3 +390,37 @@ async def test_a_crash_after_the_gateway_dialled_but_before_it_was_recorded_dial
     ]
     assert await floor.loop.tick() == 0  # two agents, two dials in flight
     assert len(await floor.ledger()) == 2
+
+
+async def test_the_pacing_measurements_survive_a_restart(floor: Floor) -> None:
+    await running_campaign(floor, PacingMode.PREDICTIVE)
+    await agents_available(floor, "a-1", "a-2", "a-3")
+    assert await floor.loop.measurements(TENANT, "renewals") == PacingEstimator.cold()
+    placed = await floor.loop.tick()
+    assert placed >= 3
+    busy_call, busy_attempt = floor.call_of(NUMBERS[0])
+    live_call, _ = floor.call_of(NUMBERS[1])
+    floor.clock.now = START + timedelta(seconds=12)
+    completed = ca.DialCompleted(
+        call_id=busy_call,
+        outcome=ca.DialOutcome.BUSY,
+        campaign_id="renewals",
+        attempt_id=busy_attempt,
+        sip_code=486,
+    )
+    await floor.tell(
+        completed,
+        ca.CallConnected(call_id=live_call, agent_id="a-1", extension="1001", queue_id="q-sales"),
+    )
+    before = await floor.loop.measurements(TENANT, "renewals")
+    assert before.observations == placed + 3  # the dials, the busy, the live answer (x2)
+    today = before.ledger.day(START.date())
+    assert (today.dials, today.live_answers, today.abandons) == (placed, 1, 0)
+    assert before.other_seconds.weight == PacingEstimator.cold().other_seconds.weight + 1
+
+    # A new dialer process over the same database: it paces from what the first learned.
+    restarted = DialingLoop(floor.dialer, floor.pool, floor.loop._gateway, clock=floor.clock)
+    assert await restarted.measurements(TENANT, "renewals") == before
+    # A fact delivered again (the broker is at-least-once) is not learned twice.
+    await floor.tell(completed)
+    assert await restarted.measurements(TENANT, "renewals") == before
