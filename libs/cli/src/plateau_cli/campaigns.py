@@ -58,16 +58,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "the dialer's Campaigns gRPC service (default: the embedded default's).",
     )
     actions = campaign.add_subparsers(dest="action", required=True, metavar="ACTION")
-
-    def common(parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--tenant", default="demo", help="tenant (default: demo)")
-        parser.add_argument(
-            "--target",
-            default=None,
-            help="host:port of the dialer's Campaigns service (default: the running "
-            "embedded default's dialer)",
-        )
-        parser.add_argument("--user", default="cli", help="who asks, for the record")
+    common = add_dialer_options
 
     create = actions.add_parser("create", help="create a campaign (idempotent on its id)")
     create.add_argument("campaign_id", metavar="CAMPAIGN")
@@ -119,6 +110,18 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         action.set_defaults(handler=cmd_lifecycle)
 
 
+def add_dialer_options(parser: argparse.ArgumentParser) -> None:
+    """The options of every command that talks to the dialer: tenant, address, user."""
+    parser.add_argument("--tenant", default="demo", help="tenant (default: demo)")
+    parser.add_argument(
+        "--target",
+        default=None,
+        help="host:port of the dialer's Campaigns service (default: the running "
+        "embedded default's dialer)",
+    )
+    parser.add_argument("--user", default="cli", help="who asks, for the record")
+
+
 def _target(args: argparse.Namespace) -> str:
     """The address given, else the running embedded default's dialer, else its setting."""
     if args.target:
@@ -131,13 +134,15 @@ def _target(args: argparse.Namespace) -> str:
     return f"{entry.get('grpc_host') or '127.0.0.1'}:{port}"
 
 
-def _metadata(args: argparse.Namespace) -> tuple[tuple[str, str], ...]:
+def dialer_metadata(args: argparse.Namespace) -> tuple[tuple[str, str], ...]:
     return (("x-plateau-tenant", args.tenant), ("x-plateau-user", args.user))
 
 
-def _call(
+def call_dialer(
     args: argparse.Namespace, work: Callable[[pb_grpc.CampaignsStub], Awaitable[T]]
 ) -> T | int:
+    """``work`` done on the dialer's Campaigns service: its result, or the exit status
+    after printing why it failed."""
     target = _target(args)
 
     async def run() -> T:
@@ -149,7 +154,7 @@ def _call(
     except grpc.aio.AioRpcError as exc:
         if exc.code() == grpc.StatusCode.UNAVAILABLE:
             print(
-                f"plateau: the dialer is not reachable at {args.target} (is `plateau up` running?)",
+                f"plateau: the dialer is not reachable at {target} (is `plateau up` running?)",
                 file=sys.stderr,
             )
             return 3
@@ -188,7 +193,9 @@ def cmd_create(args: argparse.Namespace) -> int:
     settings.retry_after.FromTimedelta(timedelta(seconds=args.retry_after))
     settings.ring_timeout.FromTimedelta(timedelta(seconds=args.ring_timeout))
     request = pb.CreateCampaignRequest(campaign_id=args.campaign_id, settings=settings)
-    result = _call(args, lambda stub: stub.CreateCampaign(request, metadata=_metadata(args)))
+    result = call_dialer(
+        args, lambda stub: stub.CreateCampaign(request, metadata=dialer_metadata(args))
+    )
     if isinstance(result, int):
         return result
     _print_campaign(result)
@@ -196,7 +203,7 @@ def cmd_create(args: argparse.Namespace) -> int:
 
 
 def cmd_lifecycle(args: argparse.Namespace) -> int:
-    campaign_id, meta = args.campaign_id, _metadata(args)
+    campaign_id, meta = args.campaign_id, dialer_metadata(args)
 
     async def act(stub: pb_grpc.CampaignsStub) -> pb.Campaign:
         answer: pb.Campaign
@@ -218,7 +225,7 @@ def cmd_lifecycle(args: argparse.Namespace) -> int:
                 answer = await stub.GetCampaign(shown, metadata=meta)
         return answer
 
-    result = _call(args, act)
+    result = call_dialer(args, act)
     if isinstance(result, int):
         return result
     _print_campaign(result)
@@ -253,7 +260,9 @@ def cmd_import(args: argparse.Namespace) -> int:
             while chunk := handle.read(_CHUNK):
                 yield pb.ImportContactsRequest(chunk=chunk)
 
-    result = _call(args, lambda stub: stub.ImportContacts(parts(), metadata=_metadata(args)))
+    result = call_dialer(
+        args, lambda stub: stub.ImportContacts(parts(), metadata=dialer_metadata(args))
+    )
     if isinstance(result, int):
         return result
     _print_report(result)

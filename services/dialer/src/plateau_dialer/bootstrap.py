@@ -7,6 +7,7 @@ import asyncio
 from plateau_dialer.adapters.gateway import GrpcCallControl
 from plateau_dialer.campaigns import CampaignCommands
 from plateau_dialer.dialing import DialingLoop, outcomes_consumer
+from plateau_dialer.do_not_call import DoNotCallList
 from plateau_dialer.entrypoints.campaigns import campaigns_service
 from plateau_dialer.settings import DialerSettings
 from plateau_runtime.service import Components, ServiceHost, ServiceResources
@@ -27,6 +28,9 @@ def wire(resources: ServiceResources) -> Components:
         default_region=settings.dialer_default_region.upper(),
         allowed_regions=settings.allowed_regions(),
     )
+    dnc = DoNotCallList(
+        resources.store, resources.pool, default_region=settings.dialer_default_region.upper()
+    )
     gateway = GrpcCallControl(settings.call_control_target)
     loop = DialingLoop(resources.store, resources.pool, gateway)
     consumer = outcomes_consumer(loop, resources.pool, settings.kafka_bootstrap)
@@ -41,7 +45,7 @@ def wire(resources: ServiceResources) -> Components:
 
     return Components(
         grpc_services=[
-            campaigns_service(commands, max_upload_bytes=settings.dialer_max_upload_bytes)
+            campaigns_service(commands, dnc, max_upload_bytes=settings.dialer_max_upload_bytes)
         ],
         tasks={"dialing": dialing},
     )

@@ -23,6 +23,11 @@ call id:
 * ``call.compliance_abandoned`` for one that found no agent within 2 s.
 
 Each outcome is fed to the pacing's estimator and plans the contact's next attempt.
+
+The estimator's state (``pacing_measurements``, one row per campaign) is read, updated and
+written back in the transaction of the facts it learns from (a dial recorded in flight, an
+outcome), under the row's lock: a restarted dialer paces from what it had learned, and a
+fact redelivered after a rollback is never learned twice.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ import asyncio
 import contextlib
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
 import asyncpg
@@ -66,6 +71,9 @@ from plateau_dialer.domain.pacing_measurements import (
     LiveAnswerConnected,
     Observation,
     PacingEstimator,
+    SnapshotError,
+    from_snapshot,
+    snapshot,
 )
 from plateau_runtime.consumer import EventConsumer
 from plateau_runtime.db import Connection
@@ -105,9 +113,8 @@ _AGENT_STATES: dict[type[StreamedEvent], str | None] = {
 
 @dataclass
 class _CampaignRun:
-    """What the loop keeps in memory per campaign: its live pacing measurements."""
+    """What the loop keeps in memory per campaign: the dial level of its last decision."""
 
-    estimator: PacingEstimator = field(default_factory=PacingEstimator.cold)
     dial_level: float = 0.0
 
 
@@ -170,15 +177,21 @@ class DialingLoop:
         policy = PacingPolicy(
             mode=_MODES[campaign.pacing], abandon_target=campaign.max_abandon_rate
         )
-        decision = decide_dials(policy, run.estimator.estimates(), floor, now.date())
+        async with self._pool.acquire() as conn:
+            estimator = await _measurements(conn, tenant, campaign.campaign_id)
+        decision = decide_dials(policy, estimator.estimates(), floor, now.date())
         run.dial_level = (decision.dials + len(floor.dialling)) / max(1, floor.available)
         if decision.dials <= 0:
             return 0
         orders = await self._take(tenant, campaign, list_version, decision.dials, now)
         for order in orders:
             await self._send(order, campaign, run.dial_level)
-            run.estimator = run.estimator.observe(DialPlaced(day=now.date()))
         return len(orders)
+
+    async def measurements(self, tenant: str, campaign_id: str) -> PacingEstimator:
+        """What the campaign's pacing has learned so far (cold before its first fact)."""
+        async with self._pool.acquire() as conn:
+            return await _measurements(conn, tenant, campaign_id)
 
     async def _floor(self, tenant: str, campaign: CampaignCreated, now: datetime) -> FloorState:
         required = await self._pool.fetchval(
@@ -266,6 +279,17 @@ class DialingLoop:
                     )
                 )
             await self._store.append_many(appends, conn=conn)
+            if orders:
+                # The dials placed count in the day's ledger from the commit that places them
+                # (after the append: the store's lock, then the measurements' row, as in
+                # the consumer's transactions).
+                await self._learn(
+                    conn,
+                    tenant,
+                    campaign.campaign_id,
+                    [DialPlaced(day=now.date()) for _ in orders],
+                    now,
+                )
         return orders
 
     async def _start_attempt(
@@ -489,30 +513,71 @@ class DialingLoop:
             await self._store.append(
                 scheduled.stream_id(tenant), [NewEvent(scheduled, tenant=tenant)], conn=conn
             )
-        self._learn(tenant, row["campaign_id"], result, now - row["started_at"], now.date())
+        await self._learn(
+            conn,
+            tenant,
+            row["campaign_id"],
+            _observations(result, now - row["started_at"], now.date()),
+            now,
+        )
 
-    def _learn(
-        self, tenant: str, campaign_id: str, result: DialResult, took: timedelta, day: date
+    async def _learn(
+        self,
+        conn: Connection,
+        tenant: str,
+        campaign_id: str,
+        observations: Sequence[Observation],
+        now: datetime,
     ) -> None:
-        run = self._run(tenant, campaign_id)
-        seconds = max(0.0, took.total_seconds())
-        observations: Sequence[Observation]
-        if result is DialResult.CONNECTED:
-            observations = (
-                DialResolved(day=day, outcome=DialOutcome.LIVE, seconds=seconds),
-                LiveAnswerConnected(day=day, wait_seconds=0.0),
-            )
-        elif result is DialResult.COMPLIANCE_ABANDONED:
-            observations = (
-                DialResolved(day=day, outcome=DialOutcome.LIVE, seconds=seconds),
-                ComplianceAbandon(day=day),
-            )
-        else:
-            observations = (
-                DialResolved(day=day, outcome=_ESTIMATOR_OUTCOMES[result], seconds=seconds),
-            )
+        """Feed the campaign's estimator, in the caller's transaction (under its row lock)."""
+        estimator = await _measurements(conn, tenant, campaign_id, for_update=True)
         for observation in observations:
-            run.estimator = run.estimator.observe(observation)
+            estimator = estimator.observe(observation)
+        await conn.execute(
+            "insert into pacing_measurements (tenant, campaign_id, measurements, updated_at) "
+            "values ($1, $2, $3::jsonb, $4) on conflict (tenant, campaign_id) do update set "
+            "measurements = excluded.measurements, updated_at = excluded.updated_at",
+            tenant,
+            campaign_id,
+            json.dumps(snapshot(estimator)),
+            now,
+        )
+
+
+async def _measurements(
+    conn: Connection, tenant: str, campaign_id: str, *, for_update: bool = False
+) -> PacingEstimator:
+    """The campaign's estimator as last written (cold when there is none, or when it cannot
+    be read: the priors are the safe side)."""
+    stored = await conn.fetchval(
+        "select measurements from pacing_measurements where tenant = $1 and campaign_id = $2"
+        + (" for update" if for_update else ""),
+        tenant,
+        campaign_id,
+    )
+    if stored is None:
+        return PacingEstimator.cold()
+    try:
+        return from_snapshot(json.loads(stored))
+    except SnapshotError as exc:
+        log.warning("dialer.pacing_snapshot_unreadable", campaign=campaign_id, error=str(exc))
+        return PacingEstimator.cold()
+
+
+def _observations(result: DialResult, took: timedelta, day: date) -> Sequence[Observation]:
+    """What an outcome teaches the estimator."""
+    seconds = max(0.0, took.total_seconds())
+    if result is DialResult.CONNECTED:
+        return (
+            DialResolved(day=day, outcome=DialOutcome.LIVE, seconds=seconds),
+            LiveAnswerConnected(day=day, wait_seconds=0.0),
+        )
+    if result is DialResult.COMPLIANCE_ABANDONED:
+        return (
+            DialResolved(day=day, outcome=DialOutcome.LIVE, seconds=seconds),
+            ComplianceAbandon(day=day),
+        )
+    return (DialResolved(day=day, outcome=_ESTIMATOR_OUTCOMES[result], seconds=seconds),)
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from plateau_contracts.events.dialer import ContactAllowed, ContactListImported,
 from plateau_contracts.grpc.campaigns.v1 import campaigns_pb2 as pb
 from plateau_contracts.grpc.campaigns.v1 import campaigns_pb2_grpc as pb_grpc
 from plateau_dialer.campaigns import CampaignCommands
+from plateau_dialer.do_not_call import DoNotCallList
 from plateau_dialer.entrypoints.campaigns import campaigns_service
 from plateau_runtime.eventstore import EventStore
 from plateau_runtime.grpc_server import GrpcServer
@@ -87,7 +88,10 @@ async def dialer(
 ) -> AsyncIterator[Dialer]:
     store = EventStore(service_pool, service_schema.schema)
     commands = CampaignCommands(store, service_pool)
-    server = GrpcServer("127.0.0.1", 0, [campaigns_service(commands, max_upload_bytes=64 * 1024)])
+    dnc = DoNotCallList(store, service_pool)
+    server = GrpcServer(
+        "127.0.0.1", 0, [campaigns_service(commands, dnc, max_upload_bytes=64 * 1024)]
+    )
     await server.start()
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:

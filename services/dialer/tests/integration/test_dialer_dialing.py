@@ -13,6 +13,7 @@ import io
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
+from typing import Any
 
 import asyncpg
 import grpc
@@ -33,10 +34,11 @@ from plateau_contracts.events.dialer import (
 from plateau_contracts.events.routing import QueueConfigured
 from plateau_contracts.grpc.calls.v1 import call_control_pb2 as pb
 from plateau_contracts.grpc.calls.v1 import call_control_pb2_grpc as pb_grpc
-from plateau_dialer.adapters.gateway import GrpcCallControl
+from plateau_dialer.adapters.gateway import Dialled, GrpcCallControl
 from plateau_dialer.campaigns import CampaignCommands
 from plateau_dialer.dialing import DialingLoop
 from plateau_dialer.domain.contacts_file import FileHints
+from plateau_dialer.domain.pacing_measurements import PacingEstimator
 from plateau_runtime.db import create_pool
 from plateau_runtime.eventstore import EventStore, NewEvent
 from plateau_runtime.grpc_server import GrpcServer, GrpcService, current_tenant
@@ -349,3 +351,76 @@ async def test_a_crash_between_recording_a_dial_and_sending_it_neither_repeats_n
     ledger = await floor.ledger()
     assert len(ledger) == 2
     assert {r.attempt_id for r in floor.gateway.originated} == {c.attempt_id for c in ledger}
+
+
+class _Killed(Exception):
+    """Stands for the dialer process dying (kill -9) at that point."""
+
+
+async def test_a_crash_after_the_gateway_dialled_but_before_it_was_recorded_dials_once(
+    floor: Floor,
+) -> None:
+    await running_campaign(floor)
+    await agents_available(floor, "a-1", "a-2")
+    real = floor.loop._gateway  # the same socket, cut after the answer
+
+    class DiesAfterSending:
+        async def originate(self, tenant: str, **request: Any) -> Dialled:
+            await real.originate(tenant, **request)
+            raise _Killed
+
+    dying = DialingLoop(floor.dialer, floor.pool, DiesAfterSending(), clock=floor.clock)
+    with pytest.raises(_Killed):
+        await dying.tick()
+    assert len(floor.gateway.originated) == 1  # the carrier is being called
+    in_flight = await floor.pool.fetch("select attempt_id, sent from dial_attempts")
+    # Both dials were recorded in flight before either was sent; neither is confirmed.
+    assert [r["sent"] for r in in_flight] == [False, False]
+
+    # The restarted dialer sends both again with their ids: the gateway answers the first
+    # with the call it already placed and dials only the second; no contact gets a new
+    # attempt while one is in flight.
+    assert await floor.loop.tick() == 0
+    assert len(floor.gateway.originated) == 2
+    assert {r.request_id for r in floor.gateway.originated} == {r["attempt_id"] for r in in_flight}
+    attempted = [a for a in await floor.of_type(DialAttempted) if isinstance(a, DialAttempted)]
+    assert sorted((a.attempt_number, a.call_id) for a in attempted) == [
+        (1, "call-1"),
+        (1, "call-2"),
+    ]
+    assert await floor.loop.tick() == 0  # two agents, two dials in flight
+    assert len(await floor.ledger()) == 2
+
+
+async def test_the_pacing_measurements_survive_a_restart(floor: Floor) -> None:
+    await running_campaign(floor, PacingMode.PREDICTIVE)
+    await agents_available(floor, "a-1", "a-2", "a-3")
+    assert await floor.loop.measurements(TENANT, "renewals") == PacingEstimator.cold()
+    placed = await floor.loop.tick()
+    assert placed >= 3
+    busy_call, busy_attempt = floor.call_of(NUMBERS[0])
+    live_call, _ = floor.call_of(NUMBERS[1])
+    floor.clock.now = START + timedelta(seconds=12)
+    completed = ca.DialCompleted(
+        call_id=busy_call,
+        outcome=ca.DialOutcome.BUSY,
+        campaign_id="renewals",
+        attempt_id=busy_attempt,
+        sip_code=486,
+    )
+    await floor.tell(
+        completed,
+        ca.CallConnected(call_id=live_call, agent_id="a-1", extension="1001", queue_id="q-sales"),
+    )
+    before = await floor.loop.measurements(TENANT, "renewals")
+    assert before.observations == placed + 3  # the dials, the busy, the live answer (x2)
+    today = before.ledger.day(START.date())
+    assert (today.dials, today.live_answers, today.abandons) == (placed, 1, 0)
+    assert before.other_seconds.weight == PacingEstimator.cold().other_seconds.weight + 1
+
+    # A new dialer process over the same database: it paces from what the first learned.
+    restarted = DialingLoop(floor.dialer, floor.pool, floor.loop._gateway, clock=floor.clock)
+    assert await restarted.measurements(TENANT, "renewals") == before
+    # A fact delivered again (the broker is at-least-once) is not learned twice.
+    await floor.tell(completed)
+    assert await restarted.measurements(TENANT, "renewals") == before

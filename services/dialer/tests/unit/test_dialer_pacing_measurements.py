@@ -1,7 +1,9 @@
-"""The pacing estimator: cold start, convergence on a known stream, forgetting; the ledger."""
+"""The pacing estimator: cold start, convergence on a known stream, forgetting; the ledger;
+its snapshot (what a restarted dialer starts from)."""
 
 from __future__ import annotations
 
+import json
 import math
 import random
 from datetime import date, timedelta
@@ -22,7 +24,10 @@ from plateau_dialer.domain.pacing_measurements import (
     Moments,
     PacingEstimator,
     Priors,
+    SnapshotError,
     WrapUpEnded,
+    from_snapshot,
+    snapshot,
 )
 
 pytestmark = pytest.mark.unit
@@ -130,3 +135,28 @@ def test_quiet_days_count_as_zero_in_the_rolling_window() -> None:
     assert ledger.rolling(later).abandons == 1
     assert ledger.rolling(later + timedelta(days=1)).abandons == 0
     assert ledger.day(later).us_rate() == 0.0
+
+
+def test_a_snapshot_gives_back_the_same_estimator_through_json() -> None:
+    estimator = PacingEstimator.cold()
+    day = date(2026, 5, 4)
+    for i in range(40):
+        outcome = DialOutcome.LIVE if i % 3 == 0 else DialOutcome.NO_ANSWER
+        estimator = estimator.observe(DialPlaced(day=day - timedelta(days=i % 35)))
+        estimator = estimator.observe(DialResolved(day=day, outcome=outcome, seconds=7.3 + i))
+    estimator = estimator.observe(ComplianceAbandon(day=day))
+    estimator = estimator.observe(CallEnded(talk_seconds=181.7))
+    estimator = estimator.observe(WrapUpEnded(wrap_up_seconds=24.9))
+
+    restored = from_snapshot(json.loads(json.dumps(snapshot(estimator))))
+
+    assert restored == estimator
+    assert restored.estimates() == estimator.estimates()
+
+
+def test_a_snapshot_of_another_version_or_damaged_is_refused() -> None:
+    data = snapshot(PacingEstimator.cold())
+    with pytest.raises(SnapshotError, match="version 2"):
+        from_snapshot({**data, "version": 2})
+    with pytest.raises(SnapshotError, match="damaged"):
+        from_snapshot({**data, "talk": [1.0, 2.0]})

@@ -1,12 +1,14 @@
 """Campaign, contact-list and dial facts, recorded by the dialer (topic ``plateau.dialer``).
 
-Two kinds of stream:
+Three kinds of stream:
 
 * ``campaign-<tenant>:<campaign_id>``: the campaign's life and its contact-list imports
   (campaign ids are the client's, so the stream carries the tenant);
 * ``contact-<contact_id>``: one contact (one number in one campaign): whether it may be
   dialled (``contact.allowed`` / ``contact.withdrawn``), its attempts and the compliance
-  record of each. A contact id is stable for a (campaign, number) across list versions.
+  record of each. A contact id is stable for a (campaign, number) across list versions;
+* ``do-not-call-<tenant>:<number>``: one number of a tenant's do-not-call list
+  (``dnc.number_added`` / ``dnc.number_removed``).
 
 ``contact.allowed`` and ``contact.withdrawn`` are the allow-list the sip-gateway enforces:
 only a number currently allowed for a running campaign of the tenant may be dialled.
@@ -283,3 +285,43 @@ class DialAttempted(ContactEvent):
     dial_level: float | None = Field(
         default=None, ge=0, description="Dials per free agent when this dial was paced."
     )
+
+
+# -- the do-not-call list -----------------------------------------------------------------
+
+
+class DoNotCallEvent(StreamedEvent):
+    """Common shape of do-not-call events: one stream per number of a tenant's list."""
+
+    topic: ClassVar[str] = Topic.DIALER
+    stream_prefix: ClassVar[str] = "do-not-call"
+    stream_key: ClassVar[str] = "number"
+    # The same number may be on several tenants' lists, each with its own history.
+    tenant_scoped: ClassVar[bool] = True
+    number: E164 = Field(
+        description="Number concerned (the stream is `do-not-call-<tenant>:<number>`)."
+    )
+
+
+@event
+class DoNotCallNumberAdded(DoNotCallEvent):
+    """A number was put on the tenant's do-not-call list: no campaign may dial it."""
+
+    event_type: ClassVar[str] = "dnc.number_added"
+    reason: str | None = Field(
+        default=None, description="Why, for the record (e.g. the customer's request)."
+    )
+    source: str = Field(
+        description="How it was added: `manual`, or `file:<name>` for an imported list.",
+        examples=["manual", "file:optouts-2026-05.csv"],
+    )
+    added_by: str = Field(description="User or integrator that added it.")
+
+
+@event
+class DoNotCallNumberRemoved(DoNotCallEvent):
+    """A number was taken off the tenant's do-not-call list."""
+
+    event_type: ClassVar[str] = "dnc.number_removed"
+    reason: str | None = Field(default=None, description="Why, for the record.")
+    removed_by: str = Field(description="User or integrator that removed it.")

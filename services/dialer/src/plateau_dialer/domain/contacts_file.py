@@ -553,6 +553,12 @@ def _normalise(value: str, rules: ContactRules, *, numeric: bool) -> str | tuple
     return f"repaired:{e164}" if repaired else e164
 
 
+def normalise_number(value: str, rules: ContactRules) -> str | tuple[RejectReason, str]:
+    """E.164 of a number typed by hand, or why it is not one: the rules of a file's phone
+    cell (a number typed by hand never lost a leading zero to a spreadsheet)."""
+    return _normalise(value.strip(), rules, numeric=False)
+
+
 def _unreadable(value: str) -> tuple[RejectReason, str] | None:
     if not value:
         return RejectReason.NO_NUMBER, "the phone cell is empty"

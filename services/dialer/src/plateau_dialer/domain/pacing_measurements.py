@@ -22,6 +22,7 @@ import math
 from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
 from enum import StrEnum
+from typing import Any
 
 ROLLING_DAYS = 30
 """The abandonment rate's long window: this day and the 29 before it."""
@@ -385,3 +386,65 @@ class PacingEstimator:
             wrap_up_seconds=_lognormal(self.wrap_up),
             ledger=self.ledger,
         )
+
+
+# --- snapshots ---------------------------------------------------------------------------
+
+SNAPSHOT_VERSION = 1
+
+
+def snapshot(estimator: PacingEstimator) -> dict[str, object]:
+    """What the estimator has learned, as plain JSON values (floats exact), so a restarted
+    dialer paces as before. The settings are not in it: they are configuration."""
+
+    def moments(m: Moments) -> list[float]:
+        return [m.mean, m.variance, m.weight]
+
+    return {
+        "version": SNAPSHOT_VERSION,
+        "live": moments(estimator.live),
+        "live_seconds": moments(estimator.live_seconds),
+        "other_seconds": moments(estimator.other_seconds),
+        "talk": moments(estimator.talk),
+        "wrap_up": moments(estimator.wrap_up),
+        "ledger": [
+            [d.day.isoformat(), d.dials, d.live_answers, d.abandons, d.amd_false_positives]
+            for d in estimator.ledger.days
+        ],
+        "observations": estimator.observations,
+    }
+
+
+class SnapshotError(ValueError):
+    """A snapshot this code cannot read (another version, or damaged)."""
+
+
+def from_snapshot(
+    data: dict[str, Any], settings: EstimatorSettings | None = None
+) -> PacingEstimator:
+    """The estimator a :func:`snapshot` was taken of (``SnapshotError`` if unreadable)."""
+    if data.get("version") != SNAPSHOT_VERSION:
+        raise SnapshotError(f"pacing snapshot version {data.get('version')!r} is not readable")
+    try:
+
+        def moments(key: str) -> Moments:
+            mean, variance, weight = (float(v) for v in data[key])
+            return Moments(mean=mean, variance=variance, weight=weight)
+
+        return PacingEstimator(
+            settings=settings or EstimatorSettings(),
+            live=moments("live"),
+            live_seconds=moments("live_seconds"),
+            other_seconds=moments("other_seconds"),
+            talk=moments("talk"),
+            wrap_up=moments("wrap_up"),
+            ledger=AbandonmentLedger(
+                days=tuple(
+                    DayCounts(date.fromisoformat(day), int(a), int(b), int(c), int(d))
+                    for day, a, b, c, d in data["ledger"]
+                )
+            ),
+            observations=int(data["observations"]),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise SnapshotError(f"pacing snapshot is damaged: {exc}") from exc

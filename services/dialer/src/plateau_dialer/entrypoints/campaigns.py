@@ -13,8 +13,8 @@ from __future__ import annotations
 import hashlib
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import date, time
-from typing import NoReturn, TypeVar
+from datetime import UTC, date, time
+from typing import IO, Literal, NoReturn, Protocol, TypeVar
 
 import grpc
 import phonenumbers
@@ -25,6 +25,7 @@ from plateau_contracts.events.dialer import CallingWindow, CampaignCreated, Paci
 from plateau_contracts.grpc.campaigns.v1 import campaigns_pb2 as pb
 from plateau_contracts.grpc.campaigns.v1 import campaigns_pb2_grpc as pb_grpc
 from plateau_dialer.campaigns import CampaignCommands, ImportOutcome
+from plateau_dialer.do_not_call import DoNotCallList
 from plateau_dialer.domain.campaign import (
     Campaign,
     CampaignConflictError,
@@ -32,7 +33,13 @@ from plateau_dialer.domain.campaign import (
     CampaignNotFoundError,
     CampaignStatus,
 )
-from plateau_dialer.domain.contacts_file import ContactFileRefused, FileHints, RowOutcome
+from plateau_dialer.domain.contacts_file import (
+    ContactFile,
+    ContactFileRefused,
+    FileHints,
+    RowOutcome,
+)
+from plateau_dialer.domain.do_not_call import BadNumberError
 from plateau_runtime.grpc_server import GrpcService, current_tenant
 
 SERVICE_NAME = "plateau.campaigns.v1.Campaigns"
@@ -54,11 +61,33 @@ _STATES = {
 }
 
 T = TypeVar("T")
+H = TypeVar("H", pb.ImportHeader, pb.DoNotCallImportHeader)
+H_co = TypeVar("H_co", covariant=True)
+
+
+class Upload(Protocol[H_co]):
+    """A message of an upload stream: a header, or a chunk of the file."""
+
+    def WhichOneof(self, oneof_group: Literal["part"], /) -> str | None: ...
+
+    @property
+    def header(self) -> H_co: ...
+
+    @property
+    def chunk(self) -> bytes: ...
+
+
+class WithCountryCode(Protocol):
+    @property
+    def default_country_code(self) -> str: ...
 
 
 class CampaignsServicer(pb_grpc.CampaignsServicer):
-    def __init__(self, commands: CampaignCommands, *, max_upload_bytes: int) -> None:
+    def __init__(
+        self, commands: CampaignCommands, dnc: DoNotCallList, *, max_upload_bytes: int
+    ) -> None:
         self._commands = commands
+        self._dnc = dnc
         self._max_upload = max_upload_bytes
 
     async def CreateCampaign(
@@ -127,44 +156,14 @@ class CampaignsServicer(pb_grpc.CampaignsServicer):
         context: grpc.aio.ServicerContext,
     ) -> pb.ImportReport:
         tenant = await _tenant(context)
-        header: pb.ImportHeader | None = None
-        digest = hashlib.sha256()
-        received = 0
         # The upload is spooled (memory, then disk): a workbook is read with seeks, and the
         # file must be whole before anything of it is recorded.
         with tempfile.SpooledTemporaryFile(max_size=8 * 1024 * 1024) as spool:
-            async for part in request_iterator:
-                if part.WhichOneof("part") == "header":
-                    if header is not None:
-                        await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "header: twice")
-                    header = part.header
-                    continue
-                if header is None:
-                    await _abort(
-                        context, grpc.StatusCode.INVALID_ARGUMENT, "header: must come first"
-                    )
-                received += len(part.chunk)
-                if received > self._max_upload:
-                    await _abort(
-                        context,
-                        grpc.StatusCode.RESOURCE_EXHAUSTED,
-                        f"the file is larger than {self._max_upload} bytes",
-                    )
-                digest.update(part.chunk)
-                spool.write(part.chunk)
-            if header is None:
-                await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "header: missing")
+            header = await self._receive(context, request_iterator, spool, pb.ImportHeader)
             if not header.campaign_id:
                 await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "campaign_id: required")
-            if header.sha256 and header.sha256.lower() != digest.hexdigest():
-                await _abort(
-                    context,
-                    grpc.StatusCode.DATA_LOSS,
-                    f"received bytes have SHA-256 {digest.hexdigest()}, not {header.sha256}",
-                )
             hints = await _checked(context, lambda: _hints(header.format))
             region = await _checked(context, lambda: _region(header.format))
-            spool.seek(0)
             outcome = await _run(
                 context,
                 self._commands.import_file(
@@ -178,6 +177,132 @@ class CampaignsServicer(pb_grpc.CampaignsServicer):
                 ),
             )
         return _report(header.campaign_id, outcome)
+
+    async def _receive(
+        self,
+        context: grpc.aio.ServicerContext,
+        parts: AsyncIterator[Upload[H]],
+        spool: IO[bytes],
+        kind: type[H],
+    ) -> H:
+        """An upload's header, its chunks written to ``spool`` (checked against the size
+        limit and the digest announced)."""
+        header: H | None = None
+        digest = hashlib.sha256()
+        received = 0
+        async for part in parts:
+            if part.WhichOneof("part") == "header":
+                if header is not None:
+                    await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "header: twice")
+                header = part.header
+                continue
+            if header is None:
+                await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "header: must come first")
+            received += len(part.chunk)
+            if received > self._max_upload:
+                await _abort(
+                    context,
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    f"the file is larger than {self._max_upload} bytes",
+                )
+            digest.update(part.chunk)
+            spool.write(part.chunk)
+        if header is None:
+            await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "header: missing")
+        if header.sha256 and header.sha256.lower() != digest.hexdigest():
+            await _abort(
+                context,
+                grpc.StatusCode.DATA_LOSS,
+                f"received bytes have SHA-256 {digest.hexdigest()}, not {header.sha256}",
+            )
+        spool.seek(0)
+        assert isinstance(header, kind)
+        return header
+
+    # -- the do-not-call list ---------------------------------------------------------------
+
+    async def AddDoNotCall(
+        self, request: pb.AddDoNotCallRequest, context: grpc.aio.ServicerContext
+    ) -> pb.DoNotCallChange:
+        tenant = await _tenant(context)
+        region = await _checked(context, lambda: _region(request))
+        change = await _run(
+            context,
+            self._dnc.add(
+                tenant,
+                list(request.numbers),
+                reason=request.reason or None,
+                added_by=_caller(context),
+                region=region,
+            ),
+        )
+        return pb.DoNotCallChange(changed=change.changed, unchanged=change.unchanged)
+
+    async def RemoveDoNotCall(
+        self, request: pb.RemoveDoNotCallRequest, context: grpc.aio.ServicerContext
+    ) -> pb.DoNotCallChange:
+        tenant = await _tenant(context)
+        region = await _checked(context, lambda: _region(request))
+        change = await _run(
+            context,
+            self._dnc.remove(
+                tenant,
+                list(request.numbers),
+                reason=request.reason or None,
+                removed_by=_caller(context),
+                region=region,
+            ),
+        )
+        return pb.DoNotCallChange(changed=change.changed, unchanged=change.unchanged)
+
+    async def ListDoNotCall(
+        self, request: pb.ListDoNotCallRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.DoNotCallEntry]:
+        tenant = await _tenant(context)
+        async for entry in self._dnc.entries(tenant):
+            yield pb.DoNotCallEntry(
+                number=entry.number,
+                added_at=entry.added_at.astimezone(UTC).isoformat(timespec="seconds"),
+                source=entry.source,
+                reason=entry.reason or "",
+            )
+
+    async def ImportDoNotCall(
+        self,
+        request_iterator: AsyncIterator[pb.ImportDoNotCallRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> pb.DoNotCallImportReport:
+        tenant = await _tenant(context)
+        with tempfile.SpooledTemporaryFile(max_size=8 * 1024 * 1024) as spool:
+            header = await self._receive(context, request_iterator, spool, pb.DoNotCallImportHeader)
+            hints = await _checked(context, lambda: _hints(header.format))
+            region = await _checked(context, lambda: _region(header.format))
+            listed = await _run(
+                context,
+                self._dnc.import_file(
+                    tenant,
+                    filename=header.filename or "upload",
+                    source=spool,  # type: ignore[arg-type]
+                    hints=hints,
+                    reason=header.reason or None,
+                    added_by=_caller(context),
+                    region=region,
+                ),
+            )
+        summary = listed.file.summary
+        problems = _problems(listed.file)
+        return pb.DoNotCallImportReport(
+            sha256=summary.sha256,
+            encoding=summary.encoding,
+            delimiter=summary.delimiter,
+            rows_total=summary.rows_total,
+            numbers_added=len(listed.change.events),
+            numbers_already_listed=len(listed.change.unchanged),
+            rows_rejected=summary.rejected,
+            rows_duplicate=summary.duplicates,
+            problems=problems[:MAX_PROBLEMS],
+            problems_truncated=len(listed.file.reports) > MAX_PROBLEMS,
+        )
 
     async def _message(self, tenant: str, campaign: Campaign) -> pb.Campaign:
         created = campaign.created
@@ -257,7 +382,7 @@ def _settings(created: CampaignCreated) -> pb.CampaignSettings:
     )
 
 
-def _region(fmt: pb.FileFormat) -> str | None:
+def _region(fmt: WithCountryCode) -> str | None:
     """The region of the uploader's default country code (``242`` → ``CG``)."""
     if not fmt.default_country_code:
         return None
@@ -282,19 +407,23 @@ def _hints(fmt: pb.FileFormat) -> FileHints:
         raise ValueError(f"format: {exc.reason}") from None
 
 
-def _report(campaign_id: str, outcome: ImportOutcome) -> pb.ImportReport:
-    summary = outcome.file.summary
-    problems = [
+def _problems(file: ContactFile) -> list[pb.RowProblem]:
+    """The report's rows, one more than the limit (so truncation shows)."""
+    mapping = file.summary.mapping
+    return [
         pb.RowProblem(
             line=r.line,
-            column=summary.mapping.header[summary.mapping.phone]
-            if r.outcome is not RowOutcome.ACCEPTED
-            else "",
+            column=mapping.header[mapping.phone] if r.outcome is not RowOutcome.ACCEPTED else "",
             code=(r.reason.value if r.reason else r.outcome.value),
             message=r.detail or "; ".join(r.warnings),
         )
-        for r in outcome.file.reports[: MAX_PROBLEMS + 1]
+        for r in file.reports[: MAX_PROBLEMS + 1]
     ]
+
+
+def _report(campaign_id: str, outcome: ImportOutcome) -> pb.ImportReport:
+    summary = outcome.file.summary
+    problems = _problems(outcome.file)
     record = outcome.record
     return pb.ImportReport(
         campaign_id=campaign_id,
@@ -365,12 +494,16 @@ async def _run(context: grpc.aio.ServicerContext, work: Awaitable[T]) -> T:
         await _abort(context, grpc.StatusCode.FAILED_PRECONDITION, str(exc))
     except ContactFileRefused as exc:
         await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"file refused: {exc.reason}")
+    except BadNumberError as exc:
+        await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"{exc}; nothing was changed")
 
 
-def campaigns_service(commands: CampaignCommands, *, max_upload_bytes: int) -> GrpcService:
+def campaigns_service(
+    commands: CampaignCommands, dnc: DoNotCallList, *, max_upload_bytes: int
+) -> GrpcService:
     """The servicer, ready for the host's gRPC server."""
     return GrpcService(
         SERVICE_NAME,
         pb_grpc.add_CampaignsServicer_to_server,
-        CampaignsServicer(commands, max_upload_bytes=max_upload_bytes),
+        CampaignsServicer(commands, dnc, max_upload_bytes=max_upload_bytes),
     )

@@ -609,3 +609,276 @@ class Campaign(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Campaign: _TypeAlias = Campaign  # noqa: Y015
+
+@_typing.final
+class AddDoNotCallRequest(_message.Message):
+    """Asks to put numbers on the do-not-call list."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NUMBERS_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    DEFAULT_COUNTRY_CODE_FIELD_NUMBER: _builtins.int
+    reason: _builtins.str
+    """Why, for the record; may be empty."""
+    default_country_code: _builtins.str
+    """Country calling code for numbers written without one, e.g. "242"; empty: the dialer's
+    default region.
+    """
+    @_builtins.property
+    def numbers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Numbers, in E.164 or national form (read with the default region)."""
+
+    def __init__(
+        self,
+        *,
+        numbers: _abc.Iterable[_builtins.str] | None = ...,
+        reason: _builtins.str = ...,
+        default_country_code: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["default_country_code", b"default_country_code", "numbers", b"numbers", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AddDoNotCallRequest: _TypeAlias = AddDoNotCallRequest  # noqa: Y015
+
+@_typing.final
+class RemoveDoNotCallRequest(_message.Message):
+    """Asks to take numbers off the do-not-call list."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NUMBERS_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    DEFAULT_COUNTRY_CODE_FIELD_NUMBER: _builtins.int
+    reason: _builtins.str
+    """Why, for the record; may be empty."""
+    default_country_code: _builtins.str
+    """As in AddDoNotCallRequest."""
+    @_builtins.property
+    def numbers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Numbers, in E.164 or national form."""
+
+    def __init__(
+        self,
+        *,
+        numbers: _abc.Iterable[_builtins.str] | None = ...,
+        reason: _builtins.str = ...,
+        default_country_code: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["default_country_code", b"default_country_code", "numbers", b"numbers", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RemoveDoNotCallRequest: _TypeAlias = RemoveDoNotCallRequest  # noqa: Y015
+
+@_typing.final
+class DoNotCallChange(_message.Message):
+    """What an AddDoNotCall or RemoveDoNotCall did."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANGED_FIELD_NUMBER: _builtins.int
+    UNCHANGED_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def changed(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Numbers (E.164) added or removed by this request."""
+
+    @_builtins.property
+    def unchanged(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Numbers (E.164) that were already listed (add) or not listed (remove)."""
+
+    def __init__(
+        self,
+        *,
+        changed: _abc.Iterable[_builtins.str] | None = ...,
+        unchanged: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["changed", b"changed", "unchanged", b"unchanged"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DoNotCallChange: _TypeAlias = DoNotCallChange  # noqa: Y015
+
+@_typing.final
+class ListDoNotCallRequest(_message.Message):
+    """Asks for the do-not-call list."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListDoNotCallRequest: _TypeAlias = ListDoNotCallRequest  # noqa: Y015
+
+@_typing.final
+class DoNotCallEntry(_message.Message):
+    """One number of the do-not-call list."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NUMBER_FIELD_NUMBER: _builtins.int
+    ADDED_AT_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    number: _builtins.str
+    """The number, E.164."""
+    added_at: _builtins.str
+    """When it was added (RFC 3339, UTC)."""
+    source: _builtins.str
+    """How it was added: "manual", "file:<name>", or how an operator inserted it."""
+    reason: _builtins.str
+    """Why, when given."""
+    def __init__(
+        self,
+        *,
+        number: _builtins.str = ...,
+        added_at: _builtins.str = ...,
+        source: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["added_at", b"added_at", "number", b"number", "reason", b"reason", "source", b"source"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DoNotCallEntry: _TypeAlias = DoNotCallEntry  # noqa: Y015
+
+@_typing.final
+class DoNotCallImportHeader(_message.Message):
+    """The first message of a do-not-call upload."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FILENAME_FIELD_NUMBER: _builtins.int
+    FORMAT_FIELD_NUMBER: _builtins.int
+    SHA256_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    filename: _builtins.str
+    """File name as the client knows it, kept as the numbers' source."""
+    sha256: _builtins.str
+    """Optional SHA-256 of the whole file (lowercase hex); a mismatch refuses it (DATA_LOSS)."""
+    reason: _builtins.str
+    """Why these numbers are listed, for the record; may be empty."""
+    @_builtins.property
+    def format(self) -> Global___FileFormat:
+        """How to read the file."""
+
+    def __init__(
+        self,
+        *,
+        filename: _builtins.str = ...,
+        format: Global___FileFormat | None = ...,
+        sha256: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["format", b"format"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["filename", b"filename", "format", b"format", "reason", b"reason", "sha256", b"sha256"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DoNotCallImportHeader: _TypeAlias = DoNotCallImportHeader  # noqa: Y015
+
+@_typing.final
+class ImportDoNotCallRequest(_message.Message):
+    """One message of a do-not-call upload stream."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HEADER_FIELD_NUMBER: _builtins.int
+    CHUNK_FIELD_NUMBER: _builtins.int
+    chunk: _builtins.bytes
+    """Next bytes of the file (up to 1 MiB per message)."""
+    @_builtins.property
+    def header(self) -> Global___DoNotCallImportHeader:
+        """What the file is; exactly once, first."""
+
+    def __init__(
+        self,
+        *,
+        header: Global___DoNotCallImportHeader | None = ...,
+        chunk: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "header", b"header", "part", b"part"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "header", b"header", "part", b"part"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_part: _TypeAlias = _typing.Literal["header", "chunk"]  # noqa: Y015
+    _WhichOneofArgType_part: _TypeAlias = _typing.Literal["part", b"part"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_part) -> _WhichOneofReturnType_part | None: ...
+
+Global___ImportDoNotCallRequest: _TypeAlias = ImportDoNotCallRequest  # noqa: Y015
+
+@_typing.final
+class DoNotCallImportReport(_message.Message):
+    """What a do-not-call upload did."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SHA256_FIELD_NUMBER: _builtins.int
+    ENCODING_FIELD_NUMBER: _builtins.int
+    DELIMITER_FIELD_NUMBER: _builtins.int
+    ROWS_TOTAL_FIELD_NUMBER: _builtins.int
+    NUMBERS_ADDED_FIELD_NUMBER: _builtins.int
+    NUMBERS_ALREADY_LISTED_FIELD_NUMBER: _builtins.int
+    ROWS_REJECTED_FIELD_NUMBER: _builtins.int
+    ROWS_DUPLICATE_FIELD_NUMBER: _builtins.int
+    PROBLEMS_FIELD_NUMBER: _builtins.int
+    PROBLEMS_TRUNCATED_FIELD_NUMBER: _builtins.int
+    sha256: _builtins.str
+    """SHA-256 of the bytes received (lowercase hex)."""
+    encoding: _builtins.str
+    """Encoding actually used."""
+    delimiter: _builtins.str
+    """Separator actually used."""
+    rows_total: _builtins.int
+    """Data rows read (header excluded)."""
+    numbers_added: _builtins.int
+    """Numbers put on the list by this upload."""
+    numbers_already_listed: _builtins.int
+    """Numbers of the file already on the list."""
+    rows_rejected: _builtins.int
+    """Rows refused (no readable number)."""
+    rows_duplicate: _builtins.int
+    """Rows repeating a number of an earlier row."""
+    problems_truncated: _builtins.bool
+    """Whether more problems were found than listed."""
+    @_builtins.property
+    def problems(self) -> _containers.RepeatedCompositeFieldContainer[Global___RowProblem]:
+        """Problems found, in file order, at most 1000."""
+
+    def __init__(
+        self,
+        *,
+        sha256: _builtins.str = ...,
+        encoding: _builtins.str = ...,
+        delimiter: _builtins.str = ...,
+        rows_total: _builtins.int = ...,
+        numbers_added: _builtins.int = ...,
+        numbers_already_listed: _builtins.int = ...,
+        rows_rejected: _builtins.int = ...,
+        rows_duplicate: _builtins.int = ...,
+        problems: _abc.Iterable[Global___RowProblem] | None = ...,
+        problems_truncated: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["delimiter", b"delimiter", "encoding", b"encoding", "numbers_added", b"numbers_added", "numbers_already_listed", b"numbers_already_listed", "problems", b"problems", "problems_truncated", b"problems_truncated", "rows_duplicate", b"rows_duplicate", "rows_rejected", b"rows_rejected", "rows_total", b"rows_total", "sha256", b"sha256"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DoNotCallImportReport: _TypeAlias = DoNotCallImportReport  # noqa: Y015

@@ -70,6 +70,26 @@ class CampaignsStub:
                 request_serializer=plateau_dot_campaigns_dot_v1_dot_campaigns__pb2.GetCampaignRequest.SerializeToString,
                 response_deserializer=plateau_dot_campaigns_dot_v1_dot_campaigns__pb2.Campaign.FromString,
                 _registered_method=True)
+        self.AddDoNotCall = channel.unary_unary(
+                '/plateau.campaigns.v1.Campaigns/AddDoNotCall',
+                request_serializer=plateau_dot_campaigns_dot_v1_dot_campaigns__pb2.AddDoNotCallRequest.SerializeToString,
+                response_deserializer=plateau_dot_campaigns_dot_v1_dot_campaigns__pb2.DoNotCallChange.FromString,
+                _registered_method=True)
+        self.RemoveDoNotCall = channel.unary_unary(
+                '/plateau.campaigns.v1.Campaigns/RemoveDoNotCall',
+                request_serializer=plateau_dot_campaigns_dot_v1_dot_campaigns__pb2.RemoveDoNotCallRequest.SerializeToString,
+                response_deserializer=plateau_dot_campaigns_dot_v1_dot_campaigns__pb2.DoNotCallChange.FromString,
+                _registered_method=True)
+        self.ListDoNotCall = channel.unary_stream(
+                '/plateau.campaigns.v1.Campaigns/ListDoNotCall',
+                request_serializer=plateau_dot_campaigns_dot_v1_dot_campaigns__pb2.ListDoNotCallRequest.SerializeToString,
+                response_deserializer=plateau_dot_campaigns_dot_v1_dot_campaigns__pb2.DoNotCallEntry.FromString,
+                _registered_method=True)
+        self.ImportDoNotCall = channel.stream_unary(
+                '/plateau.campaigns.v1.Campaigns/ImportDoNotCall',
+                request_serializer=plateau_dot_campaigns_dot_v1_dot_campaigns__pb2.ImportDoNotCallRequest.SerializeToString,
+                response_deserializer=plateau_dot_campaigns_dot_v1_dot_campaigns__pb2.DoNotCallImportReport.FromString,
+                _registered_method=True)
 
 
 class CampaignsServicer:
@@ -129,6 +149,41 @@ class CampaignsServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AddDoNotCall(self, request, context):
+        """Put numbers on the tenant's do-not-call list: no campaign dials them from then on
+        (checked at every dial) and imports scrub them. All or nothing: one number that is not
+        a valid phone number refuses the request with INVALID_ARGUMENT naming it. A number
+        already listed is reported unchanged.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveDoNotCall(self, request, context):
+        """Take numbers off the tenant's do-not-call list (the same checks as AddDoNotCall); a
+        number not listed is reported unchanged.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListDoNotCall(self, request, context):
+        """The tenant's do-not-call list, in number order.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ImportDoNotCall(self, request_iterator, context):
+        """Upload a list of numbers to put on the do-not-call list: an ImportDoNotCallRequest with
+        the header, then chunks of the file, read as customer files are (CSV or XLSX, the
+        number column detected or named). Rows whose number cannot be read are reported; the
+        others are added, all in one transaction.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CampaignsServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -166,6 +221,26 @@ def add_CampaignsServicer_to_server(servicer, server):
                     servicer.GetCampaign,
                     request_deserializer=plateau_dot_campaigns_dot_v1_dot_campaigns__pb2.GetCampaignRequest.FromString,
                     response_serializer=plateau_dot_campaigns_dot_v1_dot_campaigns__pb2.Campaign.SerializeToString,
+            ),
+            'AddDoNotCall': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddDoNotCall,
+                    request_deserializer=plateau_dot_campaigns_dot_v1_dot_campaigns__pb2.AddDoNotCallRequest.FromString,
+                    response_serializer=plateau_dot_campaigns_dot_v1_dot_campaigns__pb2.DoNotCallChange.SerializeToString,
+            ),
+            'RemoveDoNotCall': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveDoNotCall,
+                    request_deserializer=plateau_dot_campaigns_dot_v1_dot_campaigns__pb2.RemoveDoNotCallRequest.FromString,
+                    response_serializer=plateau_dot_campaigns_dot_v1_dot_campaigns__pb2.DoNotCallChange.SerializeToString,
+            ),
+            'ListDoNotCall': grpc.unary_stream_rpc_method_handler(
+                    servicer.ListDoNotCall,
+                    request_deserializer=plateau_dot_campaigns_dot_v1_dot_campaigns__pb2.ListDoNotCallRequest.FromString,
+                    response_serializer=plateau_dot_campaigns_dot_v1_dot_campaigns__pb2.DoNotCallEntry.SerializeToString,
+            ),
+            'ImportDoNotCall': grpc.stream_unary_rpc_method_handler(
+                    servicer.ImportDoNotCall,
+                    request_deserializer=plateau_dot_campaigns_dot_v1_dot_campaigns__pb2.ImportDoNotCallRequest.FromString,
+                    response_serializer=plateau_dot_campaigns_dot_v1_dot_campaigns__pb2.DoNotCallImportReport.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -358,6 +433,114 @@ class Campaigns:
             '/plateau.campaigns.v1.Campaigns/GetCampaign',
             plateau_dot_campaigns_dot_v1_dot_campaigns__pb2.GetCampaignRequest.SerializeToString,
             plateau_dot_campaigns_dot_v1_dot_campaigns__pb2.Campaign.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddDoNotCall(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/plateau.campaigns.v1.Campaigns/AddDoNotCall',
+            plateau_dot_campaigns_dot_v1_dot_campaigns__pb2.AddDoNotCallRequest.SerializeToString,
+            plateau_dot_campaigns_dot_v1_dot_campaigns__pb2.DoNotCallChange.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveDoNotCall(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/plateau.campaigns.v1.Campaigns/RemoveDoNotCall',
+            plateau_dot_campaigns_dot_v1_dot_campaigns__pb2.RemoveDoNotCallRequest.SerializeToString,
+            plateau_dot_campaigns_dot_v1_dot_campaigns__pb2.DoNotCallChange.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDoNotCall(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/plateau.campaigns.v1.Campaigns/ListDoNotCall',
+            plateau_dot_campaigns_dot_v1_dot_campaigns__pb2.ListDoNotCallRequest.SerializeToString,
+            plateau_dot_campaigns_dot_v1_dot_campaigns__pb2.DoNotCallEntry.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ImportDoNotCall(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/plateau.campaigns.v1.Campaigns/ImportDoNotCall',
+            plateau_dot_campaigns_dot_v1_dot_campaigns__pb2.ImportDoNotCallRequest.SerializeToString,
+            plateau_dot_campaigns_dot_v1_dot_campaigns__pb2.DoNotCallImportReport.FromString,
             options,
             channel_credentials,
             insecure,

@@ -66,6 +66,24 @@ class CampaignsStub:
     """End the campaign for good; its numbers are withdrawn and may no longer be dialled."""
     GetCampaign: _grpc.UnaryUnaryMultiCallable[_campaigns_pb2.GetCampaignRequest, _campaigns_pb2.Campaign]
     """Read a campaign's settings and progress."""
+    AddDoNotCall: _grpc.UnaryUnaryMultiCallable[_campaigns_pb2.AddDoNotCallRequest, _campaigns_pb2.DoNotCallChange]
+    """Put numbers on the tenant's do-not-call list: no campaign dials them from then on
+    (checked at every dial) and imports scrub them. All or nothing: one number that is not
+    a valid phone number refuses the request with INVALID_ARGUMENT naming it. A number
+    already listed is reported unchanged.
+    """
+    RemoveDoNotCall: _grpc.UnaryUnaryMultiCallable[_campaigns_pb2.RemoveDoNotCallRequest, _campaigns_pb2.DoNotCallChange]
+    """Take numbers off the tenant's do-not-call list (the same checks as AddDoNotCall); a
+    number not listed is reported unchanged.
+    """
+    ListDoNotCall: _grpc.UnaryStreamMultiCallable[_campaigns_pb2.ListDoNotCallRequest, _campaigns_pb2.DoNotCallEntry]
+    """The tenant's do-not-call list, in number order."""
+    ImportDoNotCall: _grpc.StreamUnaryMultiCallable[_campaigns_pb2.ImportDoNotCallRequest, _campaigns_pb2.DoNotCallImportReport]
+    """Upload a list of numbers to put on the do-not-call list: an ImportDoNotCallRequest with
+    the header, then chunks of the file, read as customer files are (CSV or XLSX, the
+    number column detected or named). Rows whose number cannot be read are reported; the
+    others are added, all in one transaction.
+    """
 
 @_typing.type_check_only
 class CampaignsAsyncStub(CampaignsStub):
@@ -91,6 +109,24 @@ class CampaignsAsyncStub(CampaignsStub):
     """End the campaign for good; its numbers are withdrawn and may no longer be dialled."""
     GetCampaign: _aio.UnaryUnaryMultiCallable[_campaigns_pb2.GetCampaignRequest, _campaigns_pb2.Campaign]  # type: ignore[assignment]
     """Read a campaign's settings and progress."""
+    AddDoNotCall: _aio.UnaryUnaryMultiCallable[_campaigns_pb2.AddDoNotCallRequest, _campaigns_pb2.DoNotCallChange]  # type: ignore[assignment]
+    """Put numbers on the tenant's do-not-call list: no campaign dials them from then on
+    (checked at every dial) and imports scrub them. All or nothing: one number that is not
+    a valid phone number refuses the request with INVALID_ARGUMENT naming it. A number
+    already listed is reported unchanged.
+    """
+    RemoveDoNotCall: _aio.UnaryUnaryMultiCallable[_campaigns_pb2.RemoveDoNotCallRequest, _campaigns_pb2.DoNotCallChange]  # type: ignore[assignment]
+    """Take numbers off the tenant's do-not-call list (the same checks as AddDoNotCall); a
+    number not listed is reported unchanged.
+    """
+    ListDoNotCall: _aio.UnaryStreamMultiCallable[_campaigns_pb2.ListDoNotCallRequest, _campaigns_pb2.DoNotCallEntry]  # type: ignore[assignment]
+    """The tenant's do-not-call list, in number order."""
+    ImportDoNotCall: _aio.StreamUnaryMultiCallable[_campaigns_pb2.ImportDoNotCallRequest, _campaigns_pb2.DoNotCallImportReport]  # type: ignore[assignment]
+    """Upload a list of numbers to put on the do-not-call list: an ImportDoNotCallRequest with
+    the header, then chunks of the file, read as customer files are (CSV or XLSX, the
+    number column detected or named). Rows whose number cannot be read are reported; the
+    others are added, all in one transaction.
+    """
 
 class CampaignsServicer(metaclass=_abc_1.ABCMeta):
     """Campaign service on the dialer (default port 50053)."""
@@ -155,5 +191,47 @@ class CampaignsServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_campaigns_pb2.Campaign, _abc.Awaitable[_campaigns_pb2.Campaign]]:
         """Read a campaign's settings and progress."""
+
+    @_abc_1.abstractmethod
+    def AddDoNotCall(
+        self,
+        request: _campaigns_pb2.AddDoNotCallRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_campaigns_pb2.DoNotCallChange, _abc.Awaitable[_campaigns_pb2.DoNotCallChange]]:
+        """Put numbers on the tenant's do-not-call list: no campaign dials them from then on
+        (checked at every dial) and imports scrub them. All or nothing: one number that is not
+        a valid phone number refuses the request with INVALID_ARGUMENT naming it. A number
+        already listed is reported unchanged.
+        """
+
+    @_abc_1.abstractmethod
+    def RemoveDoNotCall(
+        self,
+        request: _campaigns_pb2.RemoveDoNotCallRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_campaigns_pb2.DoNotCallChange, _abc.Awaitable[_campaigns_pb2.DoNotCallChange]]:
+        """Take numbers off the tenant's do-not-call list (the same checks as AddDoNotCall); a
+        number not listed is reported unchanged.
+        """
+
+    @_abc_1.abstractmethod
+    def ListDoNotCall(
+        self,
+        request: _campaigns_pb2.ListDoNotCallRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_campaigns_pb2.DoNotCallEntry], _abc.AsyncIterator[_campaigns_pb2.DoNotCallEntry]]:
+        """The tenant's do-not-call list, in number order."""
+
+    @_abc_1.abstractmethod
+    def ImportDoNotCall(
+        self,
+        request_iterator: _MaybeAsyncIterator[_campaigns_pb2.ImportDoNotCallRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_campaigns_pb2.DoNotCallImportReport, _abc.Awaitable[_campaigns_pb2.DoNotCallImportReport]]:
+        """Upload a list of numbers to put on the do-not-call list: an ImportDoNotCallRequest with
+        the header, then chunks of the file, read as customer files are (CSV or XLSX, the
+        number column detected or named). Rows whose number cannot be read are reported; the
+        others are added, all in one transaction.
+        """
 
 def add_CampaignsServicer_to_server(servicer: CampaignsServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
