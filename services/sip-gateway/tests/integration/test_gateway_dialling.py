@@ -1,7 +1,8 @@
 """Outbound dials are checked against the allow-list, fed from ``plateau.dialer`` over the
 real broker (this test publishes the dialer's facts itself): ``Originate`` to a number
-outside the file is PERMISSION_DENIED, an agent's softphone dialling an arbitrary number
-gets 403; both are recorded as ``call.dial_refused``."""
+outside the file, or listed do-not-call after its file was imported, is PERMISSION_DENIED,
+an agent's softphone dialling an arbitrary number gets 403; all are recorded as
+``call.dial_refused``."""
 
 from __future__ import annotations
 
@@ -19,13 +20,17 @@ from sip_gateway_harness import TENANT, RunningGateway, run_sipp, running_gatewa
 
 from plateau_contracts.envelope import Envelope, new_event_id
 from plateau_contracts.events.common import StreamedEvent
-from plateau_contracts.events.dialer import CampaignStarted, ContactAllowed
+from plateau_contracts.events.dialer import (
+    CampaignStarted,
+    ContactAllowed,
+    DoNotCallNumberAdded,
+)
 from plateau_contracts.grpc.calls.v1 import call_control_pb2 as pb
 from plateau_runtime.bus import ensure_topics
 from plateau_runtime.embedded import EmbeddedBroker
 from plateau_runtime.testing import MigratedSchema
 from plateau_sip_gateway.adapters.allowlist_feed import allowlist_consumer, load_allowlist
-from plateau_sip_gateway.domain.allowlist import Allowed, AllowList, Refused
+from plateau_sip_gateway.domain.allowlist import Allowed, AllowList, RefusalReason, Refused
 
 pytestmark = pytest.mark.integration
 
@@ -216,3 +221,40 @@ async def test_the_allow_list_is_kept_and_reloaded_after_a_restart(
     allowed = restarted.check(TENANT, CAMPAIGN, ALLOWED)
     assert isinstance(allowed, Allowed) and allowed.contact_id == "ct-1"
     assert isinstance(restarted.check(TENANT, CAMPAIGN, "+242066999999"), Refused)
+
+
+async def test_a_number_listed_do_not_call_after_its_import_is_denied_and_recorded(
+    gw: RunningGateway, broker: EmbeddedBroker
+) -> None:
+    listed = "+242066123457"
+    await publish(
+        broker.bootstrap,
+        TENANT,
+        [
+            ContactAllowed(contact_id="ct-2", campaign_id=CAMPAIGN, number=listed, list_version=1),
+            DoNotCallNumberAdded(number=listed, source="manual", added_by="ops"),
+        ],
+    )
+
+    async def listed_refused() -> bool:
+        decision = gw.gateway.allowlist.check(TENANT, CAMPAIGN, listed)
+        return isinstance(decision, Refused) and decision.reason is RefusalReason.DO_NOT_CALL
+
+    await wait_until(listed_refused, 30, "the do-not-call fact reaching the allow-list")
+    request = pb.OriginateRequest(
+        request_id="attempt-2",
+        campaign_id=CAMPAIGN,
+        contact_id="ct-2",
+        attempt_id="attempt-2",
+        number=listed,
+        requested_by=pb.REQUESTER_INTEGRATOR,
+        requester="crm",
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await gw.stub.Originate(request, metadata=(("x-plateau-tenant", TENANT),), timeout=10)
+    assert refused.value.code() is grpc.StatusCode.PERMISSION_DENIED
+    trailing = dict(refused.value.trailing_metadata() or ())
+    assert trailing["x-plateau-refusal-reason"] == "do_not_call"
+    [event] = await refusals(gw)
+    assert event["number"] == listed and event["reason"] == "do_not_call"
+    assert event["requested_by"] == "integrator"

@@ -21,6 +21,8 @@ from plateau_contracts.events.dialer import (
     ContactAllowed,
     ContactWithdrawn,
     DialScheduled,
+    DoNotCallNumberAdded,
+    DoNotCallNumberRemoved,
     WithdrawReason,
 )
 from plateau_sip_gateway.domain.allowlist import (
@@ -292,6 +294,36 @@ def test_other_dialer_events_are_ignored(record: Recorder) -> None:
     assert allow.apply(record("acme", scheduled)) is False
     # The next contact fact of that stream still applies (versions are per stream).
     assert allow.apply(record("acme", withdrawn())) is True
+
+
+def test_a_do_not_call_number_is_refused_whatever_the_files_say(record: Recorder) -> None:
+    allow = AllowList()
+    for event in (started(), allowed()):
+        allow.apply(record("acme", event))
+    listed = DoNotCallNumberAdded(number=NUMBER, source="manual", added_by="ops")
+    assert allow.apply(record("acme", listed)) is True
+    assert reason_of(allow.check("acme", "cmp-1", NUMBER)) is RefusalReason.DO_NOT_CALL
+    # National spelling and the softphone path are refused too.
+    assert reason_of(allow.check("acme", None, "06 612 34 56")) is RefusalReason.DO_NOT_CALL
+    refused = allow.check("acme", "cmp-1", NUMBER)
+    assert isinstance(refused, Refused)
+    event = refused.to_event("call-1", requested_by=DialRequester.DIALER, requester="dialer")
+    assert event.reason is DialRefusalReason.DO_NOT_CALL
+    # Another tenant's list does not refuse acme's dials, nor the other way round.
+    allow.apply(
+        record(
+            "globex", DoNotCallNumberAdded(number="+242069999999", source="manual", added_by="ops")
+        )
+    )
+    assert isinstance(allow.check("acme", "cmp-1", NUMBER), Refused)
+    assert reason_of(allow.check("globex", None, NUMBER)) is RefusalReason.NOT_IN_FILE
+
+    removed = DoNotCallNumberRemoved(number=NUMBER, removed_by="ops")
+    assert allow.apply(record("acme", removed)) is True
+    assert allow.check("acme", "cmp-1", NUMBER) == Allowed(NUMBER, "cmp-1", "ct-1", 1)
+    # A redelivered (older) fact of the same stream changes nothing.
+    assert allow.apply(record.history[2]) is False
+    assert isinstance(allow.check("acme", "cmp-1", NUMBER), Allowed)
 
 
 def test_bare_payloads_need_a_tenant() -> None:

@@ -95,6 +95,7 @@ class DialRefusalReason(StrEnum):
     OUTSIDE_CALLING_WINDOW = "outside_calling_window"
     INVALID_NUMBER = "invalid_number"  # not an E.164 number
     UNKNOWN_TENANT = "unknown_tenant"  # no customer file was ever injected for this tenant
+    DO_NOT_CALL = "do_not_call"  # on the tenant's do-not-call list, whatever the files say
     OTHER = "other"
 
 

@@ -8,6 +8,11 @@ Only a number that is currently an allowed contact (``contact.allowed``, not sin
 * ``check(tenant, None, number)`` for an agent dialling from a softphone: the number must
   be allowed in *some* active campaign of the agent's tenant.
 
+A number on the tenant's do-not-call list (``dnc.number_added``, not since
+``dnc.number_removed``) is refused whatever the files say: the dialer scrubs it from imports
+and checks it before each dial, and this check also stops an integrator's ``Originate`` or
+an agent's softphone from reaching it after it was listed.
+
 A campaign is active after ``campaign.started`` or ``campaign.resumed``, inactive when
 created, paused or stopped; a stop is final (a later start or resume is ignored: the
 dialer's contract says a stopped campaign's contacts may no longer be dialled). An active
@@ -50,6 +55,8 @@ from plateau_contracts.events.dialer import (
     CampaignStopped,
     ContactAllowed,
     ContactWithdrawn,
+    DoNotCallNumberAdded,
+    DoNotCallNumberRemoved,
     WithdrawReason,
 )
 from plateau_sip_gateway.domain.numbers import DEFAULT_REGION, MalformedNumberError, normalise
@@ -74,6 +81,7 @@ class RefusalReason(StrEnum):
     UNKNOWN_TENANT = "unknown_tenant"  # the tenant has no campaign and no contact at all
     MALFORMED_NUMBER = "malformed_number"  # not a telephone number
     OUTSIDE_CALLING_WINDOW = "outside_calling_window"  # allowed, but not at this hour
+    DO_NOT_CALL = "do_not_call"  # on the tenant's do-not-call list
 
 
 #: How each refusal is recorded in ``call.dial_refused`` (its ``reason`` enum is coarser).
@@ -85,6 +93,7 @@ DIAL_REFUSAL_REASON = {
     RefusalReason.UNKNOWN_TENANT: DialRefusalReason.NOT_IN_CONTACT_LIST,
     RefusalReason.MALFORMED_NUMBER: DialRefusalReason.INVALID_NUMBER,
     RefusalReason.OUTSIDE_CALLING_WINDOW: DialRefusalReason.OUTSIDE_CALLING_WINDOW,
+    RefusalReason.DO_NOT_CALL: DialRefusalReason.DO_NOT_CALL,
 }
 
 
@@ -156,6 +165,7 @@ class _Tenant:
         self.known_campaigns: set[str] = set()  # named by any fact, lifecycle or contact
         # number (E.164) -> campaign -> latest fact about that contact
         self.contacts: dict[str, dict[str, _Contact]] = {}
+        self.do_not_call: set[str] = set()  # E.164
 
 
 _LIFECYCLE = (CampaignCreated, CampaignStarted, CampaignPaused, CampaignResumed, CampaignStopped)
@@ -205,6 +215,8 @@ class AllowList:
             return Refused(
                 RefusalReason.UNKNOWN_TENANT, f"tenant {tenant!r} has no campaign", number
             )
+        if e164 in state.do_not_call:
+            return Refused(RefusalReason.DO_NOT_CALL, f"{e164} is on the do-not-call list", number)
         contacts = state.contacts.get(e164, {})
         if campaign_id is not None:
             return self._check_campaign(state, campaign_id, e164, number, contacts)
@@ -313,7 +325,24 @@ class AllowList:
             return self._apply_contact(tenant, event)
         if isinstance(event, _LIFECYCLE):
             return self._apply_lifecycle(tenant, event)
+        if isinstance(event, DoNotCallNumberAdded | DoNotCallNumberRemoved):
+            return self._apply_do_not_call(tenant, event)
         return False
+
+    def _apply_do_not_call(
+        self, tenant: str, event: DoNotCallNumberAdded | DoNotCallNumberRemoved
+    ) -> bool:
+        try:
+            e164 = normalise(event.number, self._region)
+        except MalformedNumberError:
+            return False  # the contract requires E.164; such a number is never dialled
+        listed = self._tenants.setdefault(tenant, _Tenant()).do_not_call
+        before = e164 in listed
+        if isinstance(event, DoNotCallNumberAdded):
+            listed.add(e164)
+        else:
+            listed.discard(e164)
+        return (e164 in listed) is not before
 
     def _apply_lifecycle(
         self,
@@ -365,7 +394,14 @@ class AllowList:
 
 
 _ALLOW_LIST_TYPES = frozenset(
-    cls.event_type for cls in (ContactAllowed, ContactWithdrawn, *_LIFECYCLE)
+    cls.event_type
+    for cls in (
+        ContactAllowed,
+        ContactWithdrawn,
+        DoNotCallNumberAdded,
+        DoNotCallNumberRemoved,
+        *_LIFECYCLE,
+    )
 )
 
 
