@@ -2,7 +2,8 @@
 
 Every overlay is rendered with ``kubectl kustomize``, validated against the Kubernetes JSON
 schemas (kubernetes-validate; custom resources skipped by kind and printed), scanned by
-checkov (findings must be the accepted ones of deploy/k8s/checkov-accepted.yaml), and then
+checkov with the Containerfile (findings must be the accepted ones of
+deploy/k8s/checkov-accepted.yaml), and then
 checked for the properties the operations issue asks for. The tools live in their own
 virtualenv, .venv-tools/, installed by tools/k8s-tools (which this module runs first: a
 missing tool is a failure, never a skip). The Kamailio configuration is checked by
@@ -155,10 +156,12 @@ def test_checkov_finds_nothing_beyond_the_accepted_findings(
 ) -> None:
     for r in rendered.values():
         shutil.copy(r.path, tmp_path / r.path.name)
+    # checkov knows the image's build file by Docker's name only.
+    shutil.copy(ROOT / "Containerfile", tmp_path / "Dockerfile")
     done = _run(
         [
             str(tools / "checkov"),
-            *("--directory", str(tmp_path), "--framework", "kubernetes"),
+            *("--directory", str(tmp_path), "--framework", "kubernetes", "dockerfile"),
             *("--quiet", "--compact", "--output", "json", "--skip-download"),
         ],
         timeout=600,
@@ -167,7 +170,8 @@ def test_checkov_finds_nothing_beyond_the_accepted_findings(
     assert done.stdout.strip(), f"checkov printed nothing (exit {done.returncode}):\n{done.stderr}"
     reports = json.loads(done.stdout)
     reports = reports if isinstance(reports, list) else [reports]
-    assert any(r["summary"]["passed"] > 0 for r in reports), "checkov checked nothing"
+    scanned = {r["check_type"] for r in reports if r["summary"]["passed"] > 0}
+    assert scanned == {"kubernetes", "dockerfile"}, f"checkov scanned only {scanned}"
     assert all(r["summary"]["parsing_errors"] == 0 for r in reports)
     findings = {
         (f["check_id"], f["resource"]) for r in reports for f in r["results"]["failed_checks"]
