@@ -39,11 +39,12 @@ KUBERNETES_VERSION = "1.33.0"  # the oldest Kubernetes the manifests are written
 #: Kinds of the operators' custom resources: kubernetes-validate has no schema for them.
 #: Any other kind without a schema (a typo such as "Deploymnet") fails the validation test.
 CUSTOM_KINDS = {
-    "Kafka (kafka.strimzi.io/v1beta2)",
-    "KafkaNodePool (kafka.strimzi.io/v1beta2)",
-    "KafkaTopic (kafka.strimzi.io/v1beta2)",
+    "Kafka (kafka.strimzi.io/v1)",
+    "KafkaNodePool (kafka.strimzi.io/v1)",
+    "KafkaTopic (kafka.strimzi.io/v1)",
     "Cluster (postgresql.cnpg.io/v1)",
     "ScheduledBackup (postgresql.cnpg.io/v1)",
+    "ObjectStore (barmancloud.cnpg.io/v1)",
     "ServiceMonitor (monitoring.coreos.com/v1)",
     "PodMonitor (monitoring.coreos.com/v1)",
 }
@@ -299,10 +300,16 @@ def test_backups_are_scheduled_with_a_key_from_a_secret(each: Rendered) -> None:
     assert "--keep" in container["args"]
     env = {e["name"]: e for e in container["env"]}
     assert env["PLATEAU_BACKUP_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "plateau-backup"
-    scheduled = each.one("ScheduledBackup", "plateau-pg-nightly")
-    assert scheduled["spec"]["cluster"]["name"] == "plateau-pg"
-    store = each.one("Cluster", "plateau-pg")["spec"]["backup"]["barmanObjectStore"]
-    assert {ref["name"] for ref in store["s3Credentials"].values()} == {"plateau-pg-backup"}
+    scheduled = each.one("ScheduledBackup", "plateau-pg-nightly")["spec"]
+    assert scheduled["cluster"]["name"] == "plateau-pg"
+    plugin = "barman-cloud.cloudnative-pg.io"
+    assert (scheduled["method"], scheduled["pluginConfiguration"]["name"]) == ("plugin", plugin)
+    (archiver,) = each.one("Cluster", "plateau-pg")["spec"]["plugins"]
+    assert (archiver["name"], archiver["isWALArchiver"]) == (plugin, True)
+    store = each.one("ObjectStore", archiver["parameters"]["barmanObjectName"])["spec"]
+    credentials = store["configuration"]["s3Credentials"]
+    assert {ref["name"] for ref in credentials.values()} == {"plateau-pg-backup"}
+    assert store["retentionPolicy"]
 
 
 # --- network policies --------------------------------------------------------------------
