@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -291,6 +292,25 @@ def test_secrets_are_referenced_never_embedded(each: Rendered) -> None:
                 if "://" in value and "@" in value:
                     credentials = value.split("://", 1)[1].split("@", 1)[0]
                     assert ":$(" in credentials, f"{where} embeds a password in {value}"
+
+
+def test_every_variable_reference_names_a_variable_defined_before_it(each: Rendered) -> None:
+    """Kubernetes leaves ``$(NAME)`` as it is when NAME is not defined earlier in ``env``,
+    so a typo would reach the program as a literal (a database URL with "$(PASWORD)")."""
+    for workload in each.of_kind(*WORKLOADS):
+        for container in _containers(workload):
+            where = f"{each.overlay} {_label(workload)} {container['name']}"
+            defined: set[str] = set()
+            for variable in container.get("env", []):
+                for name in _REFERENCE.findall(variable.get("value", "")):
+                    assert name in defined, f"{where}: {variable['name']} uses undefined {name}"
+                defined.add(variable["name"])
+            for text in container.get("command", []) + container.get("args", []):
+                for name in _REFERENCE.findall(text):
+                    assert name in defined, f"{where}: argument {text!r} uses undefined {name}"
+
+
+_REFERENCE = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
 
 
 def test_backups_are_scheduled_with_a_key_from_a_secret(each: Rendered) -> None:
