@@ -383,6 +383,35 @@ def _selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
     return True
 
 
+def test_only_the_sip_edge_and_https_accept_traffic_from_outside(each: Rendered) -> None:
+    """Ingress from any address (an ipBlock) is DESIGN §2's edges only: SIP 5060 on the
+    gateway or Kamailio, HTTPS 8443 on the access gateway; every other ingress names pods."""
+    edges = {("sip-gateway", "UDP", 5060), ("sip-gateway", "TCP", 5060)}
+    edges |= {("kamailio", "UDP", 5060), ("kamailio", "TCP", 5060)}
+    edges |= {("access-gateway", "TCP", 8443)}
+    opened = set()
+    for policy in each.of_kind("NetworkPolicy"):
+        target = policy["spec"]["podSelector"].get("matchLabels", {})
+        for rule in policy["spec"].get("ingress", []):
+            if not any("ipBlock" in peer for peer in rule.get("from", [{}])):
+                assert rule.get("from"), f"{policy['metadata']['name']}: ingress from anyone"
+                continue
+            for port in rule["ports"]:
+                name = target.get("app.kubernetes.io/name", "?")
+                opened.add((name, port["protocol"], port["port"]))
+    assert opened <= edges, f"{each.overlay}: opened to the outside: {opened - edges}"
+    expected = (
+        edges
+        if each.overlay == "production"
+        else edges
+        - {
+            ("kamailio", "UDP", 5060),
+            ("kamailio", "TCP", 5060),
+        }
+    )
+    assert opened == expected
+
+
 def test_dns_and_the_design_flows_are_allowed(each: Rendered) -> None:
     policies = {p["metadata"]["name"]: p["spec"] for p in each.of_kind("NetworkPolicy")}
     dns = policies["allow-dns"]
