@@ -1,0 +1,269 @@
+"""``plateau backup`` and ``plateau restore``: calls recorded in the stores, backup while the
+platform runs, wipe the home, restore into it, start again — every report row and every
+chain head identical. A damaged, truncated or wrongly keyed archive, and a target that
+holds data or is running, are refused with a clear message and nothing is touched."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import asyncpg
+import pytest
+from plateau_e2e import PlateauUp, admin_dsn, cli_env, make_home, run_cli, snapshot
+
+from plateau_contracts.events import calls, routing
+from plateau_runtime.db import create_pool
+from plateau_runtime.eventstore import EventStore, NewEvent
+
+pytestmark = pytest.mark.e2e
+
+CALLS = 3
+#: Bookkeeping of the projector, not report rows.
+_NOT_REPORTS = {"consumer_checkpoints", "consumer_store_marks", "consumer_rejects"}
+_NOT_REPORTS |= {"relay_positions", "schema_migrations", "events"}
+
+
+async def _record_calls(dsn: str) -> None:
+    """Inbound calls answered and talked, as the gateway and the acd record them."""
+    pool = await create_pool(dsn, max_size=2)
+    try:
+        gateway, acd = EventStore(pool, "sip_gateway"), EventStore(pool, "acd")
+        for n in range(CALLS):
+            start = datetime.now(UTC) - timedelta(minutes=30 - n)
+            call_id, queue = f"backup-call-{n}", "backup-support"
+            queued = routing.CallQueued(
+                queue_id=queue, call_id=call_id, direction="inbound", priority=0
+            )
+            await acd.append(
+                queued.stream_id("demo"), [NewEvent(queued, tenant="demo", occurred_at=start)]
+            )
+            connected = calls.CallConnected(
+                call_id=call_id, agent_id="a-backup", extension="1001", queue_id=queue
+            )
+            ended = calls.CallEnded(
+                call_id=call_id, cause=calls.EndCause.CALLER_HANGUP, ended_by=calls.EndedBy.CALLER
+            )
+            await gateway.append(
+                connected.stream_id(),
+                [
+                    NewEvent(connected, tenant="demo", occurred_at=start + timedelta(seconds=9)),
+                    NewEvent(ended, tenant="demo", occurred_at=start + timedelta(seconds=80 + n)),
+                ],
+            )
+    finally:
+        await pool.close()
+
+
+async def _wait_for_calls(dsn: str, timeout: float = 180) -> None:
+    """Poll until the projector applied every fact of every call (a guard, not a timing)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        conn = await asyncpg.connect(dsn)
+        try:
+            facts = await conn.fetchval(
+                "select count(*) from stats_projector.call_facts "
+                "where tenant = 'demo' and call_id like 'backup-call-%'"
+            )
+        finally:
+            await conn.close()
+        if facts >= 3 * CALLS:
+            return
+        assert time.monotonic() < deadline, f"only {facts} facts of {3 * CALLS} were projected"
+        await asyncio.sleep(0.5)
+
+
+async def _rows(dsn: str, schemas: dict[str, set[str] | None]) -> dict[str, list[str]]:
+    """Every row of the tables of ``schemas`` (None: all but bookkeeping), as sorted text."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        result: dict[str, list[str]] = {}
+        for schema, only in schemas.items():
+            names = [
+                r["tablename"]
+                for r in await conn.fetch(
+                    "select tablename from pg_tables where schemaname = $1 order by 1", schema
+                )
+            ]
+            for name in names:
+                if (only is None and name in _NOT_REPORTS) or (
+                    only is not None and name not in only
+                ):
+                    continue
+                rows = await conn.fetch(f"select * from {schema}.{name}")
+                result[f"{schema}.{name}"] = sorted(repr(tuple(r.values())) for r in rows)
+        return result
+    finally:
+        await conn.close()
+
+
+def _reports(dsn: str) -> dict[str, list[str]]:
+    return asyncio.run(_rows(dsn, {"stats_projector": None}))
+
+
+def _archived_state(dsn: str) -> dict[str, list[str]]:
+    stores = {s: {"events"} for s in ("sip_gateway", "acd", "dialer", "access_gateway")}
+    return asyncio.run(_rows(dsn, {**stores, "access_gateway": {"events", "users"}}))
+
+
+def _heads(verify_output: str) -> list[str]:
+    return sorted(line for line in verify_output.splitlines() if "intact" in line)
+
+
+@dataclass
+class BackedUp:
+    env: dict[str, str]
+    home: Path
+    archive: Path
+    key: Path
+    reports: dict[str, list[str]]
+    state: dict[str, list[str]]
+    heads: list[str]
+    home_files: dict[str, tuple[int, str]]
+
+
+def _config_files(home: Path) -> dict[str, tuple[int, str]]:
+    return {
+        name: value
+        for name, value in snapshot(home).items()
+        if name.split("/")[0] not in {"pg", "logs", "state.json", "up.lock", "secrets.json"}
+        and value[1] != "dir"
+    }
+
+
+@pytest.fixture(scope="module")
+def backed_up() -> Iterator[BackedUp]:
+    """A platform with calls projected, backed up while running, then stopped."""
+    home = make_home()
+    work = home.parent / "work"
+    work.mkdir()
+    key = work / "backup.key"
+    key.write_bytes(os.urandom(32))
+    env = cli_env(home)
+    up = PlateauUp(env)
+    try:
+        assert up.wait_for("Plateau is up"), up.output()[-4000:]
+        dsn = admin_dsn(home)
+        asyncio.run(_record_calls(dsn))
+        asyncio.run(_wait_for_calls(dsn))
+        reports = _reports(dsn)
+        state = _archived_state(dsn)
+        verified = run_cli("verify", env=env, timeout=120)
+        assert verified.returncode == 0, verified.stdout + verified.stderr
+        backups = work / "backups"
+        backups.mkdir()
+        for _ in range(3):
+            done = run_cli(
+                "backup",
+                "--output",
+                str(backups),
+                "--key-file",
+                str(key),
+                "--keep",
+                "2",
+                env=env,
+                timeout=180,
+            )
+            assert done.returncode == 0, done.stdout + done.stderr
+            assert "backup written to" in done.stdout
+        archives = sorted(backups.iterdir())
+        assert len(archives) == 2, archives  # --keep 2 removed the oldest
+        assert "removed older backup" in done.stdout
+        home_files = _config_files(home)
+        assert "access-users.json" in home_files
+    finally:
+        assert up.stop() == 0
+    yield BackedUp(
+        env, home, archives[-1], key, reports, state, _heads(verified.stdout), home_files
+    )
+    shutil.rmtree(home.parent, ignore_errors=True)
+
+
+def test_a_backup_restores_into_a_wiped_home_with_identical_reports(backed_up: BackedUp) -> None:
+    home, env = backed_up.home, backed_up.env
+    assert any(rows for name, rows in backed_up.reports.items() if "call" in name)
+    shutil.rmtree(home)
+
+    restored = run_cli(
+        "restore", str(backed_up.archive), "--key-file", str(backed_up.key), env=env, timeout=300
+    )
+    assert restored.returncode == 0, restored.stdout + restored.stderr
+    assert "chain intact" in restored.stdout
+    assert _config_files(home) == backed_up.home_files
+
+    up = PlateauUp(env)
+    try:
+        assert up.wait_for("Plateau is up"), up.output()[-4000:]
+        dsn = admin_dsn(home)
+        assert _reports(dsn) == backed_up.reports
+        assert _archived_state(dsn) == backed_up.state
+        verified = run_cli("verify", env=env, timeout=120)
+        assert _heads(verified.stdout) == backed_up.heads
+
+        # A running installation is refused at once.
+        again = run_cli(
+            "restore", str(backed_up.archive), "--key-file", str(backed_up.key), env=env
+        )
+        assert again.returncode == 2
+        assert "is running" in again.stderr
+
+        # A database holding data is refused, and is left exactly as it was.
+        before = {**_reports(dsn), **_archived_state(dsn)}
+        files_before = _config_files(home)
+        into = run_cli(
+            "restore",
+            str(backed_up.archive),
+            "--key-file",
+            str(backed_up.key),
+            "--admin-url",
+            dsn,
+            env=env,
+            timeout=120,
+        )
+        assert into.returncode == 2
+        assert "the target installation is not empty" in into.stderr
+        assert "nothing was changed" in into.stderr
+        assert {**_reports(dsn), **_archived_state(dsn)} == before
+        assert _config_files(home) == files_before
+    finally:
+        assert up.stop() == 0
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        ("flip", "damaged or was altered"),
+        ("truncate", "truncated"),
+        ("wrong-key", "wrong key"),
+        ("version", "format version 9"),
+    ],
+)
+def test_a_bad_archive_is_refused_before_anything_is_written(
+    backed_up: BackedUp, damage: str, message: str
+) -> None:
+    work = backed_up.archive.parent.parent
+    data = bytearray(backed_up.archive.read_bytes())
+    key = backed_up.key
+    if damage == "flip":
+        data[len(data) // 2] ^= 0x40
+    elif damage == "truncate":
+        del data[len(data) - 100 :]
+    elif damage == "wrong-key":
+        key = work / "other.key"
+        key.write_bytes(os.urandom(32))
+    else:
+        data[15:17] = (9).to_bytes(2, "big")
+    bad = work / f"bad-{damage}.plateau-backup"
+    bad.write_bytes(bytes(data))
+    target = work / f"target-{damage}"
+    env = cli_env(target)
+    refused = run_cli("restore", str(bad), "--key-file", str(key), env=env, timeout=120)
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert message in refused.stderr
+    assert not target.exists()  # not even the home was created
