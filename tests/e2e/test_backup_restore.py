@@ -79,6 +79,34 @@ async def _wait_for_calls(dsn: str, timeout: float = 180) -> None:
         await asyncio.sleep(0.5)
 
 
+async def _progress(dsn: str) -> tuple[object, ...]:
+    """Each store's head and how far the projector applied it."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        heads = []
+        for schema in ("sip_gateway", "acd", "dialer", "access_gateway"):
+            heads.append(await conn.fetchval(f"select max(position) from {schema}.events"))
+        marks = await conn.fetch(
+            "select store, max(position) as position from stats_projector.consumer_store_marks "
+            "group by store order by store"
+        )
+        return (*heads, *(tuple(r.values()) for r in marks))
+    finally:
+        await conn.close()
+
+
+async def _wait_until_settled(dsn: str, timeout: float = 180) -> None:
+    """Poll until nothing moves: the services have reacted to the calls (the acd records
+    what it concludes from them) and the projector applied everything. A guard, not a
+    timing: the reports compared after the restore must be those of the stores backed up."""
+    deadline = time.monotonic() + timeout
+    seen: list[tuple[object, ...]] = []
+    while len(seen) < 4 or len(set(seen[-4:])) != 1:
+        assert time.monotonic() < deadline, f"the platform never settled: {seen[-4:]}"
+        seen.append(await _progress(dsn))
+        await asyncio.sleep(1)
+
+
 async def _rows(dsn: str, schemas: dict[str, set[str] | None]) -> dict[str, list[str]]:
     """Every row of the tables of ``schemas`` (None: all but bookkeeping), as sorted text."""
     conn = await asyncpg.connect(dsn)
@@ -152,6 +180,8 @@ def backed_up() -> Iterator[BackedUp]:
         dsn = admin_dsn(home)
         asyncio.run(_record_calls(dsn))
         asyncio.run(_wait_for_calls(dsn))
+        asyncio.run(_wait_until_settled(dsn))
+        settled = asyncio.run(_progress(dsn))
         reports = _reports(dsn)
         state = _archived_state(dsn)
         verified = run_cli("verify", env=env, timeout=120)
@@ -172,6 +202,8 @@ def backed_up() -> Iterator[BackedUp]:
             )
             assert done.returncode == 0, done.stdout + done.stderr
             assert "backup written to" in done.stdout
+        # Nothing moved while the reports were read and the archives written.
+        assert asyncio.run(_progress(dsn)) == settled
         archives = sorted(backups.iterdir())
         assert len(archives) == 2, archives  # --keep 2 removed the oldest
         assert "removed older backup" in done.stdout
