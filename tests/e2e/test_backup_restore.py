@@ -79,6 +79,9 @@ async def _wait_for_calls(dsn: str, timeout: float = 180) -> None:
         await asyncio.sleep(0.5)
 
 
+CUSTOMERS = "Référence;Abonné;Téléphone\r\nA-1;Élodie;06 612 34 56\r\nA-2;Noël;05 512 34 56\r\n"
+
+
 async def _progress(dsn: str) -> tuple[object, ...]:
     """Each store's head and how far the projector applied it."""
     conn = await asyncpg.connect(dsn)
@@ -90,7 +93,9 @@ async def _progress(dsn: str) -> tuple[object, ...]:
             "select store, max(position) as position from stats_projector.consumer_store_marks "
             "group by store order by store"
         )
-        return (*heads, *(tuple(r.values()) for r in marks))
+        # The gateway's copy of the dialer's allow-list arrives over the bus too.
+        allowed = await conn.fetchval("select count(*) from sip_gateway.allowlist_facts")
+        return (*heads, allowed, *(tuple(r.values()) for r in marks))
     finally:
         await conn.close()
 
@@ -136,8 +141,17 @@ def _reports(dsn: str) -> dict[str, list[str]]:
 
 
 def _archived_state(dsn: str) -> dict[str, list[str]]:
-    stores = {s: {"events"} for s in ("sip_gateway", "acd", "dialer", "access_gateway")}
-    return asyncio.run(_rows(dsn, {**stores, "access_gateway": {"events", "users"}}))
+    return asyncio.run(
+        _rows(
+            dsn,
+            {
+                "sip_gateway": {"events", "allowlist_facts"},
+                "acd": {"events"},
+                "dialer": {"events", "contacts", "campaign_status"},
+                "access_gateway": {"events", "users"},
+            },
+        )
+    )
 
 
 def _heads(verify_output: str) -> list[str]:
@@ -179,6 +193,15 @@ def backed_up() -> Iterator[BackedUp]:
         assert up.wait_for("Plateau is up"), up.output()[-4000:]
         dsn = admin_dsn(home)
         asyncio.run(_record_calls(dsn))
+        created = run_cli(
+            *("campaign", "create", "renewals", "--queue", "sales", "--window", "08:00-20:00"),
+            env=env,
+        )
+        assert created.returncode == 0, created.stdout + created.stderr
+        customers = work / "customers.csv"
+        customers.write_bytes(CUSTOMERS.encode("cp1252"))
+        imported = run_cli("campaign", "import", str(customers), "--campaign", "renewals", env=env)
+        assert imported.returncode == 0, imported.stdout + imported.stderr
         asyncio.run(_wait_for_calls(dsn))
         asyncio.run(_wait_until_settled(dsn))
         settled = asyncio.run(_progress(dsn))
@@ -207,6 +230,8 @@ def backed_up() -> Iterator[BackedUp]:
         archives = sorted(backups.iterdir())
         assert len(archives) == 2, archives  # --keep 2 removed the oldest
         assert "removed older backup" in done.stdout
+        assert len(state["dialer.contacts"]) == 2, state["dialer.contacts"]
+        assert state["sip_gateway.allowlist_facts"], "the gateway never learnt the list"
         home_files = _config_files(home)
         assert "access-users.json" in home_files
     finally:
@@ -274,6 +299,7 @@ def test_a_backup_restores_into_a_wiped_home_with_identical_reports(backed_up: B
         ("truncate", "truncated"),
         ("wrong-key", "wrong key"),
         ("version", "format version 9"),
+        ("passphrase", "encrypted with a key file"),
     ],
 )
 def test_a_bad_archive_is_refused_before_anything_is_written(
@@ -289,13 +315,17 @@ def test_a_bad_archive_is_refused_before_anything_is_written(
     elif damage == "wrong-key":
         key = work / "other.key"
         key.write_bytes(os.urandom(32))
-    else:
+    elif damage == "version":
         data[15:17] = (9).to_bytes(2, "big")
     bad = work / f"bad-{damage}.plateau-backup"
     bad.write_bytes(bytes(data))
     target = work / f"target-{damage}"
     env = cli_env(target)
-    refused = run_cli("restore", str(bad), "--key-file", str(key), env=env, timeout=120)
+    key_option = ["--key-file", str(key)]
+    if damage == "passphrase":
+        env["PLATEAU_BACKUP_KEY"] = "a passphrase instead of the key file"
+        key_option = []
+    refused = run_cli("restore", str(bad), *key_option, env=env, timeout=120)
     assert refused.returncode == 2, refused.stdout + refused.stderr
     assert message in refused.stderr
     assert not target.exists()  # not even the home was created

@@ -23,6 +23,7 @@ import importlib
 import importlib.metadata
 import os
 import re
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -567,13 +568,18 @@ def _restore(
         )
     if migrate is not None:
         migrate(admin_dsn)
+    began = time.monotonic()
     asyncio.run(restore_into(admin_dsn, archive, material, manifest, home))
     stores = ", ".join(
         f"{schema} {s['events']} events (head {s['last_position']}, chain intact)"
         for schema, s in manifest["stores"].items()
     )
-    print(f"restored {stores}; {len(manifest['files'])} configuration files")
-    print(rebuild_projections(admin_dsn))
+    print(
+        f"restored {stores}; {len(manifest['files'])} configuration files "
+        f"({time.monotonic() - began:.1f} s)"
+    )
+    began = time.monotonic()
+    print(f"{rebuild_projections(admin_dsn)} ({time.monotonic() - began:.1f} s)")
     print(
         "the relays republish every event to the empty bus at the next start; consumers "
         "skip what they had applied. Start it with: plateau up"
