@@ -112,6 +112,32 @@ async def _wait_until_settled(dsn: str, timeout: float = 180) -> None:
         await asyncio.sleep(1)
 
 
+async def _wait_for_republished(dsn: str, timeout: float = 180) -> None:
+    """Poll until every relay of the restored installation has republished its whole store
+    to the new, empty bus (a guard, not a timing): what the consumers then received twice
+    must have changed nothing."""
+    deadline = time.monotonic() + timeout
+    while True:
+        conn = await asyncpg.connect(dsn)
+        try:
+            behind = []
+            for schema in ("sip_gateway", "acd", "dialer", "access_gateway"):
+                head = await conn.fetchval(
+                    f"select coalesce(max(position), 0) from {schema}.events"
+                )
+                relayed = await conn.fetchval(
+                    f"select coalesce(max(position), 0) from {schema}.relay_positions"
+                )
+                if relayed < head:
+                    behind.append(f"{schema} {relayed}/{head}")
+        finally:
+            await conn.close()
+        if not behind:
+            return
+        assert time.monotonic() < deadline, f"relays still behind: {behind}"
+        await asyncio.sleep(0.5)
+
+
 async def _rows(dsn: str, schemas: dict[str, set[str] | None]) -> dict[str, list[str]]:
     """Every row of the tables of ``schemas`` (None: all but bookkeeping), as sorted text."""
     conn = await asyncpg.connect(dsn)
@@ -258,6 +284,8 @@ def test_a_backup_restores_into_a_wiped_home_with_identical_reports(backed_up: B
     try:
         assert up.wait_for("Plateau is up"), up.output()[-4000:]
         dsn = admin_dsn(home)
+        asyncio.run(_wait_for_republished(dsn))
+        asyncio.run(_wait_until_settled(dsn))
         assert _reports(dsn) == backed_up.reports
         assert _archived_state(dsn) == backed_up.state
         verified = run_cli("verify", env=env, timeout=120)

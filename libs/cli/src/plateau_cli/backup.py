@@ -581,8 +581,8 @@ def _restore(
     began = time.monotonic()
     print(f"{rebuild_projections(admin_dsn)} ({time.monotonic() - began:.1f} s)")
     print(
-        "the relays republish every event to the empty bus at the next start; consumers "
-        "skip what they had applied. Start it with: plateau up"
+        "at their next start the relays republish every event to the empty bus and the "
+        "consumers skip what they had applied; start the platform (plateau up) now"
     )
 
 
