@@ -50,8 +50,10 @@ KEY_BYTES = 32
 SALT_BYTES = 32
 NONCE_PREFIX_BYTES = 7
 TAG_BYTES = 16
-#: scrypt cost for passphrases: 2**15 x 8 x 1 = 32 MiB of memory per derivation.
-SCRYPT_N, SCRYPT_R, SCRYPT_P = 1 << 15, 8, 1
+#: scrypt cost for passphrases (OWASP's recommendation): 128 MiB of memory per derivation.
+SCRYPT_N, SCRYPT_R, SCRYPT_P = 1 << 17, 8, 1
+#: The most a header may ask for: a forged header must not make a restore exhaust memory.
+SCRYPT_MAX_N = 1 << 20
 MAX_PARAMETERS = 4096
 
 _U16 = struct.Struct(">H")
@@ -128,14 +130,15 @@ class _Keys:
 def _derive(material: KeyMaterial, parameters: dict[str, Any]) -> _Keys:
     salt = bytes.fromhex(parameters["salt"])
     if parameters["kdf"] == "scrypt":
+        n, r, p = (int(parameters[name]) for name in ("n", "r", "p"))
+        if not (n <= SCRYPT_MAX_N and 1 <= r <= 32 and 1 <= p <= 16):
+            raise ValueError(f"scrypt cost n={n}, r={r}, p={p} is out of bounds")
         if material.kind != "scrypt":
             raise ArchiveError(
                 "this archive was encrypted with a passphrase, and a key file was given",
                 "give the passphrase in PLATEAU_BACKUP_KEY instead of --key-file",
             )
-        master = Scrypt(
-            salt=salt, length=KEY_BYTES, n=parameters["n"], r=parameters["r"], p=parameters["p"]
-        ).derive(material.secret)
+        master = Scrypt(salt=salt, length=KEY_BYTES, n=n, r=r, p=p).derive(material.secret)
     else:
         if material.kind != "key-file":
             raise ArchiveError(

@@ -144,3 +144,22 @@ def test_key_files_hold_32_bytes_raw_hex_or_base64(tmp_path: Path) -> None:
         KeyMaterial.from_key_file(short)
     with pytest.raises(PlateauError, match="shorter than 12"):
         KeyMaterial.from_passphrase("short")
+
+
+def test_a_forged_header_cannot_ask_for_an_exhausting_scrypt_cost() -> None:
+    import hashlib
+    import json
+
+    material = KeyMaterial.from_passphrase("correct horse battery staple")
+    data = _archive(material)
+    start = len(MAGIC) + 2
+    (length,) = struct.unpack(">I", data[start : start + 4])
+    parameters = json.loads(data[start + 4 : start + 4 + length])
+    check = data[start + 4 + length : start + 4 + length + 32]
+    rest = data[start + 4 + length + 64 :]
+    parameters["n"] = 1 << 30
+    encoded = json.dumps(parameters).encode()
+    head = MAGIC + data[len(MAGIC) : start] + struct.pack(">I", len(encoded)) + encoded
+    forged = head + check + hashlib.sha256(head + check).digest() + rest
+    with pytest.raises(ArchiveError, match="out of bounds"):
+        _check(forged, material)
