@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 
-from plateau_cli import campaigns, dnc
+from plateau_cli import backup, campaigns, dnc
 from plateau_cli.access import ACCESS
 from plateau_cli.configure import ACD, apply_file
 from plateau_cli.console import Console
@@ -200,6 +200,15 @@ def cmd_verify_export(args: argparse.Namespace) -> int:
     return run_verify_export(args, load_cli_settings().home)
 
 
+def cmd_backup(args: argparse.Namespace) -> int:
+    home = Home(load_cli_settings().home)
+    return backup.run_backup(args, home.root, lambda: _running_admin_dsn(home))
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    return backup.run_restore(args, load_cli_settings().home)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="plateau",
@@ -298,6 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
     campaigns.register(commands)
     dnc.register(commands)
     add_verify_export(commands, cmd_verify_export)
+    backup.add_parsers(commands, cmd_backup, cmd_restore)
     return parser
 
 

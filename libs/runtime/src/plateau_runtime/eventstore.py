@@ -341,12 +341,14 @@ class EventStore:
         return [_row_to_event(r) for r in rows]
 
     async def iterate(
-        self, after_position: int = 0, batch: int = 5000
+        self, after_position: int = 0, batch: int = 5000, conn: Connection | None = None
     ) -> AsyncIterator[StoredEvent]:
-        """Every event after a position, batch by batch (for replays and verification)."""
+        """Every event after a position, batch by batch (for replays and verification).
+
+        With ``conn``, read on it (e.g. inside a restore's transaction)."""
         position = after_position
         while True:
-            events = await self.read_all(position, batch)
+            events = await self.read_all(position, batch, conn)
             if not events:
                 return
             for stored in events:
@@ -360,10 +362,12 @@ class EventStore:
         )
         return (row["position"], bytes(row["hash"])) if row else (0, GENESIS_HASH)
 
-    async def verify(self) -> ChainReport:
-        """Recompute the chain from the first event; report the first broken link, if any."""
+    async def verify(self, conn: Connection | None = None) -> ChainReport:
+        """Recompute the chain from the first event; report the first broken link, if any.
+
+        With ``conn``, read on it: a restore verifies what it loaded before committing."""
         expected_prev, expected_position, checked = GENESIS_HASH, 1, 0
-        async for stored in self.iterate():
+        async for stored in self.iterate(conn=conn):
             problem = None
             if stored.position != expected_position:
                 problem = f"position {expected_position} is missing (next is {stored.position})"
