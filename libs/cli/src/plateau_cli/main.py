@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 
-from plateau_cli import campaigns
+from plateau_cli import campaigns, demo
 from plateau_cli.access import ACCESS
 from plateau_cli.configure import ACD, apply_file
 from plateau_cli.console import Console
@@ -296,6 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
     rebuild.set_defaults(handler=cmd_projections_rebuild)
     _add_users_commands(commands)
     campaigns.register(commands)
+    demo.register(commands)
     add_verify_export(commands, cmd_verify_export)
     return parser
 
