@@ -17,6 +17,7 @@ import logging
 import os
 import socket
 import threading
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -174,8 +175,10 @@ def _passwords(home: Home) -> dict[str, str]:
 class TrafficThread:
     """Runs ``Traffic`` in its own thread and event loop; ``stop`` winds it down and waits."""
 
-    def __init__(self, console: Console) -> None:
+    def __init__(self, console: Console, log_path: Path) -> None:
         self.console = console
+        self.log_path = log_path
+        self._log_lock = threading.Lock()
         self.config: DemoConfig | None = None
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -184,7 +187,13 @@ class TrafficThread:
         self._ready = threading.Event()
 
     def say(self, line: str) -> None:
+        """A line of the traffic: on the console, and in ``logs/demo.log`` with its time."""
         self.console.service_line(SOURCE, line)
+        stamp = datetime.now().astimezone().isoformat(timespec="seconds")
+        with self._log_lock, contextlib.suppress(OSError):
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
+            with self.log_path.open("a", encoding="utf-8") as log:
+                log.write(f"{stamp} {line}\n")
 
     def start(self) -> None:
         if self.config is None or self._thread is not None:
@@ -228,16 +237,16 @@ class TrafficThread:
 class _ConsoleHandler(logging.Handler):
     """The traffic's log records as ``demo | …`` lines."""
 
-    def __init__(self, console: Console) -> None:
+    def __init__(self, traffic: TrafficThread) -> None:
         super().__init__(logging.INFO)
-        self.console = console
+        self.traffic = traffic
 
     def emit(self, record: logging.LogRecord) -> None:
         text = record.getMessage()
         if record.exc_info:
             text += f" ({record.exc_info[1]!r})"
         level = record.levelname.lower()
-        self.console.service_line(SOURCE, text if level == "info" else f"{level}: {text}")
+        self.traffic.say(text if level == "info" else f"{level}: {text}")
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -250,9 +259,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     with home.acquire_lock():
         console = Console(log_path=home.log_path("plateau"))
         signals = StopSignals()
-        traffic = TrafficThread(console)
+        traffic = TrafficThread(console, home.log_path(SOURCE))
         logger = logging.getLogger("plateau_demo")
-        handler = _ConsoleHandler(console)
+        handler = _ConsoleHandler(traffic)
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
         logger.propagate = False

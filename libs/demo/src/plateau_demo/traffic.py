@@ -59,7 +59,6 @@ class Traffic:
         self.phones: list[Softphone] = []
         self.desks: list[Desk] = []
         self._tasks: list[asyncio.Task[None]] = []
-        self._loop_began = 0.0
 
     async def run(self, stop: asyncio.Event) -> None:
         config = self.config
@@ -76,6 +75,7 @@ class Traffic:
                 if config.outbound
                 else f"the demo carrier cannot listen on {host}:{port}: {exc.strerror}"
             ) from None
+        began = asyncio.get_running_loop().time()
         acd = grpc.aio.insecure_channel(config.acd_target)
         dialer = grpc.aio.insecure_channel(config.dialer_target)
         campaign = DemoCampaign(dialer, config.tenant)
@@ -114,6 +114,7 @@ class Traffic:
             await self._wind_down(campaign if config.outbound else None)
             await acd.close()
             await dialer.close()
+            self.say("traffic stopped: " + self.summary(asyncio.get_running_loop().time() - began))
 
     def _start(self, work: Coroutine[Any, Any, None]) -> None:
         self._tasks.append(asyncio.create_task(self._guarded(work)))
