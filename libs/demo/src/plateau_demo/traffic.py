@@ -114,7 +114,8 @@ class Traffic:
             await self._wind_down(campaign if config.outbound else None)
             await acd.close()
             await dialer.close()
-            self.say("traffic stopped: " + self.summary(asyncio.get_running_loop().time() - began))
+            elapsed = asyncio.get_running_loop().time() - began
+            self.say("traffic stopped: " + self.summary(elapsed, with_agents=False))
 
     def _start(self, work: Coroutine[Any, Any, None]) -> None:
         self._tasks.append(asyncio.create_task(self._guarded(work)))
@@ -158,7 +159,7 @@ class Traffic:
                 return
             self.say(self.summary(loop.time() - began))
 
-    def summary(self, elapsed_s: float) -> str:
+    def summary(self, elapsed_s: float, *, with_agents: bool = True) -> str:
         """One line: the simulated time, the call counts so far, the agents' states."""
         counts = self.carrier.counts + self.counts
         states = Counter(
@@ -170,7 +171,8 @@ class Traffic:
         hour = self.config.settings.simulated_hour(elapsed_s)
         figures = ", ".join(f"{name} {n}" for name, n in sorted(counts.items()))
         agents = ", ".join(f"{n} {state}" for state, n in sorted(states.items()))
-        return f"simulated {_clock(hour)} · {figures or 'no call yet'} · agents: {agents or '-'}"
+        line = f"simulated {_clock(hour)} · {figures or 'no call yet'}"
+        return line + (f" · agents: {agents or '-'}" if with_agents else "")
 
 
 def _clock(hour: float) -> str:
