@@ -146,6 +146,10 @@ def test_the_demo_moves_the_wallboard_within_a_minute_and_stops_cleanly(tmp_path
                 )
                 time.sleep(1)
 
+        second = run_cli("demo", env=env)
+        assert second.returncode == 1, second.stdout + second.stderr
+        assert "Plateau is already running" in second.stderr
+
         family = demo.descendants()
         assert len(family) >= 7  # PostgreSQL, the broker and the five services at least
         assert demo.stop() == 0, demo.output()[-4000:]

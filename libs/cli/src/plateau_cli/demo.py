@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from plateau_cli.console import Console
-from plateau_cli.home import Home
+from plateau_cli.home import AlreadyRunningError, Home
 from plateau_cli.platform import HOST, Interrupted, Platform, StopSignals
 from plateau_cli.settings import load_cli_settings
 from plateau_demo.agents import AgentIdentity
@@ -253,9 +253,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
     settings = load_cli_settings()
     rhythm = traffic_settings(args)
     carrier, numbers = demo_trunk()
+    home = Home(settings.home)
+    holder = home.lock_holder()
+    if holder is not None:  # its carrier holds the port: say what is really going on
+        raise AlreadyRunningError(
+            f"Plateau is already running (pid {holder})",
+            f"use `plateau status`, or stop it with Ctrl-C / kill {holder}",
+        )
     if not args.no_outbound:
         _check_carrier_port(carrier)
-    home = Home(settings.home)
     with home.acquire_lock():
         console = Console(log_path=home.log_path("plateau"))
         signals = StopSignals()
