@@ -22,6 +22,7 @@ from plateau_demo.sip import Challenge, SipMessage, SipParseError
 log = logging.getLogger(__name__)
 REGISTER_EXPIRES = 300
 RETRY_S = 3.0
+ACT_AGAIN_S = 30.0  # a state that lasts: act on it again (the last command may have failed)
 DISPOSITIONS = ("resolved", "information given", "callback promised", "escalated")
 
 
@@ -289,6 +290,7 @@ class Desk:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(phone.registered.wait(), 30)
         acted: tuple[int, int] | None = None
+        acted_at = 0.0
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), 1.0)
@@ -297,10 +299,12 @@ class Desk:
             if status is None:
                 continue
             mark = (status.state, status.state_since.ToNanoseconds())
-            if mark == acted:
+            now = asyncio.get_running_loop().time()
+            if mark == acted and now - acted_at < ACT_AGAIN_S:
                 continue
             acted = mark
             await self._act(status, stop)
+            acted_at = asyncio.get_running_loop().time()
 
     async def _login(self) -> None:
         done = await self._call(
