@@ -198,7 +198,9 @@ class TrafficThread:
     def start(self) -> None:
         if self.config is None or self._thread is not None:
             return
-        self._thread = threading.Thread(target=self._run, name="demo-traffic")
+        # A daemon only so that a traffic stuck past STOP_TRAFFIC_S cannot keep the
+        # process alive once the platform is stopped; it is joined like any other.
+        self._thread = threading.Thread(target=self._run, name="demo-traffic", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
