@@ -20,6 +20,7 @@ import threading
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from plateau_cli.console import Console
 from plateau_cli.home import AlreadyRunningError, Home
@@ -41,6 +42,7 @@ EXTENSIONS_FILE = "sip-extensions.json"
 FIRST_EXTENSION = 1001
 DEMO_AGENTS = 6  # a-1001 … a-1006 in the demo tenant
 STOP_TRAFFIC_S = 20.0
+WALLBOARD_WAIT_S = 30.0
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -180,6 +182,8 @@ class TrafficThread:
         self.log_path = log_path
         self._log_lock = threading.Lock()
         self.config: DemoConfig | None = None
+        self.wallboard = ""  # the access gateway's URL
+        self.credentials = Path()
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
@@ -218,10 +222,41 @@ class TrafficThread:
         self._ready.set()
         if self._stopping.is_set():
             return
+        await self._wait_for_wallboard()
+        if self._stop.is_set():
+            return
+        self.console.say(
+            f"demo: the wallboard is at {self.wallboard} — log in as the demo client "
+            f"`demo.supervisor` (its password is in {self.credentials}); simulated traffic "
+            "starts now"
+        )
         try:
             await Traffic(self.config, self.say).run(self._stop)
         except DemoError as exc:
             self.console.say(str(exc), "error")
+
+    async def _wait_for_wallboard(self) -> None:
+        """Wait (at most WALLBOARD_WAIT_S) until the access gateway accepts connections: it
+        binds its HTTPS port just after reporting SERVING, and the traffic's own outgoing
+        connections must not take that port first when it is an ephemeral one."""
+        parts = urlsplit(self.wallboard)
+        if not parts.hostname or not parts.port:
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + WALLBOARD_WAIT_S
+        assert self._stop is not None
+        while loop.time() < deadline and not self._stop.is_set():
+            try:
+                _, writer = await asyncio.wait_for(
+                    asyncio.open_connection(parts.hostname, parts.port), 1.0
+                )
+            except (OSError, TimeoutError):
+                await asyncio.sleep(0.2)
+                continue
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+            return
 
     def stop(self) -> None:
         self._stopping.set()
@@ -276,11 +311,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
         def configure_and_start() -> None:
             traffic.config = _config(args, rhythm, platform, carrier, numbers)
-            platform.console.say(
-                f"demo: the wallboard is at {platform.access.url if platform.access else '?'} — "
-                "log in as the demo client `demo.supervisor` (its password is in "
-                f"{home.root / 'access-users.json'}); simulated traffic starts now"
-            )
+            traffic.wallboard = platform.access.url if platform.access else ""
+            traffic.credentials = home.root / "access-users.json"
             traffic.start()
 
         platform = Platform(settings, home, console, signals, on_up=configure_and_start)
