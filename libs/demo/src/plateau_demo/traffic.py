@@ -94,8 +94,10 @@ class Traffic:
                 self._start(self._start_campaign(campaign, stop))
             self._start(self._report(stop))
             s = config.settings
+            endpoint = self.carrier.endpoint
+            where = f"{endpoint.host}:{endpoint.port}" if endpoint else f"{host}:{port}"
             self.say(
-                f"traffic: a carrier on {host}:{port} calling "
+                f"traffic: a carrier on {where} calling "
                 f"{', '.join(config.dialled_numbers)} (peak {s.peak_calls_per_minute:g} "
                 f"calls/min, a simulated day every {s.day_minutes:g} min starting at "
                 f"{_clock(s.start_hour)}), {len(config.agents)} agents on extensions "
