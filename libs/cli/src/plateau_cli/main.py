@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 
-from plateau_cli import backup, campaigns, dnc
+from plateau_cli import backup, campaigns, demo, dnc
 from plateau_cli.access import ACCESS
 from plateau_cli.configure import ACD, apply_file
 from plateau_cli.console import Console
@@ -306,6 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_users_commands(commands)
     campaigns.register(commands)
     dnc.register(commands)
+    demo.register(commands)
     add_verify_export(commands, cmd_verify_export)
     backup.add_parsers(commands, cmd_backup, cmd_restore)
     return parser

@@ -268,8 +268,10 @@ class Platform:
         signals: StopSignals,
         *,
         with_services: bool = True,
+        on_up: Callable[[], None] | None = None,
     ) -> None:
         self.settings = settings
+        self.on_up = on_up  # called once every service serves (``plateau demo`` starts traffic)
         self.signals = signals
         self.home = home
         self.console = console
@@ -464,6 +466,8 @@ class Platform:
             if not announced and all(s.serving for s in self.services) and self.services:
                 announced = True
                 self._announce_up()
+                if self.on_up is not None:
+                    self.on_up()
             if not announced and not warned and now - began > UP_WARNING_AFTER:
                 warned = True
                 waiting = [s for s in self.services if not s.serving]
