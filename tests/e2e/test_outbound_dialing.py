@@ -302,7 +302,8 @@ async def test_two_hundred_contacts_are_dialled_by_the_rules_and_answers_reach_a
         print(
             f"campaign of {CONTACTS} contacts, {expected} dials: "
             f"{time.monotonic() - campaign_started:.0f} s "
-            f"(platform up in {campaign_started - up_started:.0f} s before)"
+            f"(after {campaign_started - up_started:.0f} s of plateau up, configuration and "
+            "registrations)"
         )
         code, output = await network.result(timeout=30)
         assert code == 0, f"the customers' network saw failed calls:\n{output}"
