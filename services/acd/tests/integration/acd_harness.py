@@ -47,7 +47,12 @@ from plateau_contracts.events.calls import (
     EndCause,
     EndedBy,
 )
-from plateau_contracts.events.dialer import CallingWindow, CampaignCreated, PacingMode
+from plateau_contracts.events.dialer import (
+    CallingWindow,
+    CampaignCreated,
+    CampaignStopped,
+    PacingMode,
+)
 from plateau_contracts.grpc.agents.v1 import agent_desk_pb2 as desk
 from plateau_contracts.grpc.agents.v1 import agent_desk_pb2_grpc as desk_grpc
 from plateau_contracts.grpc.calls.v1 import call_control_pb2 as pb
@@ -259,6 +264,11 @@ class GatewayFacts:
         await self.store.append(
             f"campaign-{tenant}:{campaign_id}", [NewEvent(created, tenant=tenant)]
         )
+
+    async def stop_campaign(self, tenant: str, campaign_id: str) -> None:
+        """The dialer's ``campaign.stopped`` (calls in flight still finish)."""
+        stopped = CampaignStopped(campaign_id=campaign_id, requested_by="test", reason="done")
+        await self.store.append(stopped.stream_id(tenant), [NewEvent(stopped, tenant=tenant)])
 
     async def answered(
         self, tenant: str, call_id: str, campaign_id: str, agent_id: str | None = None

@@ -52,6 +52,14 @@ async def test_a_live_answer_is_connected_ahead_of_waiting_inbound_calls(
             await w.gateway.offer(w.tenant, w.c("in-1"))
             await w.gateway.offer(w.tenant, w.c("in-2"))
             await eventually(lambda: _count_is(running, "call.queued", 2), "inbound queued")
+            # Stopped while its dial was in flight: the answer is still taken.
+            await w.gateway.stop_campaign(w.tenant, CAMPAIGN)
+            await eventually(
+                lambda: (
+                    getattr(running.outbound.campaign(w.tenant, CAMPAIGN), "state", "") == "stopped"
+                ),
+                "the stop known",
+            )
             await w.gateway.answered(w.tenant, w.c("out-1"), CAMPAIGN)
             await eventually(lambda: _count_is(running, "call.queued", 3), "the answer queued")
 
