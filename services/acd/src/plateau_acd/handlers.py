@@ -15,7 +15,7 @@ or replayed fact changes nothing. Once the transaction has committed, its events
 applied to the state without being read back (``committed``).
 
 Effects towards the gateway (``ConnectAgent`` for a reservation, ``Hangup`` when routing
-gives up) are derived from recorded events *after* they commit, and sent by the
+gives up on an inbound call) are derived from recorded events *after* they commit, and sent by the
 ``Effects`` worker with the event id as the idempotency key. After a restart, reservations
 still waiting for their agent leg are sent again (the gateway answers a repeated request id
 with its first answer).
@@ -64,6 +64,7 @@ from plateau_contracts.events.routing import (
     CallAbandoned,
     CallAgentReserved,
     CallAnswered,
+    CallDequeued,
     CallOverflowed,
     CallQueued,
     CallRequeued,
@@ -95,6 +96,7 @@ DOMAIN_FACTS: tuple[type[EventData], ...] = (
     CallAnswered,
     CallRequeued,
     CallAbandoned,
+    CallDequeued,
     CallOverflowed,
     RoutingFailed,
     QueueConfigured,
@@ -386,10 +388,12 @@ class Acd:
                     self._effects.put_nowait(reservation)
             case CallRequeued() | CallAnswered():
                 book.reservations.pop(data.call_id, None)
-            case CallAbandoned() | RoutingFailed():
+            case CallAbandoned() | CallDequeued() | RoutingFailed():
                 book.reservations.pop(data.call_id, None)
                 book.cards.pop(data.call_id, None)
-                if isinstance(data, RoutingFailed):
+                # An outbound live answer is left to the gateway's 2-s rule, which plays
+                # the compliance message and counts the abandon against the campaign.
+                if isinstance(data, RoutingFailed) and data.campaign_id is None:
                     self._hang_up(envelope, data, emit_effects=emit_effects)
             case WrapUpCompleted():
                 book.cards.pop(data.call_id, None)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable
@@ -25,7 +26,9 @@ from plateau_acd.domain.config import load_config
 from plateau_acd.effects import Effects
 from plateau_acd.entrypoints.agent_desk import agent_desk_service
 from plateau_acd.entrypoints.calls import calls_consumer
+from plateau_acd.entrypoints.campaigns import campaigns_consumer
 from plateau_acd.handlers import Acd
+from plateau_acd.outbound import Outbound
 from plateau_contracts.catalogue import parse
 from plateau_contracts.envelope import EventData
 from plateau_contracts.events.calls import (
@@ -36,8 +39,19 @@ from plateau_contracts.events.calls import (
     CallConnected,
     CallEnded,
     CallOffered,
+    CallOriginated,
+    ComplianceAbandoned,
+    DialCompleted,
+    DialOutcome,
+    DialRequester,
     EndCause,
     EndedBy,
+)
+from plateau_contracts.events.dialer import (
+    CallingWindow,
+    CampaignCreated,
+    CampaignStopped,
+    PacingMode,
 )
 from plateau_contracts.grpc.agents.v1 import agent_desk_pb2 as desk
 from plateau_contracts.grpc.agents.v1 import agent_desk_pb2_grpc as desk_grpc
@@ -228,6 +242,90 @@ class GatewayFacts:
         cause = EndCause.CALLER_HANGUP if by is EndedBy.CALLER else EndCause.AGENT_HANGUP
         await self.record(tenant, call_id, CallEnded(call_id=call_id, cause=cause, ended_by=by))
 
+    async def create_campaign(self, tenant: str, campaign_id: str, queue_id: str) -> None:
+        """The dialer's ``campaign.created`` (this stand-in's relay publishes it on
+        ``plateau.dialer``, the topic of its type)."""
+        created = CampaignCreated(
+            campaign_id=campaign_id,
+            name="Renewals",
+            queue_id=queue_id,
+            pacing=PacingMode.PROGRESSIVE,
+            max_abandon_rate=0.03,
+            max_attempts=3,
+            retry_after_s=60,
+            ring_timeout_s=15,
+            calling_window=CallingWindow(
+                start=dt.time(0, 0),
+                end=dt.time(23, 59),
+                days=("mon", "tue", "wed", "thu", "fri", "sat", "sun"),
+                time_zone="Africa/Brazzaville",
+            ),
+        )
+        await self.store.append(
+            f"campaign-{tenant}:{campaign_id}", [NewEvent(created, tenant=tenant)]
+        )
+
+    async def stop_campaign(self, tenant: str, campaign_id: str) -> None:
+        """The dialer's ``campaign.stopped`` (calls in flight still finish)."""
+        stopped = CampaignStopped(campaign_id=campaign_id, requested_by="test", reason="done")
+        await self.store.append(stopped.stream_id(tenant), [NewEvent(stopped, tenant=tenant)])
+
+    async def answered(
+        self, tenant: str, call_id: str, campaign_id: str, agent_id: str | None = None
+    ) -> None:
+        """An originated call the customer answered (the acd's turn: 2 s at most)."""
+        await self.originate(tenant, call_id, campaign_id, agent_id)
+        await self.answer(tenant, call_id, campaign_id)
+
+    async def originate(
+        self, tenant: str, call_id: str, campaign_id: str, agent_id: str | None = None
+    ) -> None:
+        """The gateway dialled a contact of the campaign (``agent_id``: preview)."""
+        await self.record(
+            tenant,
+            call_id,
+            CallOriginated(
+                call_id=call_id,
+                campaign_id=campaign_id,
+                contact_id=f"ct-{call_id}",
+                attempt_id=f"at-{call_id}",
+                number="+242066123456",
+                list_version=1,
+                trunk="t",
+                requested_by=DialRequester.DIALER,
+                agent_id=agent_id,
+                sip_call_id=call_id,
+            ),
+        )
+
+    async def answer(self, tenant: str, call_id: str, campaign_id: str) -> None:
+        """The customer answered a call ``originate`` placed."""
+        await self.record(
+            tenant,
+            call_id,
+            DialCompleted(
+                call_id=call_id,
+                outcome=DialOutcome.ANSWERED,
+                campaign_id=campaign_id,
+                attempt_id=f"at-{call_id}",
+            ),
+        )
+
+    async def compliance_abandon(self, tenant: str, call_id: str, campaign_id: str) -> None:
+        """The gateway's 2-s rule: no agent connected, the call is dropped and counted."""
+        await self.record(
+            tenant,
+            call_id,
+            ComplianceAbandoned(
+                call_id=call_id,
+                campaign_id=campaign_id,
+                attempt_id=f"at-{call_id}",
+                waited_ms=2000,
+                message_played=False,
+            ),
+            CallEnded(call_id=call_id, cause=EndCause.COMPLIANCE_ABANDON, ended_by=EndedBy.GATEWAY),
+        )
+
 
 @dataclass
 class RunningAcd:
@@ -239,6 +337,7 @@ class RunningAcd:
     tasks: list[asyncio.Task[None]]
     stop: asyncio.Event
     server: GrpcServer
+    outbound: Outbound
 
     def desk(self, channel: grpc.aio.Channel) -> desk_grpc.AgentDeskStub:
         return desk_grpc.AgentDeskStub(channel)
@@ -289,12 +388,24 @@ class World:
         """Start an acd serving this test's tenant and the tenants ``also`` names."""
         acd = Acd(self.store, self.acd_pool)
         gateway = GrpcGateway(f"127.0.0.1:{self.call_control_port}")
+        outbound = Outbound()
+        async with self.acd_pool.acquire() as conn:
+            await outbound.load(conn)
+        tenants = frozenset({self.tenant, *also})
         consumer = calls_consumer(
             acd,
             self.acd_pool,
             self.bootstrap,
-            tenants=frozenset({self.tenant, *also}),
+            tenants=tenants,
             consumer=self.group,
+            outbound=outbound,
+        )
+        campaigns = campaigns_consumer(
+            outbound,
+            self.acd_pool,
+            self.bootstrap,
+            tenants=tenants,
+            consumer=self.group.replace("acd-calls", "acd-dialer"),
         )
         server = GrpcServer("127.0.0.1", 0, [agent_desk_service(acd)])
         await server.start()
@@ -304,8 +415,9 @@ class World:
             asyncio.create_task(acd.follow(stop, 0.05)),
             asyncio.create_task(Effects(acd, gateway).run(stop)),
             asyncio.create_task(consumer.run(stop)),
+            asyncio.create_task(campaigns.run(stop)),
         ]
-        return RunningAcd(acd, self.store, server.port, tasks, stop, server)
+        return RunningAcd(acd, self.store, server.port, tasks, stop, server, outbound)
 
     async def stop_acd(self, running: RunningAcd, *, crash: bool = False) -> None:
         """Stop it; ``crash`` cancels everything at once, as close to kill -9 as a task

@@ -427,6 +427,15 @@ class DialingLoop:
         if isinstance(fact, StreamedEvent) and type(fact) in _AGENT_STATES:
             await self._agent(conn, tenant, fact, envelope.occurred_at)
             return
+        if isinstance(fact, call_events.CallOriginated | call_events.DialCompleted):
+            # The gateway's facts may come before Originate's answer is recorded (a customer
+            # who answers at once): link the call to its attempt here too, so that its
+            # ``call.connected`` finds the attempt and ends it.
+            await conn.execute(
+                "update dial_attempts set call_id = $2 where attempt_id = $1 and call_id is null",
+                fact.attempt_id,
+                fact.call_id,
+            )
         match fact:
             case call_events.DialCompleted() if fact.outcome in _RESULTS:
                 await self._resolve(conn, tenant, fact.attempt_id, _RESULTS[fact.outcome])

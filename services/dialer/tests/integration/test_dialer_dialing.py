@@ -10,7 +10,7 @@ own and applied through the dialer's consumer handler, as the relay would delive
 from __future__ import annotations
 
 import io
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
@@ -66,6 +66,8 @@ class ScriptedGateway(pb_grpc.CallControlServicer):
 
     originated: list[pb.OriginateRequest] = field(default_factory=list)
     calls: dict[str, str] = field(default_factory=dict)  # request id -> call id
+    #: What happens at the gateway before its reply reaches the dialer (say, the answer).
+    before_reply: Callable[[pb.OriginateRequest, str], Awaitable[None]] | None = None
 
     async def Originate(
         self, request: pb.OriginateRequest, context: grpc.aio.ServicerContext
@@ -74,6 +76,8 @@ class ScriptedGateway(pb_grpc.CallControlServicer):
         if request.request_id not in self.calls:
             self.originated.append(request)
             self.calls[request.request_id] = f"call-{len(self.calls) + 1}"
+            if self.before_reply is not None:
+                await self.before_reply(request, self.calls[request.request_id])
         return pb.OriginateResponse(call_id=self.calls[request.request_id])
 
     def dialled_numbers(self) -> list[str]:
@@ -424,3 +428,29 @@ async def test_the_pacing_measurements_survive_a_restart(floor: Floor) -> None:
     # A fact delivered again (the broker is at-least-once) is not learned twice.
     await floor.tell(completed)
     assert await restarted.measurements(TENANT, "renewals") == before
+
+
+async def test_an_answer_connected_before_originates_reply_is_recorded_ends_its_dial(
+    floor: Floor,
+) -> None:
+    async def answered_at_once(request: pb.OriginateRequest, call_id: str) -> None:
+        # The customer answers and the acd connects an agent before the dialer has
+        # recorded the gateway's reply (which names the call).
+        await floor.tell(
+            ca.DialCompleted(
+                call_id=call_id,
+                outcome=ca.DialOutcome.ANSWERED,
+                campaign_id="renewals",
+                attempt_id=request.attempt_id,
+            ),
+            ca.CallConnected(call_id=call_id, agent_id="a-1", extension="1001", queue_id="q-sales"),
+        )
+
+    await running_campaign(floor)
+    await agents_available(floor, "a-1")
+    floor.gateway.before_reply = answered_at_once
+    assert await floor.loop.tick() == 1
+    [(result, done)] = await floor.pool.fetch(
+        "select a.result, p.done from dial_attempts a join dial_plans p using (contact_id)"
+    )
+    assert (result, done) == ("connected", "completed")

@@ -182,6 +182,26 @@ class CallAbandoned(QueuedCallEvent):
 
 
 @event
+class CallDequeued(QueuedCallEvent):
+    """An outbound live answer left its queue with no agent: the gateway gave it up."""
+
+    # A compliance abandon counts against the campaign, not as the queue's abandon: the
+    # platform, not the customer, ended the wait.
+
+    event_type: ClassVar[str] = "call.dequeued"
+    waited_ms: Millis = Field(description="Time in this queue before leaving it.")
+    campaign_id: Ident | None = Field(default=None, description="Campaign of the dial.")
+    cause: str = Field(
+        description="The gateway's fact that ended the wait: `compliance_abandon`, or the "
+        "`call.ended` cause.",
+        examples=["compliance_abandon"],
+    )
+    agent_id: Ident | None = Field(
+        default=None, description="Agent being rung at the time, if any."
+    )
+
+
+@event
 class CallOverflowed(QueuedCallEvent):
     """A call left this queue for another (the overflow target)."""
 
@@ -193,7 +213,9 @@ class CallOverflowed(QueuedCallEvent):
 
 @event
 class RoutingFailed(StreamedEvent):
-    """The acd gave up routing a call; the call is hung up."""
+    """The acd gave up routing a call; it hangs up an inbound one."""
+
+    # An outbound live answer is left to the gateway's 2-s rule (compliance abandon).
 
     event_type: ClassVar[str] = "call.routing_failed"
     topic: ClassVar[str] = Topic.ROUTING
@@ -208,23 +230,37 @@ class RoutingFailed(StreamedEvent):
     )
     dnis: str | None = Field(default=None, description="Dialled number (inbound).")
     detail: str | None = Field(default=None, description="Human-readable explanation.")
+    campaign_id: Ident | None = Field(
+        default=None,
+        description="Campaign of an outbound live answer; the acd does not hang such a call "
+        "up, the gateway abandons it after 2 s and counts it against the campaign.",
+    )
 
     @model_validator(mode="after")
     def _names_its_stream(self) -> RoutingFailed:
-        if self.queue_id is None and self.dnis is None:
-            raise ValueError("a routing failure names its queue_id, or the dnis when none matched")
+        if self.queue_id is None and self.dnis is None and self.campaign_id is None:
+            raise ValueError(
+                "a routing failure names its queue_id, or the dnis (or campaign_id of an "
+                "outbound answer) when no queue matched"
+            )
         return self
 
     def stream_id(self, tenant: str | None = None) -> str:
-        """The queue's stream, or the entry point's when no queue matched."""
+        """The queue's stream, or the entry point's when no queue matched, or for an
+        outbound answer of a campaign the acd does not know, ``outbound-<campaign_id>``."""
         if self.queue_id is not None:
             return self._named("queue", self.queue_id, tenant)
+        if self.dnis is None and self.campaign_id is not None:
+            return self._named("outbound", self.campaign_id, tenant)
         return self._named("entrypoint", str(self.dnis), tenant)
 
     @classmethod
     def stream_pattern(cls) -> str:
         """Stream naming rule of routing failures."""
-        return f"{cls._pattern('queue', 'queue_id')} or {cls._pattern('entrypoint', 'dnis')}"
+        return (
+            f"{cls._pattern('queue', 'queue_id')} or {cls._pattern('entrypoint', 'dnis')} "
+            f"or {cls._pattern('outbound', 'campaign_id')}"
+        )
 
 
 # -- configuration ----------------------------------------------------------------------

@@ -8,9 +8,10 @@ below every other call's. A call with a higher priority (an outbound live answer
 goes first.
 
 A call stays in its queue, marked ``reserved_for`` its agent, until the agent answers
-(``agent.became_busy`` names the queue), the caller abandons, it overflows, or routing
-gives up. ``evolve`` skips a fact whose ``stream_version`` is not above the queue's
-``version``; outside facts (the agent's ``became_busy``) are idempotent by content.
+(``agent.became_busy`` names the queue), the caller abandons, it overflows, routing
+gives up, or (an outbound live answer) the gateway gives it up. ``evolve`` skips a fact
+whose ``stream_version`` is not above the queue's ``version``; outside facts (the agent's
+``became_busy``) are idempotent by content.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from plateau_contracts.events.routing import (
     CallAbandoned,
     CallAgentReserved,
     CallAnswered,
+    CallDequeued,
     CallOverflowed,
     CallQueued,
     CallRequeued,
@@ -197,6 +199,7 @@ QueueFact = (
     | CallAgentReserved
     | CallRequeued
     | CallAbandoned
+    | CallDequeued
     | CallOverflowed
     | RoutingFailed
     | AgentBecameBusy
@@ -223,6 +226,7 @@ def evolve(state: QueueState, recorded: Recorded[QueueFact]) -> QueueState:
         case (
             CallAnswered()
             | CallAbandoned()
+            | CallDequeued()
             | CallOverflowed()
             | RoutingFailed()
             | AgentBecameBusy()

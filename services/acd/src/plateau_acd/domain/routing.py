@@ -19,6 +19,13 @@ Invariants the decisions keep (checked by the property tests):
   except an unregistered extension, which logs the agent out;
 * a caller who hangs up while waiting (or ringing an agent) is recorded as abandoned
   with the wait; logout while reserved requeues the call at the head first;
+* an outbound live answer (``direction="outbound"``) is served before every inbound call,
+  whatever the queues' priorities: the gateway holds it 2 s at most. When the originate
+  named an agent (preview) and that agent is free, the call is reserved for that agent.
+  When the gateway gives it up (compliance abandon) or it ends while waiting, it leaves
+  the queue as ``call.dequeued``, not as the queue's abandon; a routing failure of such
+  a call names its campaign and is not hung up by the acd (the gateway's 2-s rule ends it
+  and counts it against the campaign);
 * a call past its queue's ``max_wait_s`` (and not ringing an agent) overflows to the
   queue's ``overflow_queue_id`` or, without one, routing fails (the gateway hangs up);
 * a wrap-up with a timer ends on the first tick at or after ``start + wrap_up_s``.
@@ -39,7 +46,7 @@ from plateau_acd.domain import agent as agents
 from plateau_acd.domain import queue as queues
 from plateau_acd.domain.agent import DEFAULT_TIME_ZONE, AgentState, AgentStatus, Recorded
 from plateau_acd.domain.queue import QueueConfig, QueueState, WaitingCall
-from plateau_acd.domain.strategies import choose
+from plateau_acd.domain.strategies import candidate, choose, is_eligible
 from plateau_contracts.events.agents import (
     AgentBecameAvailable,
     AgentBecameBusy,
@@ -56,6 +63,7 @@ from plateau_contracts.events.calls import AgentLegFailure, AgentRinging
 from plateau_contracts.events.routing import (
     CallAbandoned,
     CallAgentReserved,
+    CallDequeued,
     CallOverflowed,
     CallQueued,
     CallRequeued,
@@ -73,6 +81,9 @@ from plateau_contracts.events.routing import (
 Direction = Literal["inbound", "outbound"]
 T = TypeVar("T")
 
+#: Call priority of an outbound live answer in its queue: ahead of any inbound call.
+OUTBOUND_PRIORITY = 100
+
 #: Everything the distributor decides.
 Decision = (
     agents.Event
@@ -81,6 +92,7 @@ Decision = (
     | CallAgentReserved
     | CallRequeued
     | CallAbandoned
+    | CallDequeued
     | CallOverflowed
     | RoutingFailed
 )
@@ -212,6 +224,7 @@ class CallArrived:
     priority: int = 0
     campaign_id: str | None = None
     required_skills: tuple[str, ...] = ()
+    agent_id: str | None = None  # outbound preview: the agent the originate named
 
 
 DeskCommand = (
@@ -259,10 +272,12 @@ class AgentLegFailed:
 
 @dataclass(frozen=True)
 class CallHungUp:
-    """The call ended (``call.ended``): an abandon if it was still waiting."""
+    """The call ended (``call.ended``): an abandon if it was still waiting; for an outbound
+    live answer also the gateway's ``call.compliance_abandoned`` (``cause``)."""
 
     call_id: str
     at: datetime
+    cause: str = "caller_hangup"
 
 
 @dataclass(frozen=True)
@@ -298,7 +313,7 @@ class Distributor:
             case AgentLegFailed():
                 run.leg_failed(trigger)
             case CallHungUp():
-                run.hang_up(trigger.call_id)
+                run.hang_up(trigger.call_id, trigger.cause)
             case Tick():
                 run.expire_wrap_ups()
                 run.expire_waits()
@@ -331,6 +346,18 @@ class _Run:
             or self.state.holder_of(trigger.call_id) is not None
         ):
             return  # already routed: a duplicate offer
+        if trigger.direction == "outbound" and trigger.queue_id is None:
+            self.emit(
+                RoutingFailed(
+                    call_id=trigger.call_id,
+                    reason=RoutingFailure.OTHER,
+                    queue_id=None,
+                    campaign_id=trigger.campaign_id,
+                    detail=f"campaign {trigger.campaign_id!r} is unknown to the acd "
+                    "(its campaign.created was not applied yet)",
+                )
+            )
+            return
         queue_id = trigger.queue_id or self.state.entry_points.get(trigger.dnis or "")
         if trigger.queue_id is not None and queue_id not in self.state.queues:
             self.emit(
@@ -340,6 +367,7 @@ class _Run:
                     queue_id=trigger.queue_id,
                     dnis=trigger.dnis,
                     detail=f"queue {trigger.queue_id!r} is not configured",
+                    campaign_id=trigger.campaign_id if trigger.direction == "outbound" else None,
                 )
             )
             return
@@ -366,6 +394,30 @@ class _Run:
                 required_skills=trigger.required_skills,
             )
         )
+        if trigger.agent_id is not None:
+            self._reserve_named(queue_id, trigger.call_id, trigger.agent_id)
+
+    def _reserve_named(self, queue_id: str, call_id: str, agent_id: str) -> None:
+        """Preview: reserve the agent the originate named, when free to take the call;
+        otherwise the call waits for whoever the queue's strategy picks."""
+        queue = self.state.queues[queue_id]
+        call = queue.find(call_id)
+        agent = self.state.agents.get(agent_id)
+        if call is None or agent is None or not is_eligible(agent, call, queue.config):
+            return
+        self.emit(
+            CallAgentReserved(
+                queue_id=queue_id,
+                call_id=call_id,
+                agent_id=agent_id,
+                extension=agent.extension or "",
+                waited_ms=call.waited_ms(self.at),
+                strategy="preview",
+                candidates=(candidate(agent, self.at, 1.0),),
+                decision=f"preview: the originate named {agent_id}, who is available",
+            ),
+            *agents.decide(agent, agents.Reserve(call_id, queue_id)),
+        )
 
     def agent_command(self, trigger: AgentCommand) -> None:
         agent = self.state.agent(trigger.agent_id)
@@ -390,7 +442,7 @@ class _Run:
             return
         queue, call = found
         waited = call.waited_ms(self.at)
-        connected = agents.decide(agent, agents.Connect(trigger.call_id, trigger.direction))
+        connected = agents.decide(agent, agents.Connect(trigger.call_id, call.direction))
         self.emit(
             AnsweredFromQueue(
                 queue_id=queue.queue_id,
@@ -438,18 +490,30 @@ class _Run:
         if agent.call_id == trigger.call_id:
             self.emit(*agents.decide(agent, agents.Logout("extension_unregistered")))
 
-    def hang_up(self, call_id: str) -> None:
+    def hang_up(self, call_id: str, cause: str) -> None:
         queue = self.state.queue_of(call_id)
         call = queue.find(call_id) if queue else None
         if queue is not None and call is not None:
-            self.emit(
-                CallAbandoned(
-                    queue_id=queue.queue_id,
-                    call_id=call_id,
-                    waited_ms=call.waited_ms(self.at),
-                    agent_id=call.reserved_for,
+            if call.direction == "outbound":
+                self.emit(
+                    CallDequeued(
+                        queue_id=queue.queue_id,
+                        call_id=call_id,
+                        waited_ms=call.waited_ms(self.at),
+                        campaign_id=call.campaign_id,
+                        cause=cause,
+                        agent_id=call.reserved_for,
+                    )
                 )
-            )
+            else:
+                self.emit(
+                    CallAbandoned(
+                        queue_id=queue.queue_id,
+                        call_id=call_id,
+                        waited_ms=call.waited_ms(self.at),
+                        agent_id=call.reserved_for,
+                    )
+                )
             holder = self.state.agent(call.reserved_for) if call.reserved_for else None
             if holder is not None and holder.call_id == call_id:
                 self.emit(*agents.decide(holder, agents.EndCall(call_id)))
@@ -497,6 +561,7 @@ class _Run:
             queue, call = min(
                 heads,
                 key=lambda qc: (
+                    qc[1].direction != "outbound",
                     -qc[0].config.priority,
                     -qc[1].priority,
                     qc[1].enqueued_at,
@@ -586,5 +651,6 @@ class _Run:
                 queue_id=queue.queue_id,
                 dnis=call.dnis,
                 detail=detail,
+                campaign_id=call.campaign_id if call.direction == "outbound" else None,
             )
         )

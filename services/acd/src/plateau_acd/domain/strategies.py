@@ -85,7 +85,7 @@ def choose(
 def longest_idle(agents: Sequence[AgentState], now: datetime) -> Choice:
     """The agent available the longest."""
     ranked = sorted(agents, key=lambda a: (-a.idle_ms(now), a.agent_id))
-    candidates = tuple(_candidate(a, now, a.idle_ms(now) / 1000) for a in ranked)
+    candidates = tuple(candidate(a, now, a.idle_ms(now) / 1000) for a in ranked)
     winner = ranked[0]
     reason = f"longest idle: {winner.agent_id} idle {_secs(winner, now)}"
     if len(ranked) > 1:
@@ -104,7 +104,7 @@ def round_robin(agents: Sequence[AgentState], now: datetime, cursor: str | None)
     before = [a for a in by_id if cursor is not None and a.agent_id <= cursor]
     ranked = after + before
     count = len(ranked)
-    candidates = tuple(_candidate(a, now, float(count - i)) for i, a in enumerate(ranked))
+    candidates = tuple(candidate(a, now, float(count - i)) for i, a in enumerate(ranked))
     winner = ranked[0]
     if cursor is None:
         reason = f"round robin: {winner.agent_id} starts the rotation (first by agent id)"
@@ -122,7 +122,7 @@ def fewest_calls(agents: Sequence[AgentState], now: datetime) -> Choice:
         return agent.calls_on(agent.local_day(now))
 
     ranked = sorted(agents, key=lambda a: (calls(a), -a.idle_ms(now), a.agent_id))
-    candidates = tuple(_candidate(a, now, float(-calls(a))) for a in ranked)
+    candidates = tuple(candidate(a, now, float(-calls(a))) for a in ranked)
     winner = ranked[0]
     reason = f"fewest calls today: {winner.agent_id} with {calls(winner)}"
     if len(ranked) > 1:
@@ -142,7 +142,7 @@ def skills_based(agents: Sequence[AgentState], now: datetime, skill: str | None)
         return found or 0
 
     ranked = sorted(agents, key=lambda a: (-level(a), -a.idle_ms(now), a.agent_id))
-    candidates = tuple(_candidate(a, now, float(level(a)), level(a)) for a in ranked)
+    candidates = tuple(candidate(a, now, float(level(a)), level(a)) for a in ranked)
     winner = ranked[0]
     reason = f"best {skill or 'skill'} level: {winner.agent_id} at {level(winner)}"
     if len(ranked) > 1:
@@ -160,9 +160,10 @@ def _idle_tie(winner: AgentState, second: AgentState, now: datetime) -> str:
     return f"idle {_secs(winner, now)} against {_secs(second, now)}"
 
 
-def _candidate(
+def candidate(
     agent: AgentState, now: datetime, score: float, skill_level: int | None = None
 ) -> RoutingCandidate:
+    """How an agent appears among a decision's candidates."""
     return RoutingCandidate(
         agent_id=agent.agent_id,
         score=score,

@@ -20,7 +20,8 @@ from plateau_acd.domain import agent as agents
 from plateau_acd.domain import routing
 from plateau_acd.domain.agent import AgentStatus
 from plateau_acd.domain.routing import AcdState
-from plateau_acd.handlers import Acd, Interpretation
+from plateau_acd.handlers import Acd, Interpret, Interpretation
+from plateau_acd.outbound import Outbound
 from plateau_contracts.catalogue import UnknownEventError, parse
 from plateau_contracts.envelope import Envelope
 from plateau_contracts.events.calls import (
@@ -41,14 +42,21 @@ CONSUMER = "acd-calls"
 log = structlog.get_logger(__name__)
 
 
-def trigger_of(state: AcdState, envelope: Envelope) -> routing.Trigger | None:
-    """The distributor's trigger for a call fact, or None for facts the acd ignores."""
+def trigger_of(
+    state: AcdState, envelope: Envelope, outbound: Outbound | None = None
+) -> routing.Trigger | None:
+    """The distributor's trigger for a call fact, or None for facts the acd ignores;
+    without ``outbound``, live outbound answers are ignored too."""
     try:
         fact = parse(envelope)
     except UnknownEventError:
         return None
     at = envelope.occurred_at
     trigger: routing.Trigger | None = None
+    if outbound is not None:
+        trigger = outbound.trigger_of(envelope.tenant, fact, at)
+        if trigger is not None:
+            return trigger
     match fact:
         case CallOffered():
             trigger = routing.CallArrived(fact.call_id, at, dnis=fact.dnis, ani=fact.ani)
@@ -59,7 +67,7 @@ def trigger_of(state: AcdState, envelope: Envelope) -> routing.Trigger | None:
         case AgentRejected():
             trigger = routing.AgentLegFailed(fact.call_id, fact.agent_id, fact.reason, at)
         case CallEnded():
-            trigger = routing.CallHungUp(fact.call_id, at)
+            trigger = routing.CallHungUp(fact.call_id, at, cause=fact.cause.value)
         case ExtensionUnregistered() if fact.reason != "gateway_restart":
             # Softphones register again after a gateway restart; other losses end the
             # session of an agent who is not on a call.
@@ -79,23 +87,40 @@ def _logout_on(state: AcdState, extension: str, at: datetime) -> routing.Trigger
     return None
 
 
-def interpret(state: AcdState, envelope: Envelope) -> Interpretation:
+def interpreter(outbound: Outbound | None = None) -> Interpret:
     """What a call fact means to the acd: ringing to show, a trigger, or nothing."""
-    if envelope.type == AgentRinging.event_type:
-        fact = parse(envelope)
-        assert isinstance(fact, AgentRinging)
-        return fact
-    return trigger_of(state, envelope)
+
+    def interpret(state: AcdState, envelope: Envelope) -> Interpretation:
+        if envelope.type == AgentRinging.event_type:
+            fact = parse(envelope)
+            assert isinstance(fact, AgentRinging)
+            return fact
+        return trigger_of(state, envelope, outbound)
+
+    return interpret
 
 
-async def handle_all(acd: Acd, conn: Connection, envelopes: Sequence[Envelope]) -> None:
-    """Apply call facts in order: decide and record in the consumer's transaction."""
-    await acd.decide_facts(conn, envelopes, interpret)
+#: Call facts without the outbound part (the unit tests' and older callers').
+interpret = interpreter()
 
 
-async def handle(acd: Acd, conn: Connection, envelope: Envelope) -> None:
+async def handle_all(
+    acd: Acd, conn: Connection, envelopes: Sequence[Envelope], outbound: Outbound | None = None
+) -> None:
+    """Apply call facts in order: decide and record in the consumer's transaction (with
+    ``outbound``, its originations are kept first and ended calls forgotten after)."""
+    if outbound is not None:
+        await outbound.note_originated(conn, envelopes)
+    await acd.decide_facts(conn, envelopes, interpreter(outbound))
+    if outbound is not None:
+        await outbound.forget_ended(conn, envelopes)
+
+
+async def handle(
+    acd: Acd, conn: Connection, envelope: Envelope, outbound: Outbound | None = None
+) -> None:
     """Apply one call fact (``handle_all`` of one)."""
-    await handle_all(acd, conn, [envelope])
+    await handle_all(acd, conn, [envelope], outbound)
 
 
 def calls_consumer(
@@ -105,15 +130,17 @@ def calls_consumer(
     *,
     tenants: frozenset[str] | None = None,
     consumer: str = CONSUMER,
+    outbound: Outbound | None = None,
 ) -> EventConsumer:
     """The consumer of ``plateau.calls`` (Kafka group ``acd-calls``); with ``tenants``,
-    facts of other tenants are passed over (another acd serves them)."""
+    facts of other tenants are passed over (another acd serves them); with ``outbound``,
+    live outbound answers are routed too."""
 
     async def handler(conn: Connection, envelopes: Sequence[Envelope]) -> None:
         acd.discard_uncommitted()
         served = [e for e in envelopes if tenants is None or e.tenant in tenants]
         if served:
-            await handle_all(acd, conn, served)
+            await handle_all(acd, conn, served, outbound)
 
     async def after_commit(envelopes: Sequence[Envelope]) -> None:
         await acd.committed()

@@ -515,3 +515,108 @@ Content-Length: 0
 ]]></send>
 {after_ringing}
 </scenario>"""
+
+
+def agent_answers_and_hangs_up(talk_ms: int = 1000) -> str:
+    """Agent softphone of an outbound campaign: INVITE -> 200 at once, talks ``talk_ms``,
+    then hangs up (its own BYE, to the gateway's Contact)."""
+    return agent_answers_then(
+        f"""
+  <pause milliseconds="{talk_ms}"/>
+  <send retrans="500"><![CDATA[
+BYE [$gw_uri] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: <sip:agent@127.0.0.1>;tag=[pid]a[call_number]
+To: [$gw_from]
+Call-ID: [call_id]
+CSeq: 1 BYE
+Max-Forwards: 70
+Content-Length: 0
+]]></send>
+  <recv response="200" timeout="10000"/>""",
+        name="agent talks then hangs up",
+    )
+
+
+def customers(busy: str, never_answers: str, answer_after_ms: int = 100) -> str:
+    """The customers' network behind an outbound trunk, one behaviour per dialled number
+    (``<ereg>`` on the request line, regular expressions matching the number): a number
+    matching ``busy`` answers 486; one matching ``never_answers`` rings until the gateway
+    CANCELs; any other answers after ``answer_after_ms`` with the SDP offer (RFC 3725
+    flow I: the ACK carries the answer) and waits for the gateway's BYE."""
+    return f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="customers">
+  <recv request="INVITE">
+    <action>
+      <ereg regexp="^INVITE sip:{busy}@" search_in="msg" assign_to="busy"/>
+      <ereg regexp="^INVITE sip:{never_answers}@" search_in="msg" assign_to="silent"/>
+    </action>
+  </recv>
+  <nop next="1" test="busy"/>
+  <nop next="2" test="silent"/>
+  <pause milliseconds="{answer_after_ms}"/>
+  <send retrans="500"><![CDATA[
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:];tag=[pid]c[call_number]
+[last_Call-ID:]
+[last_CSeq:]
+Contact: <sip:customer@[local_ip]:[local_port]>
+Content-Type: application/sdp
+Content-Length: [len]
+
+{SDP}
+]]></send>
+  <recv request="ACK"/>
+  <!-- The gateway ACKs every 200 that reaches it, retransmissions sent before the first
+       ACK arrived included (the ACK waits for the agent). -->
+  <recv request="ACK" optional="true"/>
+  <recv request="ACK" optional="true"/>
+  <recv request="BYE" timeout="60000"/>
+{_OK_TO_LAST}
+  <nop next="3"/>
+  <label id="1"/>
+  <send><![CDATA[
+SIP/2.0 486 Busy Here
+[last_Via:]
+[last_From:]
+[last_To:];tag=[pid]c[call_number]
+[last_Call-ID:]
+[last_CSeq:]
+Content-Length: 0
+]]></send>
+  <recv request="ACK"/>
+  <nop next="3"/>
+  <label id="2"/>
+  <send><![CDATA[
+SIP/2.0 180 Ringing
+[last_Via:]
+[last_From:]
+[last_To:];tag=[pid]c[call_number]
+[last_Call-ID:]
+[last_CSeq:]
+Content-Length: 0
+]]></send>
+  <recv request="CANCEL" timeout="60000"/>
+  <send><![CDATA[
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:];tag=[pid]c[call_number]
+[last_Call-ID:]
+[last_CSeq:]
+Content-Length: 0
+]]></send>
+  <send><![CDATA[
+SIP/2.0 487 Request Terminated
+[last_Via:]
+[last_From:]
+[last_To:];tag=[pid]c[call_number]
+[last_Call-ID:]
+CSeq: 1 INVITE
+Content-Length: 0
+]]></send>
+  <recv request="ACK"/>
+  <label id="3"/>
+</scenario>"""
