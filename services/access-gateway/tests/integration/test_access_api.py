@@ -8,6 +8,7 @@ from typing import Annotated
 
 import asyncpg
 import httpx
+import pydantic
 import pytest
 from access_harness import PASSWORD, Gateway, enrol, gateway, login
 from fastapi import APIRouter, Depends, Request
@@ -221,6 +222,9 @@ async def test_inputs_schemathesis_found_are_refused_with_422_not_500(
             )
             assert refused.status_code == 422, refused.text
             assert refused.json()["type"] == "urn:plateau:problem:invalid-request"
+        # The CLI's way in (plateau users add --queue ""): refused before anything is stored.
+        with pytest.raises(pydantic.ValidationError):
+            await gw.user("empty.queue", queue_ids=[""])
         users = (await client.get("/api/v1/admin/users", params={"tenant": "acme"})).json()
         assert users == []
         for days in (-1979118546933408768, 10**18):
