@@ -139,18 +139,18 @@ class AccessService:
             totp_confirmed=False,
             created_at=now,
         )
-        await self.repository.add(account, await self.passwords.hash(initial))
-        await self.audit.record(
-            tenant,
-            UserCreated(
-                user_id=account.user_id,
-                username=username,
-                roles=(role,),
-                queue_ids=tuple(queue_ids),
-                campaign_ids=tuple(campaign_ids),
-                created_by=created_by,
-            ),
+        # The fact first: what it refuses (e.g. an empty queue id) must not leave an account
+        # stored without its audit event.
+        created = UserCreated(
+            user_id=account.user_id,
+            username=username,
+            roles=(role,),
+            queue_ids=tuple(queue_ids),
+            campaign_ids=tuple(campaign_ids),
+            created_by=created_by,
         )
+        await self.repository.add(account, await self.passwords.hash(initial))
+        await self.audit.record(tenant, created)
         return account, initial
 
     async def account(self, user_id: str) -> Account:

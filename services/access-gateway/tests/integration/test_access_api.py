@@ -8,6 +8,7 @@ from typing import Annotated
 
 import asyncpg
 import httpx
+import pydantic
 import pytest
 from access_harness import PASSWORD, Gateway, enrol, gateway, login
 from fastapi import APIRouter, Depends, Request
@@ -204,6 +205,34 @@ async def test_large_bodies_get_413_and_bursts_get_429(
             assert (await login(first, "busy.admin")).status_code == 200
             statuses = [(await first.get("/api/v1/me")).status_code for _ in range(4)]
         assert statuses == [200, 200, 200, 429]
+
+
+async def test_inputs_schemathesis_found_are_refused_with_422_not_500(
+    service_pool: asyncpg.Pool, service_schema: MigratedSchema
+) -> None:
+    """An empty queue or campaign id for a new user (the user.created event refused it
+    after the account was stored) and a token lifetime beyond what a timedelta holds."""
+    async with gateway(service_pool, service_schema.schema) as gw, gw.client() as client:
+        csrf = await admin_login(gw, client)
+        for ids in ({"queue_ids": ["q-support", ""]}, {"campaign_ids": [""]}):
+            refused = await client.post(
+                "/api/v1/admin/users",
+                json={"tenant": "acme", "username": "empty.ids", "role": "client_analyst"} | ids,
+                headers=csrf,
+            )
+            assert refused.status_code == 422, refused.text
+            assert refused.json()["type"] == "urn:plateau:problem:invalid-request"
+        # The CLI's way in (plateau users add --queue ""): refused before anything is stored.
+        with pytest.raises(pydantic.ValidationError):
+            await gw.user("empty.queue", queue_ids=[""])
+        users = (await client.get("/api/v1/admin/users", params={"tenant": "acme"})).json()
+        assert users == []
+        for days in (-1979118546933408768, 10**18):
+            token = await client.post(
+                "/api/v1/tokens", json={"name": "Power BI", "days": days}, headers=csrf
+            )
+            assert token.status_code == 422, token.text
+            assert token.json()["type"] == "urn:plateau:problem:invalid-lifetime"
 
 
 async def test_admin_manages_users_and_reads_the_audit_trail(

@@ -66,5 +66,6 @@ def test_a_stream_resumes_with_a_snapshot_when_the_feed_cannot_say_what_changed(
     other_process = f"{int(recent.split('-')[0]) - 1}-1-3"
     mid_snapshot = feed.next_id(None)  # a client cut off before its snapshot's last event
     future = recent.rsplit("-", 1)[0] + "-99"
-    for unusable in (other_process, mid_snapshot, future, "nonsense", ""):
+    superscript = recent.rsplit("-", 1)[0] + "-\u00b2"  # a digit to isdigit(), not to int()
+    for unusable in (other_process, mid_snapshot, future, superscript, "nonsense", ""):
         assert feed.changes_since("acme", unusable) is None, unusable

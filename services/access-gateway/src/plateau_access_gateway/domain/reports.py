@@ -10,18 +10,21 @@ import base64
 import binascii
 import json
 from collections.abc import Mapping
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
 __all__ = [
     "CALL_COLUMNS",
+    "EARLIEST",
+    "LATEST",
     "MAX_SPAN",
     "METRICS",
     "REPORT_COLUMNS",
     "CursorError",
     "Granularity",
     "ReportKind",
+    "checked_instant",
     "decode_cursor",
     "encode_cursor",
     "period_problem",
@@ -137,6 +140,28 @@ def report_cells(row: Mapping[str, Any]) -> list[object]:
     ]
 
 
+#: The instants a request may name: a day inside Python's datetime range at either end, so
+#: that no conversion (to UTC for the database, to a tenant's local time) overflows.
+EARLIEST = datetime(1, 1, 2, tzinfo=UTC)
+LATEST = datetime(9999, 12, 30, tzinfo=UTC)
+_At = TypeVar("_At", bound=datetime | None)
+
+
+def checked_instant(at: _At) -> _At:
+    """``at`` itself when it lies between ``EARLIEST`` and ``LATEST`` (a time without offset
+    read as UTC); else ValueError, which a request's validation turns into a 422."""
+    if at is None:
+        return at
+    try:
+        utc = at.astimezone(UTC) if at.tzinfo is not None else at.replace(tzinfo=UTC)
+    except OverflowError:
+        utc = None
+    if utc is None or not EARLIEST <= utc <= LATEST:
+        earliest, latest = EARLIEST.date().isoformat(), LATEST.date().isoformat()
+        raise ValueError(f"dates must lie between {earliest} and {latest} (UTC)")
+    return at
+
+
 class CursorError(ValueError):
     """A pagination cursor this server did not hand out."""
 
@@ -156,4 +181,8 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         raise CursorError("the cursor is not one this server handed out") from None
     if at.tzinfo is None or not isinstance(call_id, str):
         raise CursorError("the cursor is not one this server handed out")
+    try:
+        checked_instant(at)
+    except ValueError:
+        raise CursorError("the cursor is not one this server handed out") from None
     return at, call_id

@@ -19,8 +19,13 @@ def token_expiry(
     now: datetime, days: int | None, max_lifetime: timedelta = MAX_LIFETIME
 ) -> datetime:
     """When a token created at ``now`` for ``days`` (default 30) expires."""
+    # The number is checked before it becomes a timedelta, which overflows beyond ~10^9 days.
+    if days is not None and not 1 <= days <= max_lifetime.days:
+        raise TokenLifetimeError(
+            f"a token lives between 1 and {max_lifetime.days} days (asked: {days})"
+        )
     lifetime = DEFAULT_LIFETIME if days is None else timedelta(days=days)
-    if lifetime <= timedelta(0) or lifetime > max_lifetime:
+    if lifetime > max_lifetime:
         raise TokenLifetimeError(
             f"a token lives between 1 and {max_lifetime.days} days (asked: {days})"
         )

@@ -39,6 +39,7 @@ from plateau_access_gateway.handlers import (
     SessionStateError,
 )
 from plateau_contracts.events.access import DeniedReason
+from plateau_contracts.events.common import Ident
 from plateau_runtime.eventstore import StoredEvent
 
 router = APIRouter()
@@ -198,8 +199,10 @@ class NewUserRequest(BaseModel):
     tenant: str = Field(min_length=1, max_length=128)
     username: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._@-]+$")
     role: Role
-    queue_ids: list[str] = Field(default_factory=list)
-    campaign_ids: list[str] = Field(default_factory=list)
+    # Ids as the user.created event holds them: an empty one was a 500 after the account
+    # was stored.
+    queue_ids: list[Ident] = Field(default_factory=list)
+    campaign_ids: list[Ident] = Field(default_factory=list)
     password: str | None = Field(
         default=None, max_length=1024, description="Initial password; omitted: generated."
     )

@@ -7,12 +7,17 @@ from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field
 
 from plateau_access_gateway.adapters.audit import AuditTrail
 from plateau_access_gateway.adapters.read_models import ComplianceFilter, ReadModels, Row
 from plateau_access_gateway.domain.principal import Principal
-from plateau_access_gateway.domain.reports import CursorError, decode_cursor, encode_cursor
+from plateau_access_gateway.domain.reports import (
+    CursorError,
+    checked_instant,
+    decode_cursor,
+    encode_cursor,
+)
 from plateau_access_gateway.entrypoints.http_denials import not_found
 from plateau_access_gateway.entrypoints.http_principal import current_principal
 from plateau_contracts.events.access import DeniedReason, ReportViewed
@@ -92,10 +97,14 @@ def compliance_filters(where: ComplianceFilter) -> dict[str, str]:
     }
 
 
+#: A time of the filter: within the range every conversion handles (else 422).
+InRange = AfterValidator(checked_instant)
+
+
 def compliance_filter(
     *,
-    start: Annotated[datetime | None, Query(alias="from")] = None,
-    end: Annotated[datetime | None, Query(alias="to")] = None,
+    start: Annotated[datetime | None, Query(alias="from"), InRange] = None,
+    end: Annotated[datetime | None, Query(alias="to"), InRange] = None,
     campaign: Annotated[str | None, Query(max_length=128)] = None,
     decision: Decision | None = None,
 ) -> ComplianceFilter:

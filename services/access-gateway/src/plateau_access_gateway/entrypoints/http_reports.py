@@ -9,12 +9,17 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, status
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field
 
 from plateau_access_gateway.adapters.audit import AuditTrail
 from plateau_access_gateway.adapters.read_models import ReadModels, Row
 from plateau_access_gateway.domain.principal import Principal
-from plateau_access_gateway.domain.reports import Granularity, ReportKind, period_problem
+from plateau_access_gateway.domain.reports import (
+    Granularity,
+    ReportKind,
+    checked_instant,
+    period_problem,
+)
 from plateau_access_gateway.entrypoints.http_denials import not_found
 from plateau_access_gateway.entrypoints.http_principal import current_principal
 from plateau_contracts.events.access import DeniedReason, ReportViewed
@@ -155,8 +160,14 @@ IdsQuery = Annotated[
     list[str] | None,
     Query(description="Ids to report on (comma-separated or repeated); all visible by default."),
 ]
-FromQuery = Annotated[datetime, Query(alias="from", description="Start (with UTC offset).")]
-ToQuery = Annotated[datetime, Query(alias="to", description="End, exclusive.")]
+FromQuery = Annotated[
+    datetime,
+    Query(alias="from", description="Start (with UTC offset)."),
+    AfterValidator(checked_instant),
+]
+ToQuery = Annotated[
+    datetime, Query(alias="to", description="End, exclusive."), AfterValidator(checked_instant)
+]
 GranularityQuery = Annotated[Granularity, Query(description="Length of each period.")]
 
 

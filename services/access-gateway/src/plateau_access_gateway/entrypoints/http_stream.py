@@ -110,7 +110,10 @@ class ChangeFeed:
         LISTEN connection was lost)."""
         epoch, _, rest = last_event_id.partition("-")
         _, _, generation_text = rest.partition("-")
-        if epoch != str(self._epoch) or not generation_text.isdigit():
+        # isdigit() alone also admits digits int() refuses, such as "²".
+        if epoch != str(self._epoch) or not (
+            generation_text.isascii() and generation_text.isdigit()
+        ):
             return None
         since = int(generation_text)
         if since > self.generation:
