@@ -291,7 +291,7 @@ class Platform:
         previous = self.home.read_state()
         self._refuse_leftovers(previous)
         pg_port, kafka_port, grpc_ports = self._choose_ports(previous)
-        https_port = self._choose_https_port()
+        https_port = self._choose_https_port({pg_port, kafka_port, *grpc_ports.values()})
         check_data_dir(self.home.pg_data)
         if self.with_services:
             _check_services_installed()
@@ -359,11 +359,11 @@ class Platform:
             names = ", ".join(f"{s.name}:{s.grpc_port}" for s in self.services)
             say(f"starting services (gRPC ports): {names}")
 
-    def _choose_https_port(self) -> int:
+    def _choose_https_port(self, taken: set[int]) -> int:
         if not self.with_services:
             return 0
         return self._port(
-            self.settings.https_port, "the access gateway", "PLATEAU_HTTPS_PORT", None
+            self.settings.https_port, "the access gateway", "PLATEAU_HTTPS_PORT", None, taken
         )
 
     def _seed_demo(self, migrated: list[Migrated], https_port: int) -> AccessDemo:
@@ -406,17 +406,32 @@ class Platform:
 
     def _choose_ports(self, previous: dict[str, Any] | None) -> tuple[int, int, dict[str, int]]:
         previous_pg = ((previous or {}).get("postgres") or {}).get("port")
+        # Ports given explicitly are not listening yet when the free ones are picked: a free
+        # pick must not land on one of them (the OS may offer it, since nobody holds it).
+        reserved = {self.settings.postgres_port, self.settings.kafka_port}
+        if self.with_services:
+            reserved |= {self.settings.grpc_port(spec) for spec in SERVICES}
+        reserved.discard(0)
         pg_port = self._port(
-            self.settings.postgres_port, "PostgreSQL", "PLATEAU_POSTGRES_PORT", previous_pg
+            self.settings.postgres_port,
+            "PostgreSQL",
+            "PLATEAU_POSTGRES_PORT",
+            previous_pg,
+            reserved,
         )
-        kafka_port = self._port(self.settings.kafka_port, "the broker", "PLATEAU_KAFKA_PORT", None)
+        reserved.add(pg_port)
+        kafka_port = self._port(
+            self.settings.kafka_port, "the broker", "PLATEAU_KAFKA_PORT", None, reserved
+        )
+        reserved.add(kafka_port)
         grpc_ports: dict[str, int] = {}
         if self.with_services:
             for spec in SERVICES:
                 port = self.settings.grpc_port(spec)
                 grpc_ports[spec.name] = self._port(
-                    port, f"the {spec.name} service", env_name(spec, "GRPC_PORT"), None
+                    port, f"the {spec.name} service", env_name(spec, "GRPC_PORT"), None, reserved
                 )
+                reserved.add(grpc_ports[spec.name])
         chosen = {"PLATEAU_POSTGRES_PORT": pg_port, "PLATEAU_KAFKA_PORT": kafka_port}
         chosen |= {env_name(s, "GRPC_PORT"): grpc_ports[s.name] for s in SERVICES if grpc_ports}
         seen: dict[int, str] = {}
@@ -430,11 +445,15 @@ class Platform:
         return pg_port, kafka_port, grpc_ports
 
     @staticmethod
-    def _port(configured: int, what: str, variable: str, previous: int | None) -> int:
+    def _port(
+        configured: int, what: str, variable: str, previous: int | None, reserved: set[int]
+    ) -> int:
         if configured == 0:
-            if previous and not port_in_use(previous, HOST):
+            if previous and previous not in reserved and not port_in_use(previous, HOST):
                 return int(previous)  # the same port as last time keeps saved DSNs working
-            return free_port(HOST)
+            while (port := free_port(HOST)) in reserved:
+                pass  # the OS offered a port another part was given: ask again
+            return port
         if port_in_use(configured, HOST):
             raise DependencyUnavailableError(
                 f"port {configured} on {HOST} is already in use, so {what} cannot listen on it",
