@@ -12,7 +12,7 @@ import argparse
 import asyncio
 import hashlib
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import TypeVar
@@ -232,33 +232,48 @@ def cmd_lifecycle(args: argparse.Namespace) -> int:
     return 0
 
 
+def file_digest(path: Path) -> str:
+    """The SHA-256 of a file the dialer is sent (it makes an import idempotent)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def file_format(args: argparse.Namespace) -> pb.FileFormat:
+    """How the dialer should read the file, from the import options (empty: sniffed)."""
+    return pb.FileFormat(
+        delimiter="\t" if args.separator == "tab" else args.separator,
+        encoding=args.encoding,
+        number_column=args.phone_column,
+        default_country_code=args.country_code,
+    )
+
+
+def file_chunks(path: Path) -> Iterator[bytes]:
+    """The file in the pieces a streaming upload sends."""
+    with path.open("rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            yield chunk
+
+
 def cmd_import(args: argparse.Namespace) -> int:
     path: Path = args.file
     if not path.is_file():
         print(f"plateau: no file {path}", file=sys.stderr)
         return 2
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
-    separator = "\t" if args.separator == "tab" else args.separator
     header = pb.ImportHeader(
         campaign_id=args.campaign,
         filename=path.name,
-        sha256=digest.hexdigest(),
-        format=pb.FileFormat(
-            delimiter=separator,
-            encoding=args.encoding,
-            number_column=args.phone_column,
-            default_country_code=args.country_code,
-        ),
+        sha256=file_digest(path),
+        format=file_format(args),
     )
 
     async def parts() -> AsyncIterator[pb.ImportContactsRequest]:
         yield pb.ImportContactsRequest(header=header)
-        with path.open("rb") as handle:
-            while chunk := handle.read(_CHUNK):
-                yield pb.ImportContactsRequest(chunk=chunk)
+        for chunk in file_chunks(path):
+            yield pb.ImportContactsRequest(chunk=chunk)
 
     result = call_dialer(
         args, lambda stub: stub.ImportContacts(parts(), metadata=dialer_metadata(args))

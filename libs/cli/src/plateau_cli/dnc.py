@@ -10,16 +10,20 @@ a file that cannot be read — nothing is changed then); 3 the dialer is not rea
 from __future__ import annotations
 
 import argparse
-import hashlib
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from plateau_cli.campaigns import add_dialer_options, call_dialer, dialer_metadata
+from plateau_cli.campaigns import (
+    add_dialer_options,
+    call_dialer,
+    dialer_metadata,
+    file_chunks,
+    file_digest,
+    file_format,
+)
 from plateau_contracts.grpc.campaigns.v1 import campaigns_pb2 as pb
 from plateau_contracts.grpc.campaigns.v1 import campaigns_pb2_grpc as pb_grpc
-
-_CHUNK = 1024 * 1024  # the proto's limit per message
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -121,27 +125,14 @@ def cmd_import(args: argparse.Namespace) -> int:
     if not path.is_file():
         print(f"plateau: no file {path}", file=sys.stderr)
         return 2
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
     header = pb.DoNotCallImportHeader(
-        filename=path.name,
-        sha256=digest.hexdigest(),
-        reason=args.reason,
-        format=pb.FileFormat(
-            delimiter="\t" if args.separator == "tab" else args.separator,
-            encoding=args.encoding,
-            number_column=args.phone_column,
-            default_country_code=args.country_code,
-        ),
+        filename=path.name, sha256=file_digest(path), reason=args.reason, format=file_format(args)
     )
 
     async def parts() -> AsyncIterator[pb.ImportDoNotCallRequest]:
         yield pb.ImportDoNotCallRequest(header=header)
-        with path.open("rb") as handle:
-            while chunk := handle.read(_CHUNK):
-                yield pb.ImportDoNotCallRequest(chunk=chunk)
+        for chunk in file_chunks(path):
+            yield pb.ImportDoNotCallRequest(chunk=chunk)
 
     result = call_dialer(
         args, lambda stub: stub.ImportDoNotCall(parts(), metadata=dialer_metadata(args))
