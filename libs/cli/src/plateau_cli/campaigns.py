@@ -63,6 +63,14 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     create = actions.add_parser("create", help="create a campaign (idempotent on its id)")
     create.add_argument("campaign_id", metavar="CAMPAIGN")
     create.add_argument("--queue", required=True, help="queue live answers are offered to")
+    create.add_argument(
+        "--skill",
+        action="append",
+        default=[],
+        dest="skills",
+        metavar="NAME",
+        help="skill an agent needs for this campaign, on top of the queue's (repeatable)",
+    )
     create.add_argument("--name", default="")
     create.add_argument("--pacing", choices=sorted(_PACING), default="progressive")
     create.add_argument("--caller-id", default="", help="number presented, E.164")
@@ -168,7 +176,9 @@ def _print_campaign(campaign: pb.Campaign) -> None:
     print(
         f"campaign {campaign.campaign_id}: {_STATES.get(campaign.state, '?')}, "
         f"list version {campaign.list_version}, {campaign.contacts_total} contacts, "
-        f"queue {settings.queue_id}, window {window.start}-{window.end} "
+        f"queue {settings.queue_id}"
+        + (f" (skills {', '.join(settings.required_skills)})" if settings.required_skills else "")
+        + f", window {window.start}-{window.end} "
         f"{','.join(window.days)} ({window.time_zone})"
     )
 
@@ -178,6 +188,7 @@ def cmd_create(args: argparse.Namespace) -> int:
     settings = pb.CampaignSettings(
         name=args.name,
         queue_id=args.queue,
+        required_skills=args.skills,
         pacing=_PACING[args.pacing],
         caller_id=args.caller_id,
         max_abandon_rate=args.max_abandon_rate,

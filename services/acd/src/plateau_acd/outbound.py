@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+import asyncpg
 import structlog
 
 from plateau_acd.domain import routing
@@ -60,6 +61,7 @@ class Campaign:
     name: str
     queue_id: str
     state: str
+    required_skills: tuple[str, ...] = ()  # on top of the queue's
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,10 @@ class Origination:
     number: str
     agent_id: str | None
     requested_by: str
+
+
+def _campaign(row: asyncpg.Record) -> Campaign:
+    return Campaign(**{**dict(row), "required_skills": tuple(row["required_skills"])})
 
 
 _STATES: dict[type, str] = {
@@ -94,9 +100,9 @@ class Outbound:
     async def load(self, conn: Connection) -> None:
         """Read both tables (at start, before consuming)."""
         for row in await conn.fetch(
-            "select tenant, campaign_id, name, queue_id, state from campaigns"
+            "select tenant, campaign_id, name, queue_id, state, required_skills from campaigns"
         ):
-            self.know_campaign(Campaign(**dict(row)))
+            self.know_campaign(_campaign(row))
         for row in await conn.fetch(
             "select tenant, call_id, campaign_id, contact_id, attempt_id, number, agent_id, "
             "requested_by from outbound_calls"
@@ -128,22 +134,23 @@ class Outbound:
         tenant, at = envelope.tenant, envelope.occurred_at
         if isinstance(fact, CampaignCreated):
             row = await conn.fetchrow(
-                "insert into campaigns (tenant, campaign_id, name, queue_id, state, updated_at) "
-                "values ($1, $2, $3, $4, 'created', $5) "
+                "insert into campaigns (tenant, campaign_id, name, queue_id, state, updated_at, "
+                "required_skills) values ($1, $2, $3, $4, 'created', $5, $6) "
                 "on conflict (tenant, campaign_id) do update set name = excluded.name, "
-                "queue_id = excluded.queue_id "
-                "returning tenant, campaign_id, name, queue_id, state",
+                "queue_id = excluded.queue_id, required_skills = excluded.required_skills "
+                "returning tenant, campaign_id, name, queue_id, state, required_skills",
                 tenant,
                 fact.campaign_id,
                 fact.name,
                 fact.queue_id,
                 at,
+                list(fact.required_skills),
             )
         elif type(fact) in _STATES:
             row = await conn.fetchrow(
                 "update campaigns set state = $3, updated_at = $4 "
                 "where tenant = $1 and campaign_id = $2 "
-                "returning tenant, campaign_id, name, queue_id, state",
+                "returning tenant, campaign_id, name, queue_id, state, required_skills",
                 tenant,
                 getattr(fact, "campaign_id", ""),
                 _STATES[type(fact)],
@@ -153,7 +160,7 @@ class Outbound:
             return
         if row is not None:
             # Ahead of the commit: a rolled-back batch is redelivered and writes the same.
-            campaign = Campaign(**dict(row))
+            campaign = _campaign(row)
             self.know_campaign(campaign)
             log.info(
                 "acd.campaign_known",
@@ -237,5 +244,6 @@ class Outbound:
             direction="outbound",
             priority=routing.OUTBOUND_PRIORITY,
             campaign_id=fact.campaign_id,
+            required_skills=campaign.required_skills if campaign else (),
             agent_id=call.agent_id if call else None,
         )

@@ -287,6 +287,16 @@ def test_an_answer_becomes_an_outbound_arrival_in_the_campaigns_queue() -> None:
     )
 
 
+def test_an_answer_carries_the_campaigns_own_skills() -> None:
+    book = outbound_book()
+    book.know_campaign(
+        Campaign("t", "camp-1", "May renewals", "q-sales", "running", ("french", "lingala"))
+    )
+    trigger = book.trigger_of("t", answered(), at(0))
+    assert isinstance(trigger, CallArrived)
+    assert trigger.required_skills == ("french", "lingala")
+
+
 def test_an_answer_of_an_unknown_campaign_arrives_without_a_queue() -> None:
     trigger = outbound_book().trigger_of("t", answered(campaign_id="camp-x"), at(0))
     assert isinstance(trigger, CallArrived)

@@ -199,10 +199,12 @@ class DialingLoop:
             tenant,
             campaign.queue_id,
         )
+        # The campaign's floor: agents who have the queue's skills and the campaign's own.
+        needed = sorted({*(required or []), *campaign.required_skills})
         agents = await self._pool.fetch(
             "select state, since from floor_agents where tenant = $1 and skills @> $2",
             tenant,
-            list(required or []),
+            needed,
         )
         dialling = await self._pool.fetch(
             "select started_at from dial_attempts "

@@ -12,7 +12,12 @@ import pytest
 from google.protobuf.duration_pb2 import Duration
 
 from plateau_contracts.catalogue import parse
-from plateau_contracts.events.dialer import ContactAllowed, ContactListImported, ContactWithdrawn
+from plateau_contracts.events.dialer import (
+    CampaignCreated,
+    ContactAllowed,
+    ContactListImported,
+    ContactWithdrawn,
+)
 from plateau_contracts.grpc.campaigns.v1 import campaigns_pb2 as pb
 from plateau_contracts.grpc.campaigns.v1 import campaigns_pb2_grpc as pb_grpc
 from plateau_dialer.campaigns import CampaignCommands
@@ -48,6 +53,8 @@ class Dialer:
         for name, value in changes.items():
             if isinstance(value, Duration | pb.CallingWindow):
                 getattr(settings, name).CopyFrom(value)
+            elif isinstance(value, list):
+                getattr(settings, name).extend(value)
             else:
                 setattr(settings, name, value)
         return await self.stub.CreateCampaign(
@@ -140,6 +147,16 @@ async def test_a_campaign_is_created_once_and_its_settings_are_checked(dialer: D
             calling_window=pb.CallingWindow(start="08:00", end="20:00", holidays=["15/08"]),
         )
     assert "holidays" in (bad_holiday.value.details() or "")
+    skilled = await dialer.create("lingala-speakers", required_skills=["lingala", "sales"])
+    assert list(skilled.settings.required_skills) == ["lingala", "sales"]
+    [*_, recorded] = await dialer.events("campaign.created")
+    assert isinstance(recorded, CampaignCreated)
+    assert recorded.required_skills == ("lingala", "sales")
+    for skills, why in ((["lingala", "lingala"], "named twice"), ([""], "required_skills")):
+        with pytest.raises(grpc.aio.AioRpcError) as bad_skill:
+            await dialer.create("other", required_skills=skills)
+        assert bad_skill.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert why in (bad_skill.value.details() or ""), bad_skill.value.details()
     with pytest.raises(grpc.aio.AioRpcError) as no_pacing:
         await dialer.create("other", pacing=pb.PACING_MODE_UNSPECIFIED)
     assert "pacing" in (no_pacing.value.details() or "")

@@ -163,13 +163,18 @@ async def floor(
         await others_pool.close()
 
 
-async def running_campaign(floor: Floor, pacing: PacingMode = PacingMode.PROGRESSIVE) -> None:
+async def running_campaign(
+    floor: Floor,
+    pacing: PacingMode = PacingMode.PROGRESSIVE,
+    required_skills: tuple[str, ...] = (),
+) -> None:
     await floor.commands.create(
         TENANT,
         CampaignCreated(
             campaign_id="renewals",
             name="Renewals",
             queue_id="q-sales",
+            required_skills=required_skills,
             pacing=pacing,
             max_abandon_rate=0.03,
             max_attempts=2,
@@ -206,12 +211,26 @@ async def running_campaign(floor: Floor, pacing: PacingMode = PacingMode.PROGRES
     )
 
 
-async def agents_available(floor: Floor, *agent_ids: str, skill: str = "sales") -> None:
+async def agents_available(
+    floor: Floor, *agent_ids: str, skill: str = "sales", also: tuple[str, ...] = ()
+) -> None:
     for agent_id in agent_ids:
+        skills = tuple(ag.Skill(name=name) for name in (skill, *also))
         await floor.tell(
-            ag.AgentLoggedIn(agent_id=agent_id, extension="1001", skills=(ag.Skill(name=skill),)),
+            ag.AgentLoggedIn(agent_id=agent_id, extension="1001", skills=skills),
             ag.AgentBecameAvailable(agent_id=agent_id),
         )
+
+
+async def test_a_campaigns_own_skills_narrow_its_floor_to_the_agents_who_have_them(
+    floor: Floor,
+) -> None:
+    await running_campaign(floor, required_skills=("lingala",))
+    await agents_available(floor, "a-1", "a-2")  # the queue's skill only
+    assert await floor.loop.tick() == 0
+    await agents_available(floor, "a-3", also=("lingala",))
+    await agents_available(floor, "a-4", skill="lingala")  # not the queue's skill
+    assert await floor.loop.tick() == 1  # one agent has both
 
 
 async def test_progressive_dials_one_call_per_free_agent_and_records_every_dial(

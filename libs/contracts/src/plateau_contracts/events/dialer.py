@@ -145,6 +145,11 @@ class CampaignCreated(CampaignEvent):
     retry_after_s: int = Field(ge=0, description="Minimum delay between two attempts.")
     ring_timeout_s: int = Field(ge=1, description="How long a dial may ring.", examples=[25])
     calling_window: CallingWindow = Field(description="When dialling is allowed.")
+    required_skills: tuple[Ident, ...] = Field(
+        default=(),
+        description="Skills an agent needs for this campaign's answers, on top of the queue's.",
+        examples=[["french"]],
+    )
 
 
 @event

@@ -341,10 +341,14 @@ def _created(request: pb.CreateCampaignRequest) -> CampaignCreated:
     if ring_s < 15:
         # Regulators (Ofcom, the FTC) want a dial to ring at least 15 s before giving up.
         raise ValueError("settings.ring_timeout: at least 15 s")
+    skills = tuple(settings.required_skills)
+    if len(set(skills)) != len(skills):
+        raise ValueError("settings.required_skills: a skill is named twice")
     return CampaignCreated(
         campaign_id=request.campaign_id,
         name=settings.name or request.campaign_id,
         queue_id=settings.queue_id,
+        required_skills=skills,
         pacing=_PACING[settings.pacing],
         caller_id=settings.caller_id or None,
         max_abandon_rate=settings.max_abandon_rate or 0.03,
@@ -366,6 +370,7 @@ def _settings(created: CampaignCreated) -> pb.CampaignSettings:
     return pb.CampaignSettings(
         name=created.name,
         queue_id=created.queue_id,
+        required_skills=list(created.required_skills),
         pacing=next(k for k, v in _PACING.items() if v == created.pacing),
         caller_id=created.caller_id or "",
         max_abandon_rate=created.max_abandon_rate,

@@ -25,17 +25,17 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$plateau/campaigns/v1/campaigns.proto\x12\x14plateau.campaigns.v1\x1a\x1egoogle/protobuf/duration.proto\"\x96\x01\n\nFileFormat\x12\x11\n\tdelimiter\x18\x01 \x01(\t\x12\x10\n\x08\x65ncoding\x18\x02 \x01(\t\x12\x1b\n\x0ehas_header_row\x18\x03 \x01(\x08H\x00\x88\x01\x01\x12\x15\n\rnumber_column\x18\x04 \x01(\t\x12\x1c\n\x14\x64\x65\x66\x61ult_country_code\x18\x05 \x01(\tB\x11\n\x0f_has_header_row\"w\n\x0cImportHeader\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\t\x12\x10\n\x08\x66ilename\x18\x02 \x01(\t\x12\x30\n\x06\x66ormat\x18\x03 \x01(\x0b\x32 .plateau.campaigns.v1.FileFormat\x12\x0e\n\x06sha256\x18\x04 \x01(\t\"f\n\x15ImportContactsRequest\x12\x34\n\x06header\x18\x01 \x01(\x0b\x32\".plateau.campaigns.v1.ImportHeaderH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"I\n\nRowProblem\x12\x0c\n\x04line\x18\x01 \x01(\x03\x12\x0e\n\x06\x63olumn\x18\x02 \x01(\t\x12\x0c\n\x04\x63ode\x18\x03 \x01(\t\x12\x0f\n\x07message\x18\x04 \x01(\t\"\xb4\x02\n\x0cImportReport\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\t\x12\x14\n\x0clist_version\x18\x02 \x01(\x05\x12\x0e\n\x06sha256\x18\x03 \x01(\t\x12\x10\n\x08\x65ncoding\x18\x04 \x01(\t\x12\x11\n\tdelimiter\x18\x05 \x01(\t\x12\x12\n\nrows_total\x18\x06 \x01(\x03\x12\x15\n\rrows_accepted\x18\x07 \x01(\x03\x12\x15\n\rrows_rejected\x18\x08 \x01(\x03\x12\x16\n\x0erows_duplicate\x18\t \x01(\x03\x12\x1a\n\x12\x63ontacts_withdrawn\x18\n \x01(\x03\x12\x32\n\x08problems\x18\x0b \x03(\x0b\x32 .plateau.campaigns.v1.RowProblem\x12\x1a\n\x12problems_truncated\x18\x0c \x01(\x08\"^\n\rCallingWindow\x12\r\n\x05start\x18\x01 \x01(\t\x12\x0b\n\x03\x65nd\x18\x02 \x01(\t\x12\x0c\n\x04\x64\x61ys\x18\x03 \x03(\t\x12\x11\n\ttime_zone\x18\x04 \x01(\t\x12\x10\n\x08holidays\x18\x05 \x03(\t\"\xc5\x02\n\x10\x43\x61mpaignSettings\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08queue_id\x18\x02 \x01(\t\x12\x30\n\x06pacing\x18\x03 \x01(\x0e\x32 .plateau.campaigns.v1.PacingMode\x12\x11\n\tcaller_id\x18\x04 \x01(\t\x12\x18\n\x10max_abandon_rate\x18\x05 \x01(\x01\x12\x14\n\x0cmax_attempts\x18\x06 \x01(\x05\x12.\n\x0bretry_after\x18\x07 \x01(\x0b\x32\x19.google.protobuf.Duration\x12/\n\x0cring_timeout\x18\x08 \x01(\x0b\x32\x19.google.protobuf.Duration\x12;\n\x0e\x63\x61lling_window\x18\t \x01(\x0b\x32#.plateau.campaigns.v1.CallingWindow\"f\n\x15\x43reateCampaignRequest\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\t\x12\x38\n\x08settings\x18\x02 \x01(\x0b\x32&.plateau.campaigns.v1.CampaignSettings\"+\n\x14StartCampaignRequest\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\t\";\n\x14PauseCampaignRequest\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\",\n\x15ResumeCampaignRequest\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\t\":\n\x13StopCampaignRequest\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\")\n\x12GetCampaignRequest\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\t\"\xa1\x02\n\x08\x43\x61mpaign\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\t\x12\x32\n\x05state\x18\x02 \x01(\x0e\x32#.plateau.campaigns.v1.CampaignState\x12\x38\n\x08settings\x18\x03 \x01(\x0b\x32&.plateau.campaigns.v1.CampaignSettings\x12\x14\n\x0clist_version\x18\x04 \x01(\x05\x12\x16\n\x0e\x63ontacts_total\x18\x05 \x01(\x03\x12\x1a\n\x12\x63ontacts_remaining\x18\x06 \x01(\x03\x12\x12\n\ndial_level\x18\x07 \x01(\x01\x12\x1a\n\x12\x61\x62\x61ndon_rate_today\x18\x08 \x01(\x01\x12\x18\n\x10\x61\x62\x61ndon_rate_30d\x18\t \x01(\x01\"T\n\x13\x41\x64\x64\x44oNotCallRequest\x12\x0f\n\x07numbers\x18\x01 \x03(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x1c\n\x14\x64\x65\x66\x61ult_country_code\x18\x03 \x01(\t\"W\n\x16RemoveDoNotCallRequest\x12\x0f\n\x07numbers\x18\x01 \x03(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x1c\n\x14\x64\x65\x66\x61ult_country_code\x18\x03 \x01(\t\"5\n\x0f\x44oNotCallChange\x12\x0f\n\x07\x63hanged\x18\x01 \x03(\t\x12\x11\n\tunchanged\x18\x02 \x03(\t\"\x16\n\x14ListDoNotCallRequest\"R\n\x0e\x44oNotCallEntry\x12\x0e\n\x06number\x18\x01 \x01(\t\x12\x10\n\x08\x61\x64\x64\x65\x64_at\x18\x02 \x01(\t\x12\x0e\n\x06source\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\"{\n\x15\x44oNotCallImportHeader\x12\x10\n\x08\x66ilename\x18\x01 \x01(\t\x12\x30\n\x06\x66ormat\x18\x02 \x01(\x0b\x32 .plateau.campaigns.v1.FileFormat\x12\x0e\n\x06sha256\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\"p\n\x16ImportDoNotCallRequest\x12=\n\x06header\x18\x01 \x01(\x0b\x32+.plateau.campaigns.v1.DoNotCallImportHeaderH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"\x96\x02\n\x15\x44oNotCallImportReport\x12\x0e\n\x06sha256\x18\x01 \x01(\t\x12\x10\n\x08\x65ncoding\x18\x02 \x01(\t\x12\x11\n\tdelimiter\x18\x03 \x01(\t\x12\x12\n\nrows_total\x18\x04 \x01(\x03\x12\x15\n\rnumbers_added\x18\x05 \x01(\x03\x12\x1e\n\x16numbers_already_listed\x18\x06 \x01(\x03\x12\x15\n\rrows_rejected\x18\x07 \x01(\x03\x12\x16\n\x0erows_duplicate\x18\x08 \x01(\x03\x12\x32\n\x08problems\x18\t \x03(\x0b\x32 .plateau.campaigns.v1.RowProblem\x12\x1a\n\x12problems_truncated\x18\n \x01(\x08*{\n\nPacingMode\x12\x1b\n\x17PACING_MODE_UNSPECIFIED\x10\x00\x12\x1a\n\x16PACING_MODE_PREDICTIVE\x10\x01\x12\x1b\n\x17PACING_MODE_PROGRESSIVE\x10\x02\x12\x17\n\x13PACING_MODE_PREVIEW\x10\x03*\x9e\x01\n\rCampaignState\x12\x1e\n\x1a\x43\x41MPAIGN_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x43\x41MPAIGN_STATE_CREATED\x10\x01\x12\x1a\n\x16\x43\x41MPAIGN_STATE_RUNNING\x10\x02\x12\x19\n\x15\x43\x41MPAIGN_STATE_PAUSED\x10\x03\x12\x1a\n\x16\x43\x41MPAIGN_STATE_STOPPED\x10\x04\x32\xbb\x08\n\tCampaigns\x12\x63\n\x0eImportContacts\x12+.plateau.campaigns.v1.ImportContactsRequest\x1a\".plateau.campaigns.v1.ImportReport(\x01\x12]\n\x0e\x43reateCampaign\x12+.plateau.campaigns.v1.CreateCampaignRequest\x1a\x1e.plateau.campaigns.v1.Campaign\x12[\n\rStartCampaign\x12*.plateau.campaigns.v1.StartCampaignRequest\x1a\x1e.plateau.campaigns.v1.Campaign\x12[\n\rPauseCampaign\x12*.plateau.campaigns.v1.PauseCampaignRequest\x1a\x1e.plateau.campaigns.v1.Campaign\x12]\n\x0eResumeCampaign\x12+.plateau.campaigns.v1.ResumeCampaignRequest\x1a\x1e.plateau.campaigns.v1.Campaign\x12Y\n\x0cStopCampaign\x12).plateau.campaigns.v1.StopCampaignRequest\x1a\x1e.plateau.campaigns.v1.Campaign\x12W\n\x0bGetCampaign\x12(.plateau.campaigns.v1.GetCampaignRequest\x1a\x1e.plateau.campaigns.v1.Campaign\x12`\n\x0c\x41\x64\x64\x44oNotCall\x12).plateau.campaigns.v1.AddDoNotCallRequest\x1a%.plateau.campaigns.v1.DoNotCallChange\x12\x66\n\x0fRemoveDoNotCall\x12,.plateau.campaigns.v1.RemoveDoNotCallRequest\x1a%.plateau.campaigns.v1.DoNotCallChange\x12\x63\n\rListDoNotCall\x12*.plateau.campaigns.v1.ListDoNotCallRequest\x1a$.plateau.campaigns.v1.DoNotCallEntry0\x01\x12n\n\x0fImportDoNotCall\x12,.plateau.campaigns.v1.ImportDoNotCallRequest\x1a+.plateau.campaigns.v1.DoNotCallImportReport(\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$plateau/campaigns/v1/campaigns.proto\x12\x14plateau.campaigns.v1\x1a\x1egoogle/protobuf/duration.proto\"\x96\x01\n\nFileFormat\x12\x11\n\tdelimiter\x18\x01 \x01(\t\x12\x10\n\x08\x65ncoding\x18\x02 \x01(\t\x12\x1b\n\x0ehas_header_row\x18\x03 \x01(\x08H\x00\x88\x01\x01\x12\x15\n\rnumber_column\x18\x04 \x01(\t\x12\x1c\n\x14\x64\x65\x66\x61ult_country_code\x18\x05 \x01(\tB\x11\n\x0f_has_header_row\"w\n\x0cImportHeader\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\t\x12\x10\n\x08\x66ilename\x18\x02 \x01(\t\x12\x30\n\x06\x66ormat\x18\x03 \x01(\x0b\x32 .plateau.campaigns.v1.FileFormat\x12\x0e\n\x06sha256\x18\x04 \x01(\t\"f\n\x15ImportContactsRequest\x12\x34\n\x06header\x18\x01 \x01(\x0b\x32\".plateau.campaigns.v1.ImportHeaderH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"I\n\nRowProblem\x12\x0c\n\x04line\x18\x01 \x01(\x03\x12\x0e\n\x06\x63olumn\x18\x02 \x01(\t\x12\x0c\n\x04\x63ode\x18\x03 \x01(\t\x12\x0f\n\x07message\x18\x04 \x01(\t\"\xb4\x02\n\x0cImportReport\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\t\x12\x14\n\x0clist_version\x18\x02 \x01(\x05\x12\x0e\n\x06sha256\x18\x03 \x01(\t\x12\x10\n\x08\x65ncoding\x18\x04 \x01(\t\x12\x11\n\tdelimiter\x18\x05 \x01(\t\x12\x12\n\nrows_total\x18\x06 \x01(\x03\x12\x15\n\rrows_accepted\x18\x07 \x01(\x03\x12\x15\n\rrows_rejected\x18\x08 \x01(\x03\x12\x16\n\x0erows_duplicate\x18\t \x01(\x03\x12\x1a\n\x12\x63ontacts_withdrawn\x18\n \x01(\x03\x12\x32\n\x08problems\x18\x0b \x03(\x0b\x32 .plateau.campaigns.v1.RowProblem\x12\x1a\n\x12problems_truncated\x18\x0c \x01(\x08\"^\n\rCallingWindow\x12\r\n\x05start\x18\x01 \x01(\t\x12\x0b\n\x03\x65nd\x18\x02 \x01(\t\x12\x0c\n\x04\x64\x61ys\x18\x03 \x03(\t\x12\x11\n\ttime_zone\x18\x04 \x01(\t\x12\x10\n\x08holidays\x18\x05 \x03(\t\"\xde\x02\n\x10\x43\x61mpaignSettings\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08queue_id\x18\x02 \x01(\t\x12\x30\n\x06pacing\x18\x03 \x01(\x0e\x32 .plateau.campaigns.v1.PacingMode\x12\x11\n\tcaller_id\x18\x04 \x01(\t\x12\x18\n\x10max_abandon_rate\x18\x05 \x01(\x01\x12\x14\n\x0cmax_attempts\x18\x06 \x01(\x05\x12.\n\x0bretry_after\x18\x07 \x01(\x0b\x32\x19.google.protobuf.Duration\x12/\n\x0cring_timeout\x18\x08 \x01(\x0b\x32\x19.google.protobuf.Duration\x12;\n\x0e\x63\x61lling_window\x18\t \x01(\x0b\x32#.plateau.campaigns.v1.CallingWindow\x12\x17\n\x0frequired_skills\x18\n \x03(\t\"f\n\x15\x43reateCampaignRequest\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\t\x12\x38\n\x08settings\x18\x02 \x01(\x0b\x32&.plateau.campaigns.v1.CampaignSettings\"+\n\x14StartCampaignRequest\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\t\";\n\x14PauseCampaignRequest\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\",\n\x15ResumeCampaignRequest\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\t\":\n\x13StopCampaignRequest\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\")\n\x12GetCampaignRequest\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\t\"\xa1\x02\n\x08\x43\x61mpaign\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\t\x12\x32\n\x05state\x18\x02 \x01(\x0e\x32#.plateau.campaigns.v1.CampaignState\x12\x38\n\x08settings\x18\x03 \x01(\x0b\x32&.plateau.campaigns.v1.CampaignSettings\x12\x14\n\x0clist_version\x18\x04 \x01(\x05\x12\x16\n\x0e\x63ontacts_total\x18\x05 \x01(\x03\x12\x1a\n\x12\x63ontacts_remaining\x18\x06 \x01(\x03\x12\x12\n\ndial_level\x18\x07 \x01(\x01\x12\x1a\n\x12\x61\x62\x61ndon_rate_today\x18\x08 \x01(\x01\x12\x18\n\x10\x61\x62\x61ndon_rate_30d\x18\t \x01(\x01\"T\n\x13\x41\x64\x64\x44oNotCallRequest\x12\x0f\n\x07numbers\x18\x01 \x03(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x1c\n\x14\x64\x65\x66\x61ult_country_code\x18\x03 \x01(\t\"W\n\x16RemoveDoNotCallRequest\x12\x0f\n\x07numbers\x18\x01 \x03(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x1c\n\x14\x64\x65\x66\x61ult_country_code\x18\x03 \x01(\t\"5\n\x0f\x44oNotCallChange\x12\x0f\n\x07\x63hanged\x18\x01 \x03(\t\x12\x11\n\tunchanged\x18\x02 \x03(\t\"\x16\n\x14ListDoNotCallRequest\"R\n\x0e\x44oNotCallEntry\x12\x0e\n\x06number\x18\x01 \x01(\t\x12\x10\n\x08\x61\x64\x64\x65\x64_at\x18\x02 \x01(\t\x12\x0e\n\x06source\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\"{\n\x15\x44oNotCallImportHeader\x12\x10\n\x08\x66ilename\x18\x01 \x01(\t\x12\x30\n\x06\x66ormat\x18\x02 \x01(\x0b\x32 .plateau.campaigns.v1.FileFormat\x12\x0e\n\x06sha256\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\"p\n\x16ImportDoNotCallRequest\x12=\n\x06header\x18\x01 \x01(\x0b\x32+.plateau.campaigns.v1.DoNotCallImportHeaderH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"\x96\x02\n\x15\x44oNotCallImportReport\x12\x0e\n\x06sha256\x18\x01 \x01(\t\x12\x10\n\x08\x65ncoding\x18\x02 \x01(\t\x12\x11\n\tdelimiter\x18\x03 \x01(\t\x12\x12\n\nrows_total\x18\x04 \x01(\x03\x12\x15\n\rnumbers_added\x18\x05 \x01(\x03\x12\x1e\n\x16numbers_already_listed\x18\x06 \x01(\x03\x12\x15\n\rrows_rejected\x18\x07 \x01(\x03\x12\x16\n\x0erows_duplicate\x18\x08 \x01(\x03\x12\x32\n\x08problems\x18\t \x03(\x0b\x32 .plateau.campaigns.v1.RowProblem\x12\x1a\n\x12problems_truncated\x18\n \x01(\x08*{\n\nPacingMode\x12\x1b\n\x17PACING_MODE_UNSPECIFIED\x10\x00\x12\x1a\n\x16PACING_MODE_PREDICTIVE\x10\x01\x12\x1b\n\x17PACING_MODE_PROGRESSIVE\x10\x02\x12\x17\n\x13PACING_MODE_PREVIEW\x10\x03*\x9e\x01\n\rCampaignState\x12\x1e\n\x1a\x43\x41MPAIGN_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x43\x41MPAIGN_STATE_CREATED\x10\x01\x12\x1a\n\x16\x43\x41MPAIGN_STATE_RUNNING\x10\x02\x12\x19\n\x15\x43\x41MPAIGN_STATE_PAUSED\x10\x03\x12\x1a\n\x16\x43\x41MPAIGN_STATE_STOPPED\x10\x04\x32\xbb\x08\n\tCampaigns\x12\x63\n\x0eImportContacts\x12+.plateau.campaigns.v1.ImportContactsRequest\x1a\".plateau.campaigns.v1.ImportReport(\x01\x12]\n\x0e\x43reateCampaign\x12+.plateau.campaigns.v1.CreateCampaignRequest\x1a\x1e.plateau.campaigns.v1.Campaign\x12[\n\rStartCampaign\x12*.plateau.campaigns.v1.StartCampaignRequest\x1a\x1e.plateau.campaigns.v1.Campaign\x12[\n\rPauseCampaign\x12*.plateau.campaigns.v1.PauseCampaignRequest\x1a\x1e.plateau.campaigns.v1.Campaign\x12]\n\x0eResumeCampaign\x12+.plateau.campaigns.v1.ResumeCampaignRequest\x1a\x1e.plateau.campaigns.v1.Campaign\x12Y\n\x0cStopCampaign\x12).plateau.campaigns.v1.StopCampaignRequest\x1a\x1e.plateau.campaigns.v1.Campaign\x12W\n\x0bGetCampaign\x12(.plateau.campaigns.v1.GetCampaignRequest\x1a\x1e.plateau.campaigns.v1.Campaign\x12`\n\x0c\x41\x64\x64\x44oNotCall\x12).plateau.campaigns.v1.AddDoNotCallRequest\x1a%.plateau.campaigns.v1.DoNotCallChange\x12\x66\n\x0fRemoveDoNotCall\x12,.plateau.campaigns.v1.RemoveDoNotCallRequest\x1a%.plateau.campaigns.v1.DoNotCallChange\x12\x63\n\rListDoNotCall\x12*.plateau.campaigns.v1.ListDoNotCallRequest\x1a$.plateau.campaigns.v1.DoNotCallEntry0\x01\x12n\n\x0fImportDoNotCall\x12,.plateau.campaigns.v1.ImportDoNotCallRequest\x1a+.plateau.campaigns.v1.DoNotCallImportReport(\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'plateau_contracts.grpc.campaigns.v1.campaigns_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PACINGMODE']._serialized_start=2791
-  _globals['_PACINGMODE']._serialized_end=2914
-  _globals['_CAMPAIGNSTATE']._serialized_start=2917
-  _globals['_CAMPAIGNSTATE']._serialized_end=3075
+  _globals['_PACINGMODE']._serialized_start=2816
+  _globals['_PACINGMODE']._serialized_end=2939
+  _globals['_CAMPAIGNSTATE']._serialized_start=2942
+  _globals['_CAMPAIGNSTATE']._serialized_end=3100
   _globals['_FILEFORMAT']._serialized_start=95
   _globals['_FILEFORMAT']._serialized_end=245
   _globals['_IMPORTHEADER']._serialized_start=247
@@ -49,37 +49,37 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CALLINGWINDOW']._serialized_start=858
   _globals['_CALLINGWINDOW']._serialized_end=952
   _globals['_CAMPAIGNSETTINGS']._serialized_start=955
-  _globals['_CAMPAIGNSETTINGS']._serialized_end=1280
-  _globals['_CREATECAMPAIGNREQUEST']._serialized_start=1282
-  _globals['_CREATECAMPAIGNREQUEST']._serialized_end=1384
-  _globals['_STARTCAMPAIGNREQUEST']._serialized_start=1386
-  _globals['_STARTCAMPAIGNREQUEST']._serialized_end=1429
-  _globals['_PAUSECAMPAIGNREQUEST']._serialized_start=1431
-  _globals['_PAUSECAMPAIGNREQUEST']._serialized_end=1490
-  _globals['_RESUMECAMPAIGNREQUEST']._serialized_start=1492
-  _globals['_RESUMECAMPAIGNREQUEST']._serialized_end=1536
-  _globals['_STOPCAMPAIGNREQUEST']._serialized_start=1538
-  _globals['_STOPCAMPAIGNREQUEST']._serialized_end=1596
-  _globals['_GETCAMPAIGNREQUEST']._serialized_start=1598
-  _globals['_GETCAMPAIGNREQUEST']._serialized_end=1639
-  _globals['_CAMPAIGN']._serialized_start=1642
-  _globals['_CAMPAIGN']._serialized_end=1931
-  _globals['_ADDDONOTCALLREQUEST']._serialized_start=1933
-  _globals['_ADDDONOTCALLREQUEST']._serialized_end=2017
-  _globals['_REMOVEDONOTCALLREQUEST']._serialized_start=2019
-  _globals['_REMOVEDONOTCALLREQUEST']._serialized_end=2106
-  _globals['_DONOTCALLCHANGE']._serialized_start=2108
-  _globals['_DONOTCALLCHANGE']._serialized_end=2161
-  _globals['_LISTDONOTCALLREQUEST']._serialized_start=2163
-  _globals['_LISTDONOTCALLREQUEST']._serialized_end=2185
-  _globals['_DONOTCALLENTRY']._serialized_start=2187
-  _globals['_DONOTCALLENTRY']._serialized_end=2269
-  _globals['_DONOTCALLIMPORTHEADER']._serialized_start=2271
-  _globals['_DONOTCALLIMPORTHEADER']._serialized_end=2394
-  _globals['_IMPORTDONOTCALLREQUEST']._serialized_start=2396
-  _globals['_IMPORTDONOTCALLREQUEST']._serialized_end=2508
-  _globals['_DONOTCALLIMPORTREPORT']._serialized_start=2511
-  _globals['_DONOTCALLIMPORTREPORT']._serialized_end=2789
-  _globals['_CAMPAIGNS']._serialized_start=3078
-  _globals['_CAMPAIGNS']._serialized_end=4161
+  _globals['_CAMPAIGNSETTINGS']._serialized_end=1305
+  _globals['_CREATECAMPAIGNREQUEST']._serialized_start=1307
+  _globals['_CREATECAMPAIGNREQUEST']._serialized_end=1409
+  _globals['_STARTCAMPAIGNREQUEST']._serialized_start=1411
+  _globals['_STARTCAMPAIGNREQUEST']._serialized_end=1454
+  _globals['_PAUSECAMPAIGNREQUEST']._serialized_start=1456
+  _globals['_PAUSECAMPAIGNREQUEST']._serialized_end=1515
+  _globals['_RESUMECAMPAIGNREQUEST']._serialized_start=1517
+  _globals['_RESUMECAMPAIGNREQUEST']._serialized_end=1561
+  _globals['_STOPCAMPAIGNREQUEST']._serialized_start=1563
+  _globals['_STOPCAMPAIGNREQUEST']._serialized_end=1621
+  _globals['_GETCAMPAIGNREQUEST']._serialized_start=1623
+  _globals['_GETCAMPAIGNREQUEST']._serialized_end=1664
+  _globals['_CAMPAIGN']._serialized_start=1667
+  _globals['_CAMPAIGN']._serialized_end=1956
+  _globals['_ADDDONOTCALLREQUEST']._serialized_start=1958
+  _globals['_ADDDONOTCALLREQUEST']._serialized_end=2042
+  _globals['_REMOVEDONOTCALLREQUEST']._serialized_start=2044
+  _globals['_REMOVEDONOTCALLREQUEST']._serialized_end=2131
+  _globals['_DONOTCALLCHANGE']._serialized_start=2133
+  _globals['_DONOTCALLCHANGE']._serialized_end=2186
+  _globals['_LISTDONOTCALLREQUEST']._serialized_start=2188
+  _globals['_LISTDONOTCALLREQUEST']._serialized_end=2210
+  _globals['_DONOTCALLENTRY']._serialized_start=2212
+  _globals['_DONOTCALLENTRY']._serialized_end=2294
+  _globals['_DONOTCALLIMPORTHEADER']._serialized_start=2296
+  _globals['_DONOTCALLIMPORTHEADER']._serialized_end=2419
+  _globals['_IMPORTDONOTCALLREQUEST']._serialized_start=2421
+  _globals['_IMPORTDONOTCALLREQUEST']._serialized_end=2533
+  _globals['_DONOTCALLIMPORTREPORT']._serialized_start=2536
+  _globals['_DONOTCALLIMPORTREPORT']._serialized_end=2814
+  _globals['_CAMPAIGNS']._serialized_start=3103
+  _globals['_CAMPAIGNS']._serialized_end=4186
 # @@protoc_insertion_point(module_scope)

@@ -363,6 +363,7 @@ class CampaignSettings(_message.Message):
     RETRY_AFTER_FIELD_NUMBER: _builtins.int
     RING_TIMEOUT_FIELD_NUMBER: _builtins.int
     CALLING_WINDOW_FIELD_NUMBER: _builtins.int
+    REQUIRED_SKILLS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Display name."""
     queue_id: _builtins.str
@@ -387,6 +388,10 @@ class CampaignSettings(_message.Message):
     def calling_window(self) -> Global___CallingWindow:
         """When dialling is allowed."""
 
+    @_builtins.property
+    def required_skills(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Skills an agent needs for this campaign's answers, on top of the queue's; no duplicates."""
+
     def __init__(
         self,
         *,
@@ -399,10 +404,11 @@ class CampaignSettings(_message.Message):
         retry_after: _duration_pb2.Duration | None = ...,
         ring_timeout: _duration_pb2.Duration | None = ...,
         calling_window: Global___CallingWindow | None = ...,
+        required_skills: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["calling_window", b"calling_window", "retry_after", b"retry_after", "ring_timeout", b"ring_timeout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["caller_id", b"caller_id", "calling_window", b"calling_window", "max_abandon_rate", b"max_abandon_rate", "max_attempts", b"max_attempts", "name", b"name", "pacing", b"pacing", "queue_id", b"queue_id", "retry_after", b"retry_after", "ring_timeout", b"ring_timeout"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["caller_id", b"caller_id", "calling_window", b"calling_window", "max_abandon_rate", b"max_abandon_rate", "max_attempts", b"max_attempts", "name", b"name", "pacing", b"pacing", "queue_id", b"queue_id", "required_skills", b"required_skills", "retry_after", b"retry_after", "ring_timeout", b"ring_timeout"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
