@@ -116,7 +116,8 @@ def cmd_list(args: argparse.Namespace) -> int:
     for entry in result:
         reason = f"\t{entry.reason}" if entry.reason else ""
         print(f"{entry.number}\t{entry.added_at}\t{entry.source}{reason}")
-    print(f"{len(result)} numbers on the do-not-call list of {args.tenant}")
+    count = f"{len(result)} number" + ("" if len(result) == 1 else "s")
+    print(f"{count} on the do-not-call list of {args.tenant}")
     return 0
 
 
