@@ -169,6 +169,7 @@ def test_only_the_imported_file_is_dialled_and_a_stop_withdraws_it(tmp_path: Pat
         started = run_cli("campaign", "start", "renewals", env=env)
         assert started.returncode == 0, started.stdout + started.stderr
         assert "running, list version 1, 2 contacts" in started.stdout
+        assert "2 to dial or retry" in started.stdout
 
         # The gateway learns the list over the broker: campaign created and started, two
         # contacts allowed.

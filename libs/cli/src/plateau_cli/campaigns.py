@@ -181,6 +181,11 @@ def _print_campaign(campaign: pb.Campaign) -> None:
         + f", window {window.start}-{window.end} "
         f"{','.join(window.days)} ({window.time_zone})"
     )
+    print(
+        f"  {campaign.contacts_remaining} to dial or retry, dial level "
+        f"{campaign.dial_level:.2f}, abandoned {campaign.abandon_rate_today:.1%} today, "
+        f"{campaign.abandon_rate_30d:.1%} over 30 days"
+    )
 
 
 def cmd_create(args: argparse.Namespace) -> int:

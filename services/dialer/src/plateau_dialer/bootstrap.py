@@ -45,7 +45,9 @@ def wire(resources: ServiceResources) -> Components:
 
     return Components(
         grpc_services=[
-            campaigns_service(commands, dnc, max_upload_bytes=settings.dialer_max_upload_bytes)
+            campaigns_service(
+                commands, dnc, loop, max_upload_bytes=settings.dialer_max_upload_bytes
+            )
         ],
         tasks={"dialing": dialing},
     )

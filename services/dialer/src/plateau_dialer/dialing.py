@@ -62,7 +62,13 @@ from plateau_dialer.domain.dial_plan import (
     dialled,
     next_opening,
 )
-from plateau_dialer.domain.pacing import DialMode, FloorState, PacingPolicy, decide_dials
+from plateau_dialer.domain.pacing import (
+    AbandonFormula,
+    DialMode,
+    FloorState,
+    PacingPolicy,
+    decide_dials,
+)
 from plateau_dialer.domain.pacing_measurements import (
     ComplianceAbandon,
     DialOutcome,
@@ -86,6 +92,13 @@ _MODES = {
     PacingMode.PROGRESSIVE: DialMode.PROGRESSIVE,
     PacingMode.PREVIEW: DialMode.PREVIEW,
 }
+
+
+def _policy(campaign: CampaignCreated) -> PacingPolicy:
+    """The pacing settings of a campaign (one place, so pacing and reporting agree)."""
+    return PacingPolicy(mode=_MODES[campaign.pacing], abandon_target=campaign.max_abandon_rate)
+
+
 _RESULTS = {
     call_events.DialOutcome.BUSY: DialResult.BUSY,
     call_events.DialOutcome.NO_ANSWER: DialResult.NO_ANSWER,
@@ -109,6 +122,20 @@ _AGENT_STATES: dict[type[StreamedEvent], str | None] = {
     agent_events.AgentBecameBusy: "on_call",
     agent_events.WrapUpStarted: "wrap_up",
 }
+
+
+@dataclass(frozen=True)
+class CampaignProgress:
+    """How far a campaign has got, as ``GetCampaign`` reports it."""
+
+    contacts_remaining: int
+    """Contacts still to be dialled or retried (dials in flight included)."""
+    dial_level: float
+    """Dials per free agent of the last pacing decision (0 before the first one)."""
+    abandon_rate_today: float
+    abandon_rate_30d: float
+    """Compliance abandonment by the campaign's formula, today and over the rolling 30 days
+    (the days are the pacing's own, so these are the rates the pacing holds to its target)."""
 
 
 @dataclass
@@ -174,9 +201,7 @@ class DialingLoop:
     ) -> int:
         run = self._run(tenant, campaign.campaign_id)
         floor = await self._floor(tenant, campaign, now)
-        policy = PacingPolicy(
-            mode=_MODES[campaign.pacing], abandon_target=campaign.max_abandon_rate
-        )
+        policy = _policy(campaign)
         async with self._pool.acquire() as conn:
             estimator = await _measurements(conn, tenant, campaign.campaign_id)
         decision = decide_dials(policy, estimator.estimates(), floor, now.date())
@@ -192,6 +217,30 @@ class DialingLoop:
         """What the campaign's pacing has learned so far (cold before its first fact)."""
         async with self._pool.acquire() as conn:
             return await _measurements(conn, tenant, campaign_id)
+
+    async def progress(self, tenant: str, campaign: CampaignCreated) -> CampaignProgress:
+        """The campaign's remaining contacts, dial level and abandonment rates now."""
+        async with self._pool.acquire() as conn:
+            remaining = await conn.fetchval(
+                "select count(*) from dial_plans "
+                "where tenant = $1 and campaign_id = $2 and done is null",
+                tenant,
+                campaign.campaign_id,
+            )
+            estimator = await _measurements(conn, tenant, campaign.campaign_id)
+        run = self._runs.get((tenant, campaign.campaign_id))
+        policy = _policy(campaign)
+        today = self._now().date()
+        rates = [
+            counts.ofcom_rate() if policy.formula is AbandonFormula.OFCOM else counts.us_rate()
+            for counts in (estimator.ledger.day(today), estimator.ledger.rolling(today))
+        ]
+        return CampaignProgress(
+            contacts_remaining=int(remaining),
+            dial_level=run.dial_level if run is not None else 0.0,
+            abandon_rate_today=rates[0],
+            abandon_rate_30d=rates[1],
+        )
 
     async def _floor(self, tenant: str, campaign: CampaignCreated, now: datetime) -> FloorState:
         required = await self._pool.fetchval(

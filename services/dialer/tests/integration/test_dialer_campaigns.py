@@ -20,7 +20,9 @@ from plateau_contracts.events.dialer import (
 )
 from plateau_contracts.grpc.campaigns.v1 import campaigns_pb2 as pb
 from plateau_contracts.grpc.campaigns.v1 import campaigns_pb2_grpc as pb_grpc
+from plateau_dialer.adapters.gateway import GrpcCallControl
 from plateau_dialer.campaigns import CampaignCommands
+from plateau_dialer.dialing import DialingLoop
 from plateau_dialer.do_not_call import DoNotCallList
 from plateau_dialer.entrypoints.campaigns import campaigns_service
 from plateau_runtime.eventstore import EventStore
@@ -96,8 +98,10 @@ async def dialer(
     store = EventStore(service_pool, service_schema.schema)
     commands = CampaignCommands(store, service_pool)
     dnc = DoNotCallList(store, service_pool)
+    # Never ticks here, so its gateway is never dialled: it only reports progress.
+    loop = DialingLoop(store, service_pool, GrpcCallControl("127.0.0.1:1"))
     server = GrpcServer(
-        "127.0.0.1", 0, [campaigns_service(commands, dnc, max_upload_bytes=64 * 1024)]
+        "127.0.0.1", 0, [campaigns_service(commands, dnc, loop, max_upload_bytes=64 * 1024)]
     )
     await server.start()
     try:
@@ -234,6 +238,13 @@ async def test_the_same_file_again_changes_nothing_and_a_new_file_supersedes_the
         pb.GetCampaignRequest(campaign_id="renewals"), metadata=META
     )
     assert (campaign.list_version, campaign.contacts_total) == (2, 2)
+    # Nothing dialled yet: both contacts remain, no pacing decision, no abandon.
+    assert campaign.contacts_remaining == 2
+    assert (campaign.dial_level, campaign.abandon_rate_today, campaign.abandon_rate_30d) == (
+        0.0,
+        0.0,
+        0.0,
+    )
 
 
 @pytest.mark.parametrize(

@@ -36,7 +36,7 @@ from plateau_contracts.grpc.calls.v1 import call_control_pb2 as pb
 from plateau_contracts.grpc.calls.v1 import call_control_pb2_grpc as pb_grpc
 from plateau_dialer.adapters.gateway import Dialled, GrpcCallControl
 from plateau_dialer.campaigns import CampaignCommands
-from plateau_dialer.dialing import DialingLoop
+from plateau_dialer.dialing import CampaignProgress, DialingLoop
 from plateau_dialer.domain.contacts_file import FileHints
 from plateau_dialer.domain.pacing_measurements import PacingEstimator
 from plateau_runtime.db import create_pool
@@ -473,3 +473,46 @@ async def test_an_answer_connected_before_originates_reply_is_recorded_ends_its_
         "select a.result, p.done from dial_attempts a join dial_plans p using (contact_id)"
     )
     assert (result, done) == ("connected", "completed")
+
+
+async def test_the_campaigns_progress_counts_remaining_contacts_level_and_abandons(
+    floor: Floor,
+) -> None:
+    await running_campaign(floor)
+    cold = await floor.loop.progress(TENANT, await _settings(floor))
+    assert cold == CampaignProgress(len(NUMBERS), 0.0, 0.0, 0.0)
+
+    await agents_available(floor, "a-1", "a-2")
+    assert await floor.loop.tick() == 2
+    abandoned_call, abandoned_attempt = floor.call_of(NUMBERS[0])
+    connected_call, _ = floor.call_of(NUMBERS[1])
+    floor.clock.now = START + timedelta(seconds=10)
+    await floor.tell(
+        ca.ComplianceAbandoned(
+            call_id=abandoned_call,
+            campaign_id="renewals",
+            attempt_id=abandoned_attempt,
+            waited_ms=2000,
+            message_played=False,
+        ),
+        ca.CallConnected(
+            call_id=connected_call, agent_id="a-1", extension="1001", queue_id="q-sales"
+        ),
+    )
+    progress = await floor.loop.progress(TENANT, await _settings(floor))
+    # The connected contact is done; the abandoned one will be called again (2 attempts).
+    assert progress.contacts_remaining == len(NUMBERS) - 1
+    assert progress.dial_level == 1.0  # progressive: two dials for two free agents
+    # One abandon over two live answers, today and over the rolling 30 days.
+    assert (progress.abandon_rate_today, progress.abandon_rate_30d) == (0.5, 0.5)
+
+    # Tomorrow the day's rate starts again; the 30-day rate remembers.
+    floor.clock.now = START + timedelta(days=1)
+    later = await floor.loop.progress(TENANT, await _settings(floor))
+    assert (later.abandon_rate_today, later.abandon_rate_30d) == (0.0, 0.5)
+
+
+async def _settings(floor: Floor) -> CampaignCreated:
+    campaign = await floor.commands.campaign(TENANT, "renewals")
+    assert campaign.created is not None
+    return campaign.created

@@ -13,7 +13,9 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from plateau_dialer.adapters.gateway import GrpcCallControl
 from plateau_dialer.campaigns import CampaignCommands
+from plateau_dialer.dialing import DialingLoop
 from plateau_dialer.do_not_call import DoNotCallList
 from plateau_dialer.entrypoints.campaigns import campaigns_service
 from plateau_runtime.eventstore import EventStore
@@ -29,6 +31,8 @@ async def target(service_schema: MigratedSchema, service_pool: asyncpg.Pool) -> 
     service = campaigns_service(
         CampaignCommands(store, service_pool),
         DoNotCallList(store, service_pool),
+        # Never ticks here, so its gateway is never dialled: it only reports progress.
+        DialingLoop(store, service_pool, GrpcCallControl("127.0.0.1:1")),
         max_upload_bytes=64 * 1024,
     )
     server = GrpcServer("127.0.0.1", 0, [service])

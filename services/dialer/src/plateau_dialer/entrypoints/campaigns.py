@@ -25,6 +25,7 @@ from plateau_contracts.events.dialer import CallingWindow, CampaignCreated, Paci
 from plateau_contracts.grpc.campaigns.v1 import campaigns_pb2 as pb
 from plateau_contracts.grpc.campaigns.v1 import campaigns_pb2_grpc as pb_grpc
 from plateau_dialer.campaigns import CampaignCommands, ImportOutcome
+from plateau_dialer.dialing import CampaignProgress
 from plateau_dialer.do_not_call import DoNotCallList
 from plateau_dialer.domain.campaign import (
     Campaign,
@@ -82,12 +83,24 @@ class WithCountryCode(Protocol):
     def default_country_code(self) -> str: ...
 
 
+class ProgressSource(Protocol):
+    """Where a campaign's progress comes from (the dialing loop)."""
+
+    async def progress(self, tenant: str, campaign: CampaignCreated) -> CampaignProgress: ...
+
+
 class CampaignsServicer(pb_grpc.CampaignsServicer):
     def __init__(
-        self, commands: CampaignCommands, dnc: DoNotCallList, *, max_upload_bytes: int
+        self,
+        commands: CampaignCommands,
+        dnc: DoNotCallList,
+        progress: ProgressSource,
+        *,
+        max_upload_bytes: int,
     ) -> None:
         self._commands = commands
         self._dnc = dnc
+        self._progress = progress
         self._max_upload = max_upload_bytes
 
     async def CreateCampaign(
@@ -308,14 +321,17 @@ class CampaignsServicer(pb_grpc.CampaignsServicer):
         created = campaign.created
         assert created is not None
         total = await self._commands.allowed_count(tenant, campaign.campaign_id)
+        progress = await self._progress.progress(tenant, created)
         return pb.Campaign(
             campaign_id=campaign.campaign_id,
             state=_STATES[campaign.status],
             settings=_settings(created),
             list_version=campaign.list_version,
             contacts_total=total,
-            # No dial has been placed by this dialer yet: every allowed contact remains.
-            contacts_remaining=total,
+            contacts_remaining=progress.contacts_remaining,
+            dial_level=progress.dial_level,
+            abandon_rate_today=progress.abandon_rate_today,
+            abandon_rate_30d=progress.abandon_rate_30d,
         )
 
 
@@ -504,11 +520,15 @@ async def _run(context: grpc.aio.ServicerContext, work: Awaitable[T]) -> T:
 
 
 def campaigns_service(
-    commands: CampaignCommands, dnc: DoNotCallList, *, max_upload_bytes: int
+    commands: CampaignCommands,
+    dnc: DoNotCallList,
+    progress: ProgressSource,
+    *,
+    max_upload_bytes: int,
 ) -> GrpcService:
     """The servicer, ready for the host's gRPC server."""
     return GrpcService(
         SERVICE_NAME,
         pb_grpc.add_CampaignsServicer_to_server,
-        CampaignsServicer(commands, dnc, max_upload_bytes=max_upload_bytes),
+        CampaignsServicer(commands, dnc, progress, max_upload_bytes=max_upload_bytes),
     )
