@@ -263,7 +263,7 @@ class B2bua:
         new_call_id: Callable[[], str] = lambda: str(uuid.uuid4()),
         unknown_source_tenant: str = "demo",
         media: CallMedia | None = None,
-        on_open: Callable[[str, str], None] | None = None,
+        on_open: Callable[[str, str], asyncio.Future[None]] | None = None,
     ) -> None:
         self.trunks = trunks
         self.admission = admission
@@ -274,7 +274,8 @@ class B2bua:
         self._clock = clock
         self._new_call_id = new_call_id
         self.unknown_source_tenant = unknown_source_tenant
-        # Several replicas: told ``(tenant, call_id)`` of each call this one opens.
+        # Several replicas: told ``(tenant, call_id)`` of each call this one opens; the
+        # call's facts are recorded once what it returns is done (the owner is recorded).
         self.on_open = on_open
         # The gateway attaches the real one at start, once it knows whether rtpengine answers.
         self.media = media or CallMedia(SignallingOnlyMedia("media not started yet"))
@@ -352,12 +353,15 @@ class B2bua:
 
     # -- recording ---------------------------------------------------------------------
 
-    def _apply(self, call: Call, command: Command) -> list[Event]:
-        """Decide ``command`` on ``call``, record the events, update the call."""
+    def _apply(
+        self, call: Call, command: Command, after: asyncio.Future[None] | None = None
+    ) -> list[Event]:
+        """Decide ``command`` on ``call``, record the events (once ``after`` is done),
+        update the call."""
         events = decide(call.state, command)
         for event in events:
             call.state = evolve(call.state, event)
-        self.recorder.record(call.tenant, events, expected_version=call.version)
+        self.recorder.record(call.tenant, events, expected_version=call.version, after=after)
         call.version += len(events)
         if call.state.phase is Phase.ENDED:
             self._forget(call)
@@ -430,20 +434,20 @@ class B2bua:
             customer_sdp=_sdp(request),
             entry_point=decision.entry_point,
         )
+        call_id = self._new_call_id()
         self._apply(
             call,
             OfferCall(
-                call_id=self._new_call_id(),
+                call_id=call_id,
                 trunk=decision.trunk.name,
                 ani=ani,
                 dnis=decision.dnis,
                 sip_call_id=request.call_id,
             ),
+            after=self.on_open(decision.tenant, call_id) if self.on_open is not None else None,
         )
         self._calls[call.call_id] = call
         self._by_sip_call_id[request.call_id] = call
-        if self.on_open is not None:
-            self.on_open(call.tenant, call.call_id)
         tx.on_cancel = lambda cancel: self._caller_cancelled(call, cancel)
         tx.respond(tx.create_response(180))
         if self.media.available and self.media.queue(call.entry_point).plays:
@@ -871,10 +875,14 @@ class B2bua:
             if body:
                 invite = invite.with_body(body, content_type or "application/sdp")
         call = Call(tenant, CallState(), dialog, token)
+        opened: asyncio.Future[None] | None = None
+        if call_id is None:
+            call_id = self._new_call_id()
+            opened = self.on_open(tenant, call_id) if self.on_open is not None else None
         self._apply(
             call,
             Originate(
-                call_id=call_id or self._new_call_id(),
+                call_id=call_id,
                 campaign_id=allowed.campaign_id,
                 contact_id=allowed.contact_id,
                 attempt_id=attempt_id,
@@ -887,11 +895,10 @@ class B2bua:
                 agent_extension=softphone[2] if softphone else None,
                 agent_leg_sip_call_id=softphone[0].request.call_id if softphone else None,
             ),
+            after=opened,
         )
         self._calls[call.call_id] = call
         self._by_sip_call_id[dialog.sip_call_id] = call
-        if self.on_open is not None and call_id is None:
-            self.on_open(call.tenant, call.call_id)
         if softphone is not None:
             call.softphone, call.agent = softphone[0], softphone[1]
             self._by_sip_call_id[softphone[0].request.call_id] = call

@@ -34,11 +34,12 @@ from sip_gateway_harness import (
     write,
 )
 
-from plateau_contracts.events.calls import CallOffered
+from plateau_contracts.events.calls import CallEnded, CallOffered, EndCause
 from plateau_contracts.events.dialer import CampaignStarted, ContactAllowed
 from plateau_contracts.grpc.calls.v1 import call_control_pb2 as pb
 from plateau_runtime.eventstore import EventStore, NewEvent
 from plateau_runtime.testing import MigratedSchema
+from plateau_sip_gateway.adapters.recorder import Recorder
 from plateau_sip_gateway.domain.trunks import TrunksConfig
 from plateau_sip_gateway.entrypoints.call_control import FORWARDED_METADATA_KEY
 
@@ -156,8 +157,7 @@ async def test_connect_and_hangup_sent_to_the_other_replica_reach_the_call(
         tmp_path,
     )
     call_id = await offered_on(a)
-    assert a.gateway.replicas is not None
-    await a.gateway.replicas.owners.drain()
+    # Seen in the store, so its owner is recorded too (the facts wait for it).
 
     response = await b.connect_agent(call_id, EXTENSION)  # B does not hold it: forwarded
     assert response.agent_sip_call_id
@@ -189,8 +189,7 @@ async def test_the_owners_answer_is_passed_on_and_nothing_loops(
         tmp_path,
     )
     call_id = await offered_on(a)
-    assert a.gateway.replicas is not None
-    await a.gateway.replicas.owners.drain()
+    # Seen in the store, so its owner is recorded too (the facts wait for it).
 
     # A waiting call cannot be held: the owner's FAILED_PRECONDITION comes back through B.
     with pytest.raises(grpc.aio.AioRpcError) as held:
@@ -346,3 +345,25 @@ async def test_a_stopping_replica_removes_only_its_own_bindings(
     await wait_until(only_a_left, what="replica A to drop B's binding")
     rows = await service_pool.fetch("select replica from bindings")
     assert [r["replica"] for r in rows] == ["gw-a"]
+
+
+async def test_a_calls_facts_wait_for_its_owner_to_be_recorded(
+    service_pool: asyncpg.Pool, service_schema: MigratedSchema
+) -> None:
+    store = EventStore(service_pool, service_schema.schema)
+    recorder = Recorder(store)
+    owner_recorded: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    offered = CallOffered(
+        call_id="gated", ani="+242066123456", dnis=DNIS, trunk="carrier", sip_call_id="g@c"
+    )
+    ended = CallEnded(call_id="gated", cause=EndCause.CALLER_HANGUP, ended_by="caller")
+    recorder.record(TENANT, [offered], expected_version=0, after=owner_recorded)
+    recorder.record(TENANT, [ended], expected_version=1)  # queued behind the first
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert await store.read_stream("call-gated") == []
+    owner_recorded.set_result(None)
+    await recorder.drain()
+    stored = await store.read_stream("call-gated")
+    assert [s.envelope.type for s in stored] == ["call.offered", "call.ended"]
+    assert recorder.failures == 0

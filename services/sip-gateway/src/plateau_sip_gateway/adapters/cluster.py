@@ -52,11 +52,13 @@ class CallOwners:
         self._pending: set[asyncio.Task[None]] = set()
         self.failures = 0
 
-    def opened(self, tenant: str, call_id: str) -> None:
-        """Record that this replica holds ``call_id`` (queued, not waited for)."""
+    def opened(self, tenant: str, call_id: str) -> asyncio.Future[None]:
+        """Record that this replica holds ``call_id`` (in the background: SIP does not
+        wait); done once recorded (or failed, which is logged)."""
         task = asyncio.ensure_future(self._insert(tenant, call_id))
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
+        return task
 
     async def _insert(self, tenant: str, call_id: str) -> None:
         try:
@@ -226,12 +228,14 @@ class BindingsMirror:
 
     async def load(self) -> int:
         """Replace the mirror with every other replica's live rows; how many."""
-        rows = await self._pool.fetch(
-            "select replica, binding from bindings where replica <> $1 and expires_at > $2",
-            self.replica,
-            self._clock(),
-        )
-        self.peers.load(self._bindings(rows))
+        # Under the lock of single reloads: an older read never lands over a newer one.
+        async with self._reload_lock:
+            rows = await self._pool.fetch(
+                "select replica, binding from bindings where replica <> $1 and expires_at > $2",
+                self.replica,
+                self._clock(),
+            )
+            self.peers.load(self._bindings(rows))
         return len(rows)
 
     async def reload(self, aor: str) -> None:
