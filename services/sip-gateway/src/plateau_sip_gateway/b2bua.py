@@ -42,7 +42,7 @@ import contextlib
 import ipaddress
 import time
 import uuid
-from collections.abc import Callable, Coroutine, Set
+from collections.abc import Awaitable, Callable, Coroutine, Set
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -304,19 +304,24 @@ class B2bua:
         return len(self._calls)
 
     async def close_open_calls(
-        self, store: EventStore, held_elsewhere: Set[str] = frozenset()
+        self,
+        store: EventStore,
+        held_elsewhere: Callable[[list[str]], Awaitable[Set[str]]] | None = None,
     ) -> int:
         """Close every call the store still shows open (``gateway_restart``); how many.
 
         Only the streams that started and never ended are read, so a restart does not
-        replay the whole history (the gateway's migration indexes events by type). Calls
-        in ``held_elsewhere`` (other replicas' calls) are left alone."""
+        replay the whole history (the gateway's migration indexes events by type). The
+        calls ``held_elsewhere`` picks among them (other replicas') are left alone."""
         from plateau_contracts.catalogue import parse
 
         open_streams = await store.unfinished_streams(_CALL_OPENERS, _CALL_CLOSERS)
+        others: Set[str] = frozenset()
+        if held_elsewhere is not None and open_streams:
+            others = await held_elsewhere([s.removeprefix("call-") for s, _ in open_streams])
         closed = 0
         for stream, tenant in open_streams:
-            if stream.removeprefix("call-") in held_elsewhere:
+            if stream.removeprefix("call-") in others:
                 continue
             stored = await store.read_stream(stream)
             try:

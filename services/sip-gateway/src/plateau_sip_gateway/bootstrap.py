@@ -145,7 +145,6 @@ class Gateway:
         log.info("sip_gateway.media", description=media.description)
         for line in media.start_report():
             (log.info if media.available else log.warning)("sip_gateway.media_config", note=line)
-        held_elsewhere: set[str] = set()
         mirroring: asyncio.Task[None] | None = None
         if self.replicas is not None and self.mirror is not None:
             # This replica's name is stable: bindings a crash left are its own, and stale.
@@ -154,8 +153,10 @@ class Gateway:
             mirroring = asyncio.create_task(self.mirror.run(stop, loaded))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(loaded.wait(), PEERS_LOAD_TIMEOUT_S)
-            held_elsewhere = await self.replicas.owners.held_elsewhere()
-        await self.b2bua.close_open_calls(self.store, held_elsewhere)
+        owners = self.replicas.owners if self.replicas is not None else None
+        await self.b2bua.close_open_calls(
+            self.store, owners.held_elsewhere if owners is not None else None
+        )
         endpoint = await Endpoint.listen(
             EndpointSettings(
                 host=settings.sip_host,

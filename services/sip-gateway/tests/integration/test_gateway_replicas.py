@@ -367,3 +367,34 @@ async def test_a_calls_facts_wait_for_its_owner_to_be_recorded(
     stored = await store.read_stream("call-gated")
     assert [s.envelope.type for s in stored] == ["call.offered", "call.ended"]
     assert recorder.failures == 0
+
+
+async def test_a_replica_restarting_leaves_the_other_replicas_live_call_alone(
+    service_pool: asyncpg.Pool, service_schema: MigratedSchema, tmp_path: Path
+) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    schema = service_schema.schema
+    async with running_gateway(
+        service_pool, tmp_path / "b", passwords={}, schema=schema, replica="gw-b"
+    ) as b:
+        carrier = await start_sipp(
+            [
+                "-sf",
+                write(tmp_path, "carrier.xml", carrier_refused(480, ringback=True)),
+                *calls_to(b),
+            ],
+            tmp_path,
+        )
+        on_b = await offered_on(b)
+        async with running_gateway(
+            service_pool, tmp_path / "a", passwords={}, schema=schema, replica="gw-a"
+        ):
+            pass  # A starts (closing what it left open) and stops
+        async with running_gateway(
+            service_pool, tmp_path / "a", passwords={}, schema=schema, replica="gw-a"
+        ) as a:
+            assert await b.types_of(on_b) == ["call.offered"]
+            await a.hangup(on_b)  # the restarted A forwards to B, which still holds it
+            assert (await carrier.result())[0] == 0
+            await b.wait_for(on_b, "call.ended")

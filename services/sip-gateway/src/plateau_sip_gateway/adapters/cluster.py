@@ -115,10 +115,12 @@ class CallOwners:
         )
         return None if row is None else Owner(row["replica"], row["address"])
 
-    async def held_elsewhere(self) -> set[str]:
-        """Ids of the calls other replicas recorded (a restart must leave them alone)."""
+    async def held_elsewhere(self, call_ids: list[str]) -> set[str]:
+        """Those of ``call_ids`` that other replicas recorded (a restart leaves them alone)."""
         rows = await self._pool.fetch(
-            "select call_id from call_owners where replica <> $1", self.replica
+            "select call_id from call_owners where replica <> $1 and call_id = any($2::text[])",
+            self.replica,
+            call_ids,
         )
         return {row["call_id"] for row in rows}
 
