@@ -311,12 +311,14 @@ class CallControlServicer(pb_grpc.CallControlServicer):
                     f"call {request.call_id} is held by replica {owner.replica} at "
                     f"{owner.address}, which is unavailable ({details}); retry"
                 )
-            log.info(
-                "sip_gateway.forward_failed",
-                call_id=request.call_id,
-                owner=owner.replica,
-                code=code.name,
-            )
+            if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                log.warning(
+                    "sip_gateway.owner_unreachable",
+                    call_id=request.call_id,
+                    owner=owner.replica,
+                    address=owner.address,
+                    code=code.name,
+                )
             await context.abort(code, details)
             raise AssertionError from None  # abort raises
 
