@@ -204,6 +204,12 @@ class Gateway:
                 await self.replicas.client.close()
 
 
+def allowlist_group(settings: GatewaySettings) -> str:
+    """The allow-list feed's consumer group: one per replica, since each replica needs
+    every fact (members of one group would each get a share of the partitions)."""
+    return f"{CONSUMER}-{settings.sip_replica}" if settings.clustered else CONSUMER
+
+
 def gateway_components(gateway: Gateway, pool: asyncpg.Pool) -> Components:
     """The gRPC service and background tasks of a built gateway.
 
@@ -211,9 +217,9 @@ def gateway_components(gateway: Gateway, pool: asyncpg.Pool) -> Components:
     until then) and before the feed applies newer facts on top of it.
     """
     settings = gateway.settings
-    # Each replica needs every allow-list fact: its own consumer group, not a share of one.
-    consumer = f"{CONSUMER}-{settings.sip_replica}" if settings.clustered else CONSUMER
-    feed = allowlist_consumer(pool, settings.kafka_bootstrap, gateway.allowlist, consumer)
+    feed = allowlist_consumer(
+        pool, settings.kafka_bootstrap, gateway.allowlist, allowlist_group(settings)
+    )
     loaded = asyncio.Event()
 
     async def follow_dialer(stop: asyncio.Event) -> None:

@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from plateau_sip_gateway.bootstrap import Gateway, allowlist_group
 from plateau_sip_gateway.domain.peers import (
     PeerBindings,
     SharedBindings,
@@ -174,3 +175,19 @@ def test_the_registrar_service_tells_each_change_of_an_extension() -> None:
     clock.now += 121
     service.sweep()
     assert changes[-1] == ("1001", ())
+
+
+def test_each_replica_follows_the_allow_list_in_its_own_group() -> None:
+    single = GatewaySettings()
+    replica = GatewaySettings(sip_replica="sip-gateway-1", sip_replica_address="gw-1:50051")
+    assert allowlist_group(single) == "sip-gateway-allowlist"
+    assert allowlist_group(replica) == "sip-gateway-allowlist-sip-gateway-1"
+
+
+def test_a_replica_cannot_be_built_without_the_shared_database() -> None:
+    from plateau_runtime.eventstore import EventStore
+
+    replica = GatewaySettings(sip_replica="sip-gateway-1", sip_replica_address="gw-1:50051")
+    store = EventStore(None, "sip_gateway")  # type: ignore[arg-type]  # never used
+    with pytest.raises(ValueError, match="pass pool"):
+        Gateway.build(replica, store, passwords={})
