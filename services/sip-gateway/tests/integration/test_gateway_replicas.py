@@ -40,6 +40,8 @@ from plateau_contracts.grpc.calls.v1 import call_control_pb2 as pb
 from plateau_runtime.eventstore import EventStore, NewEvent
 from plateau_runtime.testing import MigratedSchema
 from plateau_sip_gateway.adapters.recorder import Recorder
+from plateau_sip_gateway.domain.peers import binding_to_json
+from plateau_sip_gateway.domain.registrar import Binding
 from plateau_sip_gateway.domain.trunks import TrunksConfig
 from plateau_sip_gateway.entrypoints.call_control import FORWARDED_METADATA_KEY
 
@@ -398,3 +400,57 @@ async def test_a_replica_restarting_leaves_the_other_replicas_live_call_alone(
             await a.hangup(on_b)  # the restarted A forwards to B, which still holds it
             assert (await carrier.result())[0] == 0
             await b.wait_for(on_b, "call.ended")
+
+
+async def test_a_binding_whose_notification_was_lost_is_found_by_the_resync(
+    service_pool: asyncpg.Pool, service_schema: MigratedSchema, tmp_path: Path
+) -> None:
+    async with running_gateway(
+        service_pool,
+        tmp_path,
+        passwords={},
+        schema=service_schema.schema,
+        replica="gw-a",
+        resync_s=0.2,
+    ) as a:
+        now = time.time()
+        silent = Binding("1002", "sip:1002@127.0.0.1:5999", now + 600, "c", 1, now)
+        await service_pool.execute(  # written without NOTIFY, as if it had been lost
+            "insert into bindings (replica, aor, contact, binding, expires_at) "
+            "values ('gw-b', $1, $2, $3, $4)",
+            silent.aor,
+            silent.contact,
+            binding_to_json(silent),
+            silent.expires_at,
+        )
+
+        async def found() -> bool:
+            assert a.gateway.bindings is not None
+            return a.gateway.bindings.lookup("1002", time.time()) == (silent,)
+
+        await wait_until(found, what="the resync to find the silent binding")
+
+
+async def test_a_replica_listens_again_when_its_listening_connection_drops(
+    pair: tuple[RunningGateway, RunningGateway], service_pool: asyncpg.Pool
+) -> None:
+    a, b = pair
+    listeners = await service_pool.fetch(
+        "select pid from pg_stat_activity where query like 'LISTEN %' and pid <> pg_backend_pid()"
+    )
+    assert len(listeners) == 2  # one per replica
+    for row in listeners:
+        await service_pool.execute("select pg_terminate_backend($1)", row["pid"])
+    now = time.time()
+    later = Binding("1003", "sip:1003@127.0.0.1:5998", now + 600, "c", 1, now)
+    assert b.gateway.mirror is not None
+
+    async def heard() -> bool:
+        # Written again until heard: the first may go out before A listens again. The
+        # resync (every 30 s here) is not what finds it within the wait.
+        assert b.gateway.mirror is not None and a.gateway.bindings is not None
+        b.gateway.mirror.changed("1003", (later,))
+        await b.gateway.mirror.drain()
+        return a.gateway.bindings.lookup("1003", time.time()) == (later,)
+
+    await wait_until(heard, timeout=15, what="replica A to hear B's change again")

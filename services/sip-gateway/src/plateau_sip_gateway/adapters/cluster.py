@@ -277,15 +277,16 @@ class BindingsMirror:
     async def _listen_until(self, stop: asyncio.Event, ready: asyncio.Event | None) -> None:
         async with self._pool.acquire() as conn:
             channel = await self._channel_name(conn)
+            lost = asyncio.Event()  # the listening connection dropped: listen again now
+            conn.add_termination_listener(lambda _conn: lost.set())
             await conn.add_listener(channel, self._heard)
             try:
                 await self.load()
                 if ready is not None:
                     ready.set()
                 while not stop.is_set():
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(stop.wait(), self._resync_s)
-                    if stop.is_set() or conn.is_closed():
+                    await _first_of(stop, lost, timeout=self._resync_s)
+                    if stop.is_set() or lost.is_set() or conn.is_closed():
                         break
                     await self.load()
                     await self._pool.execute(
@@ -296,8 +297,9 @@ class BindingsMirror:
                     if self._on_resync is not None:
                         await self._on_resync()
             finally:
-                if not conn.is_closed():
-                    with contextlib.suppress(Exception):
+                # A dropped connection is already gone from the pool: nothing to undo.
+                with contextlib.suppress(asyncpg.InterfaceError, OSError, asyncpg.PostgresError):
+                    if not lost.is_set() and not conn.is_closed():
                         await conn.remove_listener(channel, self._heard)
 
     def _heard(self, _conn: Any, _pid: int, _channel: str, payload: object) -> None:
@@ -318,6 +320,16 @@ class BindingsMirror:
         if not task.cancelled() and task.exception() is not None:
             self.failures += 1
             log.error("sip_gateway.binding_reload_failed", exc_info=task.exception())
+
+
+async def _first_of(*events: asyncio.Event, timeout: float) -> None:
+    """Wait until one of ``events`` is set, or ``timeout`` seconds."""
+    waits = [asyncio.ensure_future(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for wait in waits:
+            wait.cancel()
 
 
 __all__ = ["OWNERS_KEPT", "BindingsMirror", "CallOwners", "Owner"]
