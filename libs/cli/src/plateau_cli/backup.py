@@ -68,6 +68,8 @@ _NEVER = frozenset({"relay_positions", "schema_migrations"})
 _LEFT_OUT: dict[str, frozenset[str]] = {
     # Logins end with a restore (users log in again); lockout counters start afresh.
     "access_gateway": frozenset({"sessions", "source_failures"}),
+    # Which gateway replica holds a live call, and live registrations: none survive a restore.
+    "sip_gateway": frozenset({"call_owners", "bindings"}),
 }
 #: The stats projector's schema holds read models, rebuilt at restore; only its
 #: configuration is kept.

@@ -72,3 +72,9 @@ def test_read_models_positions_and_sessions_stay_out() -> None:
     assert not _archived("stats_projector", "intervals")
     assert not _archived("stats_projector", "consumer_checkpoints")
     assert _archived("stats_projector", "tenant_settings")
+
+
+def test_gateway_replicas_call_owners_and_registrations_stay_out() -> None:
+    assert _archived("sip_gateway", "allowlist_facts")
+    assert not _archived("sip_gateway", "call_owners")
+    assert not _archived("sip_gateway", "bindings")

@@ -42,7 +42,7 @@ import contextlib
 import ipaddress
 import time
 import uuid
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Set
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -93,6 +93,7 @@ from plateau_sip_gateway.domain.call import (
     evolve,
     fold,
 )
+from plateau_sip_gateway.domain.peers import SharedBindings
 from plateau_sip_gateway.domain.registrar import Registrar
 from plateau_sip_gateway.domain.trunks import InboundRefused, TrunkDirectory
 from plateau_sip_gateway.media import MediaError, SignallingOnlyMedia
@@ -254,7 +255,7 @@ class B2bua:
         *,
         trunks: TrunkDirectory,
         admission: Admission,
-        registrar: Registrar,
+        registrar: Registrar | SharedBindings,
         allowlist: AllowList,
         recorder: Recorder,
         ring_timeout_s: float = 15.0,
@@ -262,6 +263,7 @@ class B2bua:
         new_call_id: Callable[[], str] = lambda: str(uuid.uuid4()),
         unknown_source_tenant: str = "demo",
         media: CallMedia | None = None,
+        on_open: Callable[[str, str], asyncio.Future[None]] | None = None,
     ) -> None:
         self.trunks = trunks
         self.admission = admission
@@ -272,6 +274,9 @@ class B2bua:
         self._clock = clock
         self._new_call_id = new_call_id
         self.unknown_source_tenant = unknown_source_tenant
+        # Several replicas: told ``(tenant, call_id)`` of each call this one opens; the
+        # call's facts are recorded once what it returns is done (the owner is recorded).
+        self.on_open = on_open
         # The gateway attaches the real one at start, once it knows whether rtpengine answers.
         self.media = media or CallMedia(SignallingOnlyMedia("media not started yet"))
         self._endpoint: Endpoint | None = None
@@ -298,16 +303,26 @@ class B2bua:
     def open_calls(self) -> int:
         return len(self._calls)
 
-    async def close_open_calls(self, store: EventStore) -> int:
+    async def close_open_calls(
+        self,
+        store: EventStore,
+        held_elsewhere: Callable[[list[str]], Awaitable[Set[str]]] | None = None,
+    ) -> int:
         """Close every call the store still shows open (``gateway_restart``); how many.
 
         Only the streams that started and never ended are read, so a restart does not
-        replay the whole history (the gateway's migration indexes events by type)."""
+        replay the whole history (the gateway's migration indexes events by type). The
+        calls ``held_elsewhere`` picks among them (other replicas') are left alone."""
         from plateau_contracts.catalogue import parse
 
         open_streams = await store.unfinished_streams(_CALL_OPENERS, _CALL_CLOSERS)
+        others: Set[str] = frozenset()
+        if held_elsewhere is not None and open_streams:
+            others = await held_elsewhere([s.removeprefix("call-") for s, _ in open_streams])
         closed = 0
         for stream, tenant in open_streams:
+            if stream.removeprefix("call-") in others:
+                continue
             stored = await store.read_stream(stream)
             try:
                 state = fold(parse(e.envelope) for e in stored)  # type: ignore[misc]
@@ -343,12 +358,15 @@ class B2bua:
 
     # -- recording ---------------------------------------------------------------------
 
-    def _apply(self, call: Call, command: Command) -> list[Event]:
-        """Decide ``command`` on ``call``, record the events, update the call."""
+    def _apply(
+        self, call: Call, command: Command, after: asyncio.Future[None] | None = None
+    ) -> list[Event]:
+        """Decide ``command`` on ``call``, record the events (once ``after`` is done),
+        update the call."""
         events = decide(call.state, command)
         for event in events:
             call.state = evolve(call.state, event)
-        self.recorder.record(call.tenant, events, expected_version=call.version)
+        self.recorder.record(call.tenant, events, expected_version=call.version, after=after)
         call.version += len(events)
         if call.state.phase is Phase.ENDED:
             self._forget(call)
@@ -421,15 +439,17 @@ class B2bua:
             customer_sdp=_sdp(request),
             entry_point=decision.entry_point,
         )
+        call_id = self._new_call_id()
         self._apply(
             call,
             OfferCall(
-                call_id=self._new_call_id(),
+                call_id=call_id,
                 trunk=decision.trunk.name,
                 ani=ani,
                 dnis=decision.dnis,
                 sip_call_id=request.call_id,
             ),
+            after=self.on_open(decision.tenant, call_id) if self.on_open is not None else None,
         )
         self._calls[call.call_id] = call
         self._by_sip_call_id[request.call_id] = call
@@ -823,6 +843,7 @@ class B2bua:
         ring_timeout_s: float | None = None,
         agent_id: str | None = None,
         softphone: tuple[InviteServerTransaction, Dialog, str] | None = None,
+        call_id: str | None = None,
     ) -> str:
         """Dial a number the allow-list allowed (``CallControl.Originate``, or a softphone's
         own dial with its INVITE, leg and extension as ``softphone``); the call id.
@@ -830,7 +851,8 @@ class B2bua:
         Without a softphone the INVITE carries no SDP: the customer's 2xx brings the offer,
         and its ACK waits for the answer of the agent the acd or the dialer connects (RFC
         3725 flow I). No agent within ``COMPLIANCE_WINDOW_S`` of the answer: the call is
-        abandoned.
+        abandoned. ``call_id`` is the id to give the call when its owner is already
+        recorded (a claimed attempt); None: a new id, reported to ``on_open``.
         """
         endpoint = self.endpoint
         trunk = self.trunks.outbound_for(tenant)
@@ -858,10 +880,14 @@ class B2bua:
             if body:
                 invite = invite.with_body(body, content_type or "application/sdp")
         call = Call(tenant, CallState(), dialog, token)
+        opened: asyncio.Future[None] | None = None
+        if call_id is None:
+            call_id = self._new_call_id()
+            opened = self.on_open(tenant, call_id) if self.on_open is not None else None
         self._apply(
             call,
             Originate(
-                call_id=self._new_call_id(),
+                call_id=call_id,
                 campaign_id=allowed.campaign_id,
                 contact_id=allowed.contact_id,
                 attempt_id=attempt_id,
@@ -874,6 +900,7 @@ class B2bua:
                 agent_extension=softphone[2] if softphone else None,
                 agent_leg_sip_call_id=softphone[0].request.call_id if softphone else None,
             ),
+            after=opened,
         )
         self._calls[call.call_id] = call
         self._by_sip_call_id[dialog.sip_call_id] = call

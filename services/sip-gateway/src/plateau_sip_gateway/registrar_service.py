@@ -51,6 +51,7 @@ from plateau_sip_gateway.domain.digest import (
 from plateau_sip_gateway.domain.directory import CredentialDirectory
 from plateau_sip_gateway.domain.guard import ALLOWED, Guard, GuardPolicy
 from plateau_sip_gateway.domain.registrar import (
+    Binding,
     ContactRequest,
     Registered,
     RegisterRequest,
@@ -191,6 +192,8 @@ class RegistrarService:
         self.registrar = registrar
         self._clock = clock
         self._tag = tag
+        # Several replicas: told each extension whose bindings changed, with its bindings.
+        self.on_change: Callable[[str, tuple[Binding, ...]], None] | None = None
 
     @classmethod
     def create(
@@ -237,6 +240,8 @@ class RegistrarService:
             return self.gate.forbidden(request), []
         now = self._clock()
         result = self.registrar.register(command, now)
+        if self.on_change is not None and (isinstance(result, Registered) or result.events):
+            self.on_change(command.aor, self.registrar.lookup(command.aor, now))
         if not isinstance(result, Registered):
             headers = []
             if result.min_expires is not None:
@@ -259,7 +264,11 @@ class RegistrarService:
 
     def sweep(self) -> list[ExtensionUnregistered]:
         """Drop lapsed bindings; the ``extension.unregistered`` facts to record."""
-        return self.registrar.sweep(self._clock())
+        events = self.registrar.sweep(self._clock())
+        if self.on_change is not None:
+            for event in events:
+                self.on_change(event.extension, ())
+        return events
 
 
 def _register_request(request: SipRequest, source: Source, transport: str) -> RegisterRequest:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from plateau_runtime.settings import ServiceSettings
 from plateau_sip_gateway.domain.digest import Algorithm
@@ -56,6 +56,29 @@ class GatewaySettings(ServiceSettings):
         ),
     )
 
+    # Several replicas (a StatefulSet behind a dispatcher): each names itself and says where
+    # its peers reach its CallControl. Both empty: one gateway, everything in its memory.
+    sip_replica: str = Field(
+        default="",
+        description=(
+            "This replica's stable name (e.g. the pod name sip-gateway-0); empty: a single "
+            "gateway, no call owners or shared registrations."
+        ),
+    )
+    sip_replica_address: str = Field(
+        default="",
+        description=(
+            "HOST:PORT where the other replicas reach this replica's CallControl "
+            "(e.g. sip-gateway-0.sip-gateway-pods:50051); required with PLATEAU_SIP_REPLICA."
+        ),
+    )
+    sip_replica_resync_s: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="How often a replica reloads every shared registration (a safety net).",
+    )
+
     @field_validator("sip_nonce_secret")
     @classmethod
     def _long_enough(cls, value: str) -> str:
@@ -68,6 +91,21 @@ class GatewaySettings(ServiceSettings):
     def _known_algorithms(cls, value: str) -> str:
         digest_algorithms(value)
         return value
+
+    @model_validator(mode="after")
+    def _replica_has_address(self) -> GatewaySettings:
+        if self.sip_replica and not self.sip_replica_address:
+            raise ValueError(
+                "PLATEAU_SIP_REPLICA needs PLATEAU_SIP_REPLICA_ADDRESS (where peers reach it)"
+            )
+        if self.sip_replica_address and not self.sip_replica:
+            raise ValueError("PLATEAU_SIP_REPLICA_ADDRESS needs PLATEAU_SIP_REPLICA (its name)")
+        return self
+
+    @property
+    def clustered(self) -> bool:
+        """Whether this gateway is one of several replicas sharing calls and registrations."""
+        return bool(self.sip_replica)
 
 
 def digest_algorithms(text: str) -> tuple[Algorithm, ...]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -177,9 +178,14 @@ async def running_gateway(
     schema: str,
     rtpengine: tuple[str, int] | None = None,
     media: MediaConfig | None = None,
+    replica: str = "",
+    resync_s: float = 30.0,
 ) -> AsyncIterator[RunningGateway]:
     """A gateway on free loopback ports over ``pool``'s schema, stopped on exit; its media
-    anchored in the rtpengine at ``rtpengine`` (ng host, port) when one is given."""
+    anchored in the rtpengine at ``rtpengine`` (ng host, port) when one is given. With
+    ``replica``, it is that replica of several sharing the schema (call owners, shared
+    registrations), its ``CallControl`` reached by the others on its loopback port."""
+    grpc_port = free_port(socket.SOCK_STREAM) if replica else 0
     settings = GatewaySettings(
         sip_port=0,
         sip_tcp=False,
@@ -188,14 +194,19 @@ async def running_gateway(
         sip_nonce_secret="test-nonce-key-0123456789",
         sip_rtpengine_enabled=rtpengine is not None,
         sip_rtpengine_ng=f"{rtpengine[0]}:{rtpengine[1]}" if rtpengine else None,
+        sip_replica=replica,
+        sip_replica_address=f"127.0.0.1:{grpc_port}" if replica else "",
+        sip_replica_resync_s=resync_s,
     )
     store = EventStore(pool, schema)
     gateway = Gateway.build(
-        settings, store, trunks=config or trunks(), passwords=passwords, media=media
+        settings, store, trunks=config or trunks(), passwords=passwords, media=media, pool=pool
     )
     stop = asyncio.Event()
     task = asyncio.create_task(gateway.run(stop))
-    server = GrpcServer("127.0.0.1", 0, [call_control_service(gateway.b2bua)])
+    server = GrpcServer(
+        "127.0.0.1", grpc_port, [call_control_service(gateway.b2bua, gateway.replicas)]
+    )
     try:
         async with asyncio.timeout(15):
             await gateway.ready.wait()

@@ -27,8 +27,11 @@ on conflict do nothing
 """
 
 
-def allowlist_consumer(pool: asyncpg.Pool, bootstrap: str, allowlist: AllowList) -> EventConsumer:
-    """A consumer that keeps every allow-list fact and applies it to ``allowlist``."""
+def allowlist_consumer(
+    pool: asyncpg.Pool, bootstrap: str, allowlist: AllowList, consumer: str = CONSUMER
+) -> EventConsumer:
+    """A consumer (group ``consumer``) that keeps every allow-list fact and applies it to
+    ``allowlist``."""
 
     async def apply(conn: Connection, envelope: Envelope) -> None:
         if not is_allow_list_type(envelope.type):
@@ -42,7 +45,7 @@ def allowlist_consumer(pool: asyncpg.Pool, bootstrap: str, allowlist: AllowList)
         )
         allowlist.apply(envelope)
 
-    return EventConsumer(pool, bootstrap, consumer=CONSUMER, topics=[Topic.DIALER], handler=apply)
+    return EventConsumer(pool, bootstrap, consumer=consumer, topics=[Topic.DIALER], handler=apply)
 
 
 async def load_allowlist(pool: asyncpg.Pool, allowlist: AllowList) -> int:

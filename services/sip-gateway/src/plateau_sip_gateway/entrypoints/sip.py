@@ -11,6 +11,7 @@ from plateau_contracts.events.calls import DialRequester
 from plateau_sip_gateway.adapters.recorder import Recorder
 from plateau_sip_gateway.b2bua import ALLOW, B2bua, NoOutboundTrunkError, TrunkFullError
 from plateau_sip_gateway.domain.allowlist import Refused
+from plateau_sip_gateway.domain.peers import SharedBindings
 from plateau_sip_gateway.registrar_service import RegistrarService
 from plateau_sip_gateway.sip import SipResponse, SipUri
 from plateau_sip_gateway.sip.endpoint import response_address
@@ -42,8 +43,11 @@ class SipEntrypoint:
         tenant: str,
         *,
         clock: Callable[[], float] = time.time,
+        bindings: SharedBindings | None = None,
     ) -> None:
         self._clock = clock
+        # Several replicas: softphones registered on any of them.
+        self._bindings = bindings
         self._b2bua = b2bua
         self._registrar = registrar
         self._recorder = recorder
@@ -80,7 +84,8 @@ class SipEntrypoint:
 
     def _is_softphone(self, source: Source) -> bool:
         """Whether the request comes from where a registered softphone registered from."""
-        return self._registrar.registrar.bound_from(source.remote, self._clock())
+        bindings = self._bindings or self._registrar.registrar
+        return bindings.bound_from(source.remote, self._clock())
 
     def _softphone_dial(self, tx: InviteServerTransaction, source: Source) -> None:
         """An agent dialling out: authenticated, then checked against the allow-list."""
