@@ -429,7 +429,10 @@ def test_dns_and_the_design_flows_are_allowed(each: Rendered) -> None:
         peer["podSelector"]["matchLabels"]["app.kubernetes.io/name"]
         for peer in gateway_in[1]["from"]
     }
-    assert call_control_clients == {"acd", "dialer"}
+    # The replicas forward a call's requests to the one that holds it.
+    assert call_control_clients == {"acd", "dialer", "sip-gateway"}
+    callers = policies["routing-to-call-control"]["podSelector"]["matchExpressions"][0]
+    assert set(callers["values"]) == call_control_clients
     egress_ports = {
         port["port"] for rule in policies["services-egress"]["egress"] for port in rule["ports"]
     }
