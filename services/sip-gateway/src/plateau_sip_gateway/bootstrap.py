@@ -26,6 +26,7 @@ from plateau_sip_gateway.config import (
 from plateau_sip_gateway.domain.admission import Admission
 from plateau_sip_gateway.domain.allowlist import AllowList
 from plateau_sip_gateway.domain.digest import DigestPolicy
+from plateau_sip_gateway.domain.edge import TrustedProxies
 from plateau_sip_gateway.domain.trunks import TrunkDirectory, TrunksConfig
 from plateau_sip_gateway.entrypoints.call_control import call_control_service
 from plateau_sip_gateway.entrypoints.sip import SipEntrypoint
@@ -33,7 +34,7 @@ from plateau_sip_gateway.keepalive import TrunkKeepAlive
 from plateau_sip_gateway.media import media_from_settings
 from plateau_sip_gateway.media.calls import CallMedia
 from plateau_sip_gateway.registrar_service import RegistrarService
-from plateau_sip_gateway.settings import GatewaySettings, digest_algorithms
+from plateau_sip_gateway.settings import GatewaySettings, digest_algorithms, outbound_proxy
 from plateau_sip_gateway.sip.endpoint import Endpoint, EndpointSettings
 
 SPEC: ServiceSpec = service("sip-gateway")
@@ -91,6 +92,9 @@ class Gateway:
             recorder=recorder,
             ring_timeout_s=settings.sip_ring_timeout_s,
             unknown_source_tenant=settings.sip_tenant,
+            outbound_proxy=(
+                outbound_proxy(settings.sip_outbound_proxy) if settings.sip_outbound_proxy else None
+            ),
         )
         # Read now, so a wrong media file stops the start-up instead of a call.
         media_config = media or load_media(settings.sip_media_file)
@@ -117,7 +121,13 @@ class Gateway:
             )
         )
         self.endpoint = endpoint
-        entry = SipEntrypoint(self.b2bua, self.registrar, self.recorder, settings.sip_tenant)
+        entry = SipEntrypoint(
+            self.b2bua,
+            self.registrar,
+            self.recorder,
+            settings.sip_tenant,
+            proxies=TrustedProxies.parse(settings.sip_trusted_proxies),
+        )
         endpoint.on_request(entry.handle)
         self.b2bua.attach(endpoint)
         log.info(
@@ -125,7 +135,9 @@ class Gateway:
             udp=endpoint.local_address("UDP"),
             trunks=[t.name for t in self.b2bua.trunks],
         )
-        self.keepalive = TrunkKeepAlive(endpoint, self.b2bua.trunks)
+        self.keepalive = TrunkKeepAlive(
+            endpoint, self.b2bua.trunks, outbound_proxy=self.b2bua.outbound_proxy
+        )
         keepalive = asyncio.create_task(self.keepalive.run(stop))
         self.ready.set()
         try:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 
 from pydantic import Field, field_validator
 
 from plateau_runtime.settings import ServiceSettings
 from plateau_sip_gateway.domain.digest import Algorithm
+from plateau_sip_gateway.domain.edge import parse_networks
+from plateau_sip_gateway.sip import SipUri, parse_uri
+from plateau_sip_gateway.sip.endpoint import Destination
 
 
 class GatewaySettings(ServiceSettings):
@@ -18,6 +22,21 @@ class GatewaySettings(ServiceSettings):
     sip_tcp: bool = Field(default=True, description="Also listen on TCP (same port).")
     sip_advertised_host: str | None = Field(
         default=None, description="Host written in Via/Contact; needed behind a wildcard bind."
+    )
+    sip_trusted_proxies: str = Field(
+        default="",
+        description=(
+            "Comma-separated CIDR networks of the SIP edge proxies (Kamailio's internal "
+            "address) whose X-Plateau-Source header says where a request really came from; "
+            "empty: no proxy is trusted and the header is ignored."
+        ),
+    )
+    sip_outbound_proxy: str | None = Field(
+        default=None,
+        description=(
+            "SIP URI (IP address, e.g. sip:10.0.0.5:5080) of the edge proxy that requests "
+            "the gateway starts outside a dialog leave through, with a preloaded Route."
+        ),
     )
     sip_trunks_file: Path | None = Field(
         default=None,
@@ -63,6 +82,19 @@ class GatewaySettings(ServiceSettings):
             raise ValueError("a nonce secret needs at least 16 bytes (or leave it empty)")
         return value
 
+    @field_validator("sip_trusted_proxies")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        parse_networks(value)
+        return value
+
+    @field_validator("sip_outbound_proxy")
+    @classmethod
+    def _proxy_uri(cls, value: str | None) -> str | None:
+        if value:
+            outbound_proxy(value)
+        return value or None
+
     @field_validator("sip_digest_algorithms")
     @classmethod
     def _known_algorithms(cls, value: str) -> str:
@@ -83,3 +115,28 @@ def digest_algorithms(text: str) -> tuple[Algorithm, ...]:
     if not found:
         raise ValueError("offer at least one digest algorithm (MD5 or SHA-256)")
     return tuple(found)
+
+
+def outbound_proxy(text: str) -> tuple[Destination, str]:
+    """The edge proxy ``sip:10.0.0.5:5080`` as where to send and the Route to preload
+    (``<sip:10.0.0.5:5080;lr>``); ValueError unless a SIP URI with an IP address."""
+    try:
+        uri = parse_uri(text.strip().strip("<>"))
+    except ValueError:
+        raise ValueError(f"the outbound proxy {text!r} is not a SIP URI") from None
+    if not isinstance(uri, SipUri) or uri.scheme != "sip":
+        raise ValueError(f"the outbound proxy {text!r} must be a sip: URI")
+    host = uri.host.strip("[]")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(
+            f"the outbound proxy {text!r} must name an IP address (a Service's ClusterIP): "
+            "the gateway does not resolve names"
+        ) from None
+    transport = (uri.params.get("transport") or "udp").upper()
+    if transport not in ("UDP", "TCP"):
+        raise ValueError(f"the outbound proxy's transport {transport!r} is not UDP or TCP")
+    port = uri.port or 5060
+    route = f"<sip:{uri.host}:{port};transport={transport.lower()};lr>"
+    return Destination(transport, host, port), route
