@@ -318,3 +318,15 @@ def test_wrong_edge_settings_stop_the_start(setting: str, value: str, complaint:
 def test_edge_settings_default_to_no_proxy() -> None:
     settings = GatewaySettings()
     assert (settings.sip_trusted_proxies, settings.sip_outbound_proxy) == ("", None)
+
+
+# Record-Route ---------------------------------------------------------------------------
+
+
+def test_responses_that_make_a_dialog_carry_the_record_route_in_order() -> None:
+    rr = ("<sip:192.0.2.1:5060;r2=on;lr>", "<sip:10.0.0.5:5080;r2=on;lr>")
+    invite = request("INVITE", extra=tuple(f"Record-Route: {r}" for r in rr))
+    for status in (180, 183, 200):
+        assert invite.create_response(status, to_tag="t").headers.get_all("Record-Route") == rr
+    for status in (100, 486):
+        assert invite.create_response(status, to_tag="t").headers.get_all("Record-Route") == ()
