@@ -46,6 +46,8 @@ pytestmark = pytest.mark.integration
 
 CARRIER_IP = "127.0.0.5"
 PHONE_IP = "127.0.0.6"
+#: The softphone's own idea of its address, as behind NAT: nothing listens there (TEST-NET).
+PRIVATE = "192.0.2.77:5060"
 DNIS = "053000100"
 EXTENSION = "1001"
 PASSWORD = secrets.token_urlsafe(12)
@@ -215,7 +217,7 @@ From: <sip:{EXTENSION}@[remote_ip]>;tag=[pid]r[call_number]
 To: <sip:{EXTENSION}@[remote_ip]>
 Call-ID: [call_id]
 CSeq: [cseq] REGISTER
-Contact: <sip:{EXTENSION}@[local_ip]:[local_port]>
+Contact: <sip:{EXTENSION}@{PRIVATE}>
 Supported: path
 Max-Forwards: 70
 Expires: 3600
@@ -255,7 +257,7 @@ SIP/2.0 180 Ringing
 [last_To:];tag=[pid]a[call_number]
 [last_Call-ID:]
 [last_CSeq:]
-Contact: <sip:agent@[local_ip]:[local_port]>
+Contact: <sip:agent@{PRIVATE}>
 Content-Length: 0
 ]]></send>
   <send retrans="500"><![CDATA[
@@ -266,7 +268,7 @@ SIP/2.0 200 OK
 [last_To:];tag=[pid]a[call_number]
 [last_Call-ID:]
 [last_CSeq:]
-Contact: <sip:agent@[local_ip]:[local_port]>
+Contact: <sip:agent@{PRIVATE}>
 Content-Type: application/sdp
 Content-Length: [len]
 
