@@ -576,3 +576,54 @@ async def test_an_originated_call_leaves_through_the_edge(
         e for e in await replica.events(f"call-{call_id}") if e["type"] == "call.dial_completed"
     )
     assert dial["outcome"] == "answered"
+
+
+def phone_dials() -> str:
+    """The softphone dials out through the edge, from the socket it registered from: the
+    gateway knows it for a softphone and asks it to authenticate (407)."""
+    return f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="softphone dials through the edge">
+  <send retrans="500"><![CDATA[
+INVITE sip:{ALLOWED}@[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch];rport
+From: <sip:{EXTENSION}@[remote_ip]>;tag=[pid]d[call_number]
+To: <sip:{ALLOWED}@[remote_ip]:[remote_port]>
+Call-ID: [call_id]
+CSeq: 1 INVITE
+Contact: <sip:{EXTENSION}@{PRIVATE}>
+Max-Forwards: 70
+Content-Type: application/sdp
+Content-Length: [len]
+
+{SDP}
+]]></send>
+  <recv response="100" optional="true"/>
+  <recv response="407" timeout="10000"/>
+  <send><![CDATA[
+ACK sip:{ALLOWED}@[remote_ip]:[remote_port] SIP/2.0
+[last_Via:]
+From: <sip:{EXTENSION}@[remote_ip]>;tag=[pid]d[call_number]
+To: <sip:{ALLOWED}@[remote_ip]:[remote_port]>[peer_tag_param]
+Call-ID: [call_id]
+CSeq: 1 ACK
+Max-Forwards: 70
+Content-Length: 0
+]]></send>
+</scenario>"""
+
+
+async def test_a_softphone_registered_through_the_edge_is_known_when_it_dials(
+    gateway_pool: tuple[asyncpg.Pool, str], tmp_path: Path
+) -> None:
+    async with behind_the_edge(gateway_pool, tmp_path) as setup:
+        phone_port = await register_phone(setup, tmp_path)
+        code, output = await run_sipp(
+            ["-sf", write(tmp_path, "dial.xml", phone_dials()), "-m", "1", setup.edge.target],
+            tmp_path,
+            ip=PHONE_IP,
+            port=phone_port,
+            timeout=60,
+        )
+        # Not taken for a stranger (403 not_a_trunk): the edge said who it was.
+        assert code == 0, f"the softphone was not challenged as one:\n{output}"
+        assert await setup.replica.calls("call.rejected") == []
