@@ -40,6 +40,7 @@ from plateau_runtime.db import create_pool
 from plateau_runtime.services import SERVICES
 from plateau_runtime.testing import make_schema
 from plateau_sip_gateway.domain.trunks import TrunksConfig
+from plateau_sip_gateway.sip.endpoint import Destination
 from plateau_sip_gateway.testing.sipp import SDP, free_port, run_sipp, start_sipp, write
 
 pytestmark = pytest.mark.integration
@@ -627,3 +628,38 @@ async def test_a_softphone_registered_through_the_edge_is_known_when_it_dials(
         # Not taken for a stranger (403 not_a_trunk): the edge said who it was.
         assert code == 0, f"the softphone was not challenged as one:\n{output}"
         assert await setup.replica.calls("call.rejected") == []
+
+
+def carrier_answers_options(edge_port: int) -> str:
+    """The carrier answers a keep-alive OPTIONS, which must come from the edge."""
+    top_via = f"Via: SIP/2.0/UDP {EDGE_IP}:{edge_port}".replace(".", "[.]")
+    return f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="carrier answers OPTIONS from the edge">
+  <recv request="OPTIONS">
+    <action>
+      <ereg regexp="{top_via}" search_in="msg" check_it="true" assign_to="via"/>
+    </action>
+  </recv>
+{_OK}
+</scenario>"""
+
+
+async def test_trunk_keepalive_leaves_through_the_edge(
+    gateway_pool: tuple[asyncpg.Pool, str], tmp_path: Path
+) -> None:
+    async with behind_the_edge(gateway_pool, tmp_path) as setup:
+        answering = carrier_answers_options(setup.edge.edge_port)
+        carrier = await start_sipp(
+            ["-sf", write(tmp_path, "options.xml", answering), "-m", "1"],
+            tmp_path,
+            ip=CARRIER_IP,
+            port=setup.customer_port,
+            timeout=60,
+        )
+        keepalive = setup.replica.gateway.keepalive
+        assert keepalive is not None
+        trunk = next(iter(setup.replica.gateway.b2bua.trunks))
+        target = Destination("UDP", CARRIER_IP, setup.customer_port)
+        assert await keepalive.ping(trunk, target)
+        code, output = await carrier.result()
+        assert code == 0, f"the carrier did not get the OPTIONS from the edge:\n{output}"
