@@ -373,6 +373,16 @@ Content-Length: 0
 # helpers ------------------------------------------------------------------------------
 
 
+def allow(replica: Replica) -> None:
+    """The dialer's facts that allow ALLOWED, applied as its feed would."""
+    allowlist = replica.gateway.allowlist
+    allowlist.apply(CampaignStarted(campaign_id=CAMPAIGN, requested_by="supervisor"), TENANT)
+    allowlist.apply(
+        ContactAllowed(contact_id="ct-1", campaign_id=CAMPAIGN, number=ALLOWED, list_version=1),
+        TENANT,
+    )
+
+
 async def one_call(replica: Replica, first: str) -> str:
     async def started() -> bool:
         return bool(await replica.calls(first))
@@ -542,12 +552,7 @@ async def test_an_originated_call_leaves_through_the_edge(
 ) -> None:
     async with behind_the_edge(gateway_pool, tmp_path) as setup:
         edge, replica = setup.edge, setup.replica
-        allowlist = replica.gateway.allowlist
-        allowlist.apply(CampaignStarted(campaign_id=CAMPAIGN, requested_by="supervisor"), TENANT)
-        allowlist.apply(
-            ContactAllowed(contact_id="ct-1", campaign_id=CAMPAIGN, number=ALLOWED, list_version=1),
-            TENANT,
-        )
+        allow(replica)
         customer = await start_sipp(
             ["-sf", write(tmp_path, "customer.xml", customer_answers(edge.edge_port)), "-m", "1"],
             tmp_path,
@@ -663,3 +668,94 @@ async def test_trunk_keepalive_leaves_through_the_edge(
         assert await keepalive.ping(trunk, target)
         code, output = await carrier.result()
         assert code == 0, f"the carrier did not get the OPTIONS from the edge:\n{output}"
+
+
+def phone_dials_and_talks() -> str:
+    """The softphone dials an allowed number through the edge: 407, again with
+    credentials, the customer's answer relayed, then its ACK and BYE through the edge."""
+    target = f"sip:{ALLOWED}@[remote_ip]:[remote_port]"
+
+    def invite(cseq: int, auth: bool) -> str:
+        credentials = f"[authentication username={EXTENSION} password={PASSWORD}]\n" if auth else ""
+        return f"""<send retrans="500"><![CDATA[
+INVITE {target} SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch];rport
+From: <sip:{EXTENSION}@[remote_ip]>;tag=[pid]d[call_number]
+To: <{target}>
+Call-ID: [call_id]
+CSeq: {cseq} INVITE
+Contact: <sip:{EXTENSION}@{PRIVATE}>
+{credentials}Max-Forwards: 70
+Content-Type: application/sdp
+Content-Length: [len]
+
+{SDP}
+]]></send>"""
+
+    def in_dialog(method: str, cseq: int) -> str:
+        return f"""<send{"" if method == "ACK" else ' retrans="500"'}><![CDATA[
+{method} [next_url] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch];rport
+From: <sip:{EXTENSION}@[remote_ip]>;tag=[pid]d[call_number]
+To: <{target}>[peer_tag_param]
+Call-ID: [call_id]
+CSeq: {cseq} {method}
+[routes]
+Max-Forwards: 70
+Content-Length: 0
+]]></send>"""
+
+    return f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="softphone dials and talks through the edge">
+{invite(1, False)}
+  <recv response="100" optional="true"/>
+  <recv response="407" auth="true"/>
+  <send><![CDATA[
+ACK {target} SIP/2.0
+[last_Via:]
+From: <sip:{EXTENSION}@[remote_ip]>;tag=[pid]d[call_number]
+To: <{target}>[peer_tag_param]
+Call-ID: [call_id]
+CSeq: 1 ACK
+Max-Forwards: 70
+Content-Length: 0
+]]></send>
+{invite(2, True)}
+  <recv response="100" optional="true"/>
+  <recv response="180" optional="true"/>
+  <recv response="200" rrs="true" timeout="15000"/>
+{in_dialog("ACK", 2)}
+  <pause milliseconds="300"/>
+{in_dialog("BYE", 3)}
+  <recv response="200" timeout="10000"/>
+</scenario>"""
+
+
+async def test_a_softphone_dials_talks_and_hangs_up_through_the_edge(
+    gateway_pool: tuple[asyncpg.Pool, str], tmp_path: Path
+) -> None:
+    async with behind_the_edge(gateway_pool, tmp_path) as setup:
+        edge, replica = setup.edge, setup.replica
+        allow(replica)
+        customer = await start_sipp(
+            ["-sf", write(tmp_path, "customer.xml", customer_answers(edge.edge_port)), "-m", "1"],
+            tmp_path,
+            ip=CARRIER_IP,
+            port=setup.customer_port,
+            timeout=90,
+        )
+        phone_port = await register_phone(setup, tmp_path)
+        scenario = write(tmp_path, "talk.xml", phone_dials_and_talks())
+        code, output = await run_sipp(
+            ["-sf", scenario, "-m", "1", "-auth_uri", f"{ALLOWED}@{edge.target}", edge.target],
+            tmp_path,
+            ip=PHONE_IP,
+            port=phone_port,
+            timeout=60,
+        )
+        assert code == 0, f"the softphone's call failed:\n{output}"
+        call_id = await one_call(replica, "call.originated")
+        ended = await recorded(replica, call_id, "call.ended")
+        code, output = await customer.result()
+        assert code == 0, f"the customer's side failed:\n{output}"
+    assert ended["cause"] == "agent_hangup"

@@ -846,6 +846,8 @@ class B2bua:
             destination=_destination(source),
             routes=tuple(str(r) for r in request.record_routes),
             cseq=0,
+            # Relayed by the edge: the phone's later requests come relayed from it too.
+            peer_host=source.remote[0] if source.relay is not None else None,
         )
         return self.originate(
             tenant,
