@@ -11,7 +11,10 @@ would be answered 481 there and fail the carrier's call.
 
 from __future__ import annotations
 
+import asyncio
 import re
+import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -102,3 +105,55 @@ async def test_every_message_of_a_call_reaches_the_replica_of_its_invite(tmp_pat
     assert byes == invites, f"BYEs per replica {byes}, INVITEs {invites}"
     assert acks == invites, f"ACKs per replica {acks}, INVITEs {invites}"
     assert all(count > 0 for count in invites), f"the Call-ID hash used one replica: {invites}"
+
+
+def _status_from_outside(edge_port: int, request_uri: str, route: str | None, to_tag: bool) -> int:
+    """Send a request from an outsider's address to the edge: the status it gets back."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(5)
+        sock.bind(("127.0.0.5", 0))
+        port = sock.getsockname()[1]
+        lines = [
+            f"BYE {request_uri} SIP/2.0" if to_tag else f"INVITE {request_uri} SIP/2.0",
+            f"Via: SIP/2.0/UDP 127.0.0.5:{port};branch=z9hG4bK-relay{time.monotonic_ns()}",
+            "From: <sip:intruder@127.0.0.5>;tag=1",
+            "To: <sip:victim@192.0.2.99>" + (";tag=2" if to_tag else ""),
+            f"Call-ID: relay-{time.monotonic_ns()}@127.0.0.5",
+            f"CSeq: 1 {'BYE' if to_tag else 'INVITE'}",
+            f"Contact: <sip:intruder@127.0.0.5:{port}>",
+            "Max-Forwards: 70",
+            *([f"Route: {route}"] if route else []),
+            "Content-Length: 0",
+            "",
+            "",
+        ]
+        sock.sendto("\r\n".join(lines).encode(), (EDGE_IP, edge_port))
+        while True:
+            status = int(sock.recv(65535).split(b" ", 2)[1])
+            if status >= 200:
+                return status
+
+
+async def test_outsiders_cannot_relay_through_the_edge(tmp_path: Path) -> None:
+    """New requests must be for the edge, and requests inside a dialog may only go to a
+    replica, whatever Route (or Path ;received=) an outsider forges."""
+    replica = (replica_ip(0), 5060)  # nothing listens: nothing may be sent there either
+    async with running_edge(tmp_path, [replica]) as edge:
+        victim = "sip:victim@192.0.2.99:5060"
+        edge_route = f"<sip:{EDGE_IP}:{edge.edge_port};lr>"
+        forged_path = f"<sip:{EDGE_IP}:{edge.edge_port};received=sip:192.0.2.99:5060;lr>"
+        attempts = {
+            "new request elsewhere": (victim, None, False),
+            "new request elsewhere via the edge": (victim, edge_route, False),
+            "in-dialog elsewhere via the edge": (victim, edge_route, True),
+            "in-dialog to the edge with a forged received": (
+                f"sip:x@{EDGE_IP}:{edge.edge_port}",
+                forged_path,
+                True,
+            ),
+        }
+        statuses = {
+            name: await asyncio.to_thread(_status_from_outside, edge.edge_port, *attempt)
+            for name, attempt in attempts.items()
+        }
+    assert statuses == dict.fromkeys(attempts, 403), statuses
