@@ -157,3 +157,45 @@ async def test_outsiders_cannot_relay_through_the_edge(tmp_path: Path) -> None:
             for name, attempt in attempts.items()
         }
     assert statuses == dict.fromkeys(attempts, 403), statuses
+
+
+def _relayed_for_a_replica(replicas_port: int, route: str) -> str:
+    """A replica's OPTIONS to a carrier with ``route`` preloaded: the first line of what the
+    carrier receives, or of the response if the edge answers instead."""
+    with (
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as replica,
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as carrier,
+    ):
+        replica.settimeout(5)
+        carrier.settimeout(5)
+        replica.bind((replica_ip(0), 0))
+        carrier.bind(("127.0.0.5", 0))
+        own, target = replica.getsockname()[1], carrier.getsockname()[1]
+        lines = [
+            f"OPTIONS sip:127.0.0.5:{target} SIP/2.0",
+            f"Via: SIP/2.0/UDP {replica_ip(0)}:{own};branch=z9hG4bK-ka{time.monotonic_ns()}",
+            f"From: <sip:plateau@{replica_ip(0)}>;tag=1",
+            f"To: <sip:127.0.0.5:{target}>",
+            f"Call-ID: ka-{time.monotonic_ns()}@plateau",
+            "CSeq: 1 OPTIONS",
+            f"Route: {route}",
+            "Max-Forwards: 70",
+            "Content-Length: 0",
+            "",
+            "",
+        ]
+        replica.sendto("\r\n".join(lines).encode(), (EDGE_IP, replicas_port))
+        try:
+            return carrier.recv(65535).split(b"\r\n", 1)[0].decode()
+        except TimeoutError:
+            return replica.recv(65535).split(b"\r\n", 1)[0].decode()
+
+
+async def test_a_replica_may_name_the_edge_by_its_service_name(tmp_path: Path) -> None:
+    """The replicas' outbound proxy is sip:kamailio-replicas:5080: the edge takes a Route
+    naming it for its own and relays the request on, rather than to that name."""
+    ports = edge_ports()
+    async with running_edge(tmp_path, [(replica_ip(0), 5060)], ports) as edge:
+        route = f"<sip:kamailio-replicas:{edge.replicas_port};transport=udp;lr>"
+        first_line = await asyncio.to_thread(_relayed_for_a_replica, edge.replicas_port, route)
+    assert first_line.startswith("OPTIONS sip:127.0.0.5:"), first_line

@@ -34,7 +34,11 @@ from plateau_sip_gateway.keepalive import TrunkKeepAlive
 from plateau_sip_gateway.media import media_from_settings
 from plateau_sip_gateway.media.calls import CallMedia
 from plateau_sip_gateway.registrar_service import RegistrarService
-from plateau_sip_gateway.settings import GatewaySettings, digest_algorithms, outbound_proxy
+from plateau_sip_gateway.settings import (
+    GatewaySettings,
+    digest_algorithms,
+    resolve_outbound_proxy,
+)
 from plateau_sip_gateway.sip.endpoint import Endpoint, EndpointSettings
 
 SPEC: ServiceSpec = service("sip-gateway")
@@ -92,9 +96,6 @@ class Gateway:
             recorder=recorder,
             ring_timeout_s=settings.sip_ring_timeout_s,
             unknown_source_tenant=settings.sip_tenant,
-            outbound_proxy=(
-                outbound_proxy(settings.sip_outbound_proxy) if settings.sip_outbound_proxy else None
-            ),
         )
         # Read now, so a wrong media file stops the start-up instead of a call.
         media_config = media or load_media(settings.sip_media_file)
@@ -112,6 +113,10 @@ class Gateway:
         for line in media.start_report():
             (log.info if media.available else log.warning)("sip_gateway.media_config", note=line)
         await self.b2bua.close_open_calls(self.store)
+        if settings.sip_outbound_proxy:
+            proxy = await resolve_outbound_proxy(settings.sip_outbound_proxy)
+            self.b2bua.outbound_proxy = proxy
+            log.info("sip_gateway.outbound_proxy", address=proxy[0].address, route=proxy[1])
         endpoint = await Endpoint.listen(
             EndpointSettings(
                 host=settings.sip_host,

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
+import socket
 from pathlib import Path
+from typing import NamedTuple
 
 from pydantic import Field, field_validator
 
@@ -34,8 +37,9 @@ class GatewaySettings(ServiceSettings):
     sip_outbound_proxy: str | None = Field(
         default=None,
         description=(
-            "SIP URI (IP address, e.g. sip:10.0.0.5:5080) of the edge proxy that requests "
-            "the gateway starts outside a dialog leave through, with a preloaded Route."
+            "SIP URI of the edge proxy's replicas' socket (e.g. sip:kamailio-replicas:5080, "
+            "looked up once at start): requests the gateway starts outside a dialog leave "
+            "through it, with a preloaded Route naming it as written here."
         ),
     )
     sip_trunks_file: Path | None = Field(
@@ -117,26 +121,52 @@ def digest_algorithms(text: str) -> tuple[Algorithm, ...]:
     return tuple(found)
 
 
-def outbound_proxy(text: str) -> tuple[Destination, str]:
-    """The edge proxy ``sip:10.0.0.5:5080`` as where to send and the Route to preload
-    (``<sip:10.0.0.5:5080;lr>``); ValueError unless a SIP URI with an IP address."""
+class ProxyUri(NamedTuple):
+    """The edge proxy as configured: transport, host (a name or an address), port, and the
+    Route to preload, naming it as written (the name the proxy knows itself by)."""
+
+    transport: str
+    host: str
+    port: int
+    route: str
+
+
+def outbound_proxy(text: str) -> ProxyUri:
+    """``sip:kamailio-replicas:5080`` read (Route ``<sip:kamailio-replicas:5080;
+    transport=udp;lr>``); ValueError unless a sip: URI over UDP or TCP."""
     try:
         uri = parse_uri(text.strip().strip("<>"))
     except ValueError:
         raise ValueError(f"the outbound proxy {text!r} is not a SIP URI") from None
     if not isinstance(uri, SipUri) or uri.scheme != "sip":
         raise ValueError(f"the outbound proxy {text!r} must be a sip: URI")
-    host = uri.host.strip("[]")
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        raise ValueError(
-            f"the outbound proxy {text!r} must name an IP address (a Service's ClusterIP): "
-            "the gateway does not resolve names"
-        ) from None
     transport = (uri.params.get("transport") or "udp").upper()
     if transport not in ("UDP", "TCP"):
         raise ValueError(f"the outbound proxy's transport {transport!r} is not UDP or TCP")
     port = uri.port or 5060
     route = f"<sip:{uri.host}:{port};transport={transport.lower()};lr>"
-    return Destination(transport, host, port), route
+    return ProxyUri(transport, uri.host.strip("[]"), port, route)
+
+
+async def resolve_outbound_proxy(text: str) -> tuple[Destination, str]:
+    """Where to send for the outbound proxy ``text`` (its name looked up once: a
+    Service's ClusterIP is stable) and the Route to preload; OSError when the name does
+    not resolve."""
+    proxy = outbound_proxy(text)
+    host = proxy.host
+    if not _is_ip(host):
+        kind = socket.SOCK_STREAM if proxy.transport == "TCP" else socket.SOCK_DGRAM
+        loop = asyncio.get_running_loop()
+        found = await loop.getaddrinfo(host, proxy.port, type=kind)
+        if not found:
+            raise OSError(f"the outbound proxy's host {host!r} does not resolve")
+        host = str(found[0][4][0])
+    return Destination(proxy.transport, host, proxy.port), proxy.route
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True

@@ -25,7 +25,11 @@ from plateau_sip_gateway.domain.edge import (
 )
 from plateau_sip_gateway.entrypoints.sip import SipEntrypoint, source_of
 from plateau_sip_gateway.registrar_service import RegistrarService
-from plateau_sip_gateway.settings import GatewaySettings, outbound_proxy
+from plateau_sip_gateway.settings import (
+    GatewaySettings,
+    outbound_proxy,
+    resolve_outbound_proxy,
+)
 from plateau_sip_gateway.sip import SipRequest, SipResponse, parse
 from plateau_sip_gateway.sip.endpoint import Destination
 from plateau_sip_gateway.sip.timers import TimerSettings, VirtualScheduler
@@ -289,21 +293,38 @@ def test_a_malformed_path_from_the_proxy_is_400() -> None:
 # settings -----------------------------------------------------------------------------
 
 
-def test_outbound_proxy_is_where_to_send_and_the_route_to_preload() -> None:
+def test_outbound_proxy_is_read_with_the_route_to_preload() -> None:
     assert outbound_proxy("sip:10.0.0.5:5080") == (
-        Destination("UDP", "10.0.0.5", 5080),
+        "UDP",
+        "10.0.0.5",
+        5080,
         "<sip:10.0.0.5:5080;transport=udp;lr>",
     )
     assert outbound_proxy("<sip:[2001:db8::5];transport=tcp;lr>") == (
-        Destination("TCP", "2001:db8::5", 5060),
+        "TCP",
+        "2001:db8::5",
+        5060,
         "<sip:[2001:db8::5]:5060;transport=tcp;lr>",
+    )
+    assert outbound_proxy("sip:kamailio-replicas:5080").route == (
+        "<sip:kamailio-replicas:5080;transport=udp;lr>"
+    )
+
+
+async def test_outbound_proxy_by_name_is_looked_up_once_and_routed_by_name() -> None:
+    assert await resolve_outbound_proxy("sip:localhost:5080") == (
+        Destination("UDP", "127.0.0.1", 5080),
+        "<sip:localhost:5080;transport=udp;lr>",
+    )
+    assert await resolve_outbound_proxy("sip:10.0.0.5:5080;transport=tcp") == (
+        Destination("TCP", "10.0.0.5", 5080),
+        "<sip:10.0.0.5:5080;transport=tcp;lr>",
     )
 
 
 @pytest.mark.parametrize(
     ("setting", "value", "complaint"),
     [
-        ("sip_outbound_proxy", "sip:kamailio:5080", "must name an IP address"),
         ("sip_outbound_proxy", "sips:10.0.0.5", "must be a sip: URI"),
         ("sip_outbound_proxy", "10.0.0.5", "is not a SIP URI"),
         ("sip_outbound_proxy", "sip:10.0.0.5;transport=sctp", "is not UDP or TCP"),
