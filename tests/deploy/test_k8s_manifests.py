@@ -524,7 +524,8 @@ def test_the_kamailio_configuration_passes_kamailio_check(kamailio: str, tmp_pat
     text = (source / "kamailio.cfg").read_text()
     assert text.count("/etc/kamailio/dispatcher.list") == 1
     config.write_text(text.replace("/etc/kamailio/dispatcher.list", str(listing)))
-    environment = {**os.environ, "SIP_ADVERTISED_HOST": "192.0.2.10"}
+    # The pod's own address (both sockets listen on it); loopback here.
+    environment = {**os.environ, "SIP_ADVERTISED_HOST": "192.0.2.10", "POD_IP": "127.0.0.1"}
     done = _run([kamailio, "-c", "-f", str(config)], timeout=60, env=environment)
     output = done.stdout + done.stderr
     assert done.returncode == 0, output

@@ -12,24 +12,21 @@ would be answered 481 there and fail the carrier's call.
 from __future__ import annotations
 
 import asyncio
-import os
 import re
-import shutil
 import socket
 import time
 from pathlib import Path
 
 import pytest
+from sip_edge_harness import EDGE_IP, edge_ports, replica_ip, running_edge
 
-from plateau_sip_gateway.testing.sipp import call_counts, free_both, run_sipp, start_sipp, write
+from plateau_sip_gateway.testing.sipp import call_counts, run_sipp, start_sipp, write
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[2]
-DISPATCHER = ROOT / "deploy" / "k8s" / "components" / "sip-dispatcher"
 CALLS = 40
 
-#: A gateway replica: answers an INVITE 200 with a Contact at the edge (EDGE_PORT), then
+#: A gateway replica: answers an INVITE 200 with a Contact at the edge (EDGE_ADDRESS), then
 #: takes the ACK and the BYE of the same call.
 REPLICA = """<?xml version="1.0" encoding="ISO-8859-1" ?>
 <scenario name="gateway replica behind the dispatcher">
@@ -42,7 +39,7 @@ SIP/2.0 200 OK
 [last_To:];tag=[pid]SIPpTag01[call_number]
 [last_Call-ID:]
 [last_CSeq:]
-Contact: <sip:gateway@127.0.0.1:EDGE_PORT>
+Contact: <sip:gateway@EDGE_ADDRESS>
 Content-Length: 0
   ]]></send>
   <recv request="ACK"/>
@@ -62,105 +59,41 @@ Content-Length: 0
 _RECEIVED = re.compile(r"message received \[\d+\] bytes :\s*\n\s*\n(\w+) ", re.MULTILINE)
 
 
-def _kamailio() -> str:
-    found = shutil.which("kamailio") or shutil.which("kamailio", path="/usr/sbin")
-    if found is None:
-        pytest.fail("kamailio is missing: tools/test-packages installs it (Debian's kamailio)")
-    return found
-
-
-def _edge_config(tmp: Path, edge: int, replicas: list[int]) -> Path:
-    """kamailio.cfg on loopback port ``edge``, dispatching to ``replicas``."""
-    listing = tmp / "dispatcher.list"
-    listing.write_text("".join(f"1 sip:127.0.0.1:{port} 0 0\n" for port in replicas))
-    text = (DISPATCHER / "kamailio.cfg").read_text()
-    for old, new in (
-        ("/etc/kamailio/dispatcher.list", str(listing)),
-        ("0.0.0.0:5060", f"127.0.0.1:{edge}"),
-        ("SIP_ADVERTISED_HOST:5060", f"SIP_ADVERTISED_HOST:{edge}"),
-        # No OPTIONS probes during the test: sipp replicas would count them as calls.
-        ('"ds_ping_interval", 10', '"ds_ping_interval", 0'),
-    ):
-        assert old in text, f"kamailio.cfg no longer contains {old!r}"
-        text = text.replace(old, new)
-    config = tmp / "kamailio.cfg"
-    config.write_text(text)
-    return config
-
-
-def _answers_options(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.settimeout(0.5)
-        sock.bind(("127.0.0.1", 0))
-        own = sock.getsockname()[1]
-        request = (
-            f"OPTIONS sip:127.0.0.1:{port} SIP/2.0\r\n"
-            f"Via: SIP/2.0/UDP 127.0.0.1:{own};branch=z9hG4bK-ready\r\n"
-            "From: <sip:probe@127.0.0.1>;tag=1\r\nTo: <sip:127.0.0.1>\r\n"
-            "Call-ID: ready@127.0.0.1\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\n"
-            "Content-Length: 0\r\n\r\n"
-        )
-        sock.sendto(request.encode(), ("127.0.0.1", port))
-        try:
-            return sock.recv(4096).startswith(b"SIP/2.0 200")
-        except OSError:
-            return False
-
-
 def _requests_received(trace: Path) -> list[str]:
     return _RECEIVED.findall(trace.read_text(errors="replace")) if trace.exists() else []
 
 
 async def test_every_message_of_a_call_reaches_the_replica_of_its_invite(tmp_path: Path) -> None:
-    kamailio = _kamailio()
-    edge = free_both()
+    edge_port, replicas_port = edge_ports()
     replicas = []
     directories = []
     for index in range(2):
         directory = tmp_path / f"replica-{index}"
         directory.mkdir()
         directories.append(directory)
-        scenario = write(directory, "replica.xml", REPLICA.replace("EDGE_PORT", str(edge)))
+        contact = REPLICA.replace("EDGE_ADDRESS", f"{EDGE_IP}:{edge_port}")
+        scenario = write(directory, "replica.xml", contact)
         replicas.append(
             await start_sipp(
                 ["-sf", scenario, "-trace_msg", "-message_file", str(directory / "messages")],
                 directory,
+                ip=replica_ip(index),
                 timeout=180,
             )
         )
-    config = _edge_config(tmp_path, edge, [replica.port for replica in replicas])
-    log = tmp_path / "kamailio.log"
-    with log.open("wb") as sink:
-        proxy = await asyncio.create_subprocess_exec(
-            *[kamailio, "-DD", "-E", "-m", "64", "-M", "8", "-f", str(config)],
-            *["-Y", str(tmp_path), "-P", str(tmp_path / "kamailio.pid")],
-            env={**os.environ, "SIP_ADVERTISED_HOST": "127.0.0.1"},
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=sink,
-            stderr=asyncio.subprocess.STDOUT,
-        )
+    addresses = [(replica_ip(i), replica.port) for i, replica in enumerate(replicas)]
     try:
-        deadline = time.monotonic() + 30
-        while not await asyncio.to_thread(_answers_options, edge):
-            assert proxy.returncode is None, "kamailio exited:\n" + log.read_text()[-4000:]
-            assert time.monotonic() < deadline, "kamailio did not answer OPTIONS in 30 s"
-        carrier = tmp_path / "carrier"
-        carrier.mkdir()
-        code, output = await run_sipp(
-            [f"127.0.0.1:{edge}", "-sn", "uac", "-m", str(CALLS), "-r", "20", "-d", "100"],
-            carrier,
-            timeout=120,
-        )
-        successful, failed = call_counts(output)
-        assert (code, successful, failed) == (0, CALLS, 0), output
+        async with running_edge(tmp_path, addresses, (edge_port, replicas_port)) as edge:
+            carrier = tmp_path / "carrier"
+            carrier.mkdir()
+            code, output = await run_sipp(
+                [edge.target, "-sn", "uac", "-m", str(CALLS), "-r", "20", "-d", "100"],
+                carrier,
+                timeout=120,
+            )
+            successful, failed = call_counts(output)
+            assert (code, successful, failed) == (0, CALLS, 0), output
     finally:
-        if proxy.returncode is None:
-            proxy.terminate()
-            try:
-                await asyncio.wait_for(proxy.wait(), timeout=10)
-            except TimeoutError:
-                proxy.kill()
-                await proxy.wait()
         for replica in replicas:
             replica.kill()
             await replica.process.wait()
@@ -172,3 +105,97 @@ async def test_every_message_of_a_call_reaches_the_replica_of_its_invite(tmp_pat
     assert byes == invites, f"BYEs per replica {byes}, INVITEs {invites}"
     assert acks == invites, f"ACKs per replica {acks}, INVITEs {invites}"
     assert all(count > 0 for count in invites), f"the Call-ID hash used one replica: {invites}"
+
+
+def _status_from_outside(edge_port: int, request_uri: str, route: str | None, to_tag: bool) -> int:
+    """Send a request from an outsider's address to the edge: the status it gets back."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(5)
+        sock.bind(("127.0.0.5", 0))
+        port = sock.getsockname()[1]
+        lines = [
+            f"BYE {request_uri} SIP/2.0" if to_tag else f"INVITE {request_uri} SIP/2.0",
+            f"Via: SIP/2.0/UDP 127.0.0.5:{port};branch=z9hG4bK-relay{time.monotonic_ns()}",
+            "From: <sip:intruder@127.0.0.5>;tag=1",
+            "To: <sip:victim@192.0.2.99>" + (";tag=2" if to_tag else ""),
+            f"Call-ID: relay-{time.monotonic_ns()}@127.0.0.5",
+            f"CSeq: 1 {'BYE' if to_tag else 'INVITE'}",
+            f"Contact: <sip:intruder@127.0.0.5:{port}>",
+            "Max-Forwards: 70",
+            *([f"Route: {route}"] if route else []),
+            "Content-Length: 0",
+            "",
+            "",
+        ]
+        sock.sendto("\r\n".join(lines).encode(), (EDGE_IP, edge_port))
+        while True:
+            status = int(sock.recv(65535).split(b" ", 2)[1])
+            if status >= 200:
+                return status
+
+
+async def test_outsiders_cannot_relay_through_the_edge(tmp_path: Path) -> None:
+    """New requests must be for the edge, and requests inside a dialog may only go to a
+    replica, whatever Route (or Path ;received=) an outsider forges."""
+    replica = (replica_ip(0), 5060)  # nothing listens: nothing may be sent there either
+    async with running_edge(tmp_path, [replica]) as edge:
+        victim = "sip:victim@192.0.2.99:5060"
+        edge_route = f"<sip:{EDGE_IP}:{edge.edge_port};lr>"
+        forged_path = f"<sip:{EDGE_IP}:{edge.edge_port};received=sip:192.0.2.99:5060;lr>"
+        attempts = {
+            "new request elsewhere": (victim, None, False),
+            "new request elsewhere via the edge": (victim, edge_route, False),
+            "in-dialog elsewhere via the edge": (victim, edge_route, True),
+            "in-dialog to the edge with a forged received": (
+                f"sip:x@{EDGE_IP}:{edge.edge_port}",
+                forged_path,
+                True,
+            ),
+        }
+        statuses = {
+            name: await asyncio.to_thread(_status_from_outside, edge.edge_port, *attempt)
+            for name, attempt in attempts.items()
+        }
+    assert statuses == dict.fromkeys(attempts, 403), statuses
+
+
+def _relayed_for_a_replica(replicas_port: int, route: str) -> str:
+    """A replica's OPTIONS to a carrier with ``route`` preloaded: the first line of what the
+    carrier receives, or of the response if the edge answers instead."""
+    with (
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as replica,
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as carrier,
+    ):
+        replica.settimeout(5)
+        carrier.settimeout(5)
+        replica.bind((replica_ip(0), 0))
+        carrier.bind(("127.0.0.5", 0))
+        own, target = replica.getsockname()[1], carrier.getsockname()[1]
+        lines = [
+            f"OPTIONS sip:127.0.0.5:{target} SIP/2.0",
+            f"Via: SIP/2.0/UDP {replica_ip(0)}:{own};branch=z9hG4bK-ka{time.monotonic_ns()}",
+            f"From: <sip:plateau@{replica_ip(0)}>;tag=1",
+            f"To: <sip:127.0.0.5:{target}>",
+            f"Call-ID: ka-{time.monotonic_ns()}@plateau",
+            "CSeq: 1 OPTIONS",
+            f"Route: {route}",
+            "Max-Forwards: 70",
+            "Content-Length: 0",
+            "",
+            "",
+        ]
+        replica.sendto("\r\n".join(lines).encode(), (EDGE_IP, replicas_port))
+        try:
+            return carrier.recv(65535).split(b"\r\n", 1)[0].decode()
+        except TimeoutError:
+            return replica.recv(65535).split(b"\r\n", 1)[0].decode()
+
+
+async def test_a_replica_may_name_the_edge_by_its_service_name(tmp_path: Path) -> None:
+    """The replicas' outbound proxy is sip:kamailio-replicas:5080: the edge takes a Route
+    naming it for its own and relays the request on, rather than to that name."""
+    ports = edge_ports()
+    async with running_edge(tmp_path, [(replica_ip(0), 5060)], ports) as edge:
+        route = f"<sip:kamailio-replicas:{edge.replicas_port};transport=udp;lr>"
+        first_line = await asyncio.to_thread(_relayed_for_a_replica, edge.replicas_port, route)
+    assert first_line.startswith("OPTIONS sip:127.0.0.5:"), first_line

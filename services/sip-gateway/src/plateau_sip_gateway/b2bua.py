@@ -156,6 +156,14 @@ class Dialog:
     destination: Destination
     routes: tuple[str, ...] = ()
     cseq: int = 1
+    # Where the peer's own requests come from, when not from ``destination`` (an agent
+    # reached through the edge proxy: its requests arrive relayed, from its own address).
+    peer_host: str | None = None
+
+    @property
+    def from_host(self) -> str:
+        """The host the peer's in-dialog requests come from (their real source)."""
+        return self.peer_host or self.destination.host
 
     def request(self, method: str) -> SipRequest:
         """A new in-dialog request (BYE...) with the next CSeq."""
@@ -221,8 +229,26 @@ class Call:
 
 
 def _destination(source: Source) -> Destination:
-    host, port = source.remote
+    """Where requests back to a request's sender go: the edge proxy it came through, if
+    any (its Record-Route brings them back there), else the sender itself."""
+    host, port = source.relay or source.remote
     return Destination(source.transport, host, port)
+
+
+def _hop(uri_text: str) -> Destination | None:
+    """The address of a Path hop ``<sip:10.0.0.5:5080;lr>``, None unless an IP literal."""
+    try:
+        uri = parse_uri(uri_text.strip().lstrip("<").split(">")[0])
+    except ValueError:
+        return None
+    if not isinstance(uri, SipUri) or not _ip_literal(uri.host):
+        return None
+    transport = (uri.params.get("transport") or "udp").upper()
+    return Destination(
+        transport if transport in ("UDP", "TCP") else "UDP",
+        uri.host.strip("[]"),
+        uri.port or 5060,
+    )
 
 
 def _ip_literal(host: str) -> bool:
@@ -264,6 +290,7 @@ class B2bua:
         unknown_source_tenant: str = "demo",
         media: CallMedia | None = None,
         on_open: Callable[[str, str], asyncio.Future[None]] | None = None,
+        outbound_proxy: tuple[Destination, str] | None = None,
     ) -> None:
         self.trunks = trunks
         self.admission = admission
@@ -277,6 +304,8 @@ class B2bua:
         # Several replicas: told ``(tenant, call_id)`` of each call this one opens; the
         # call's facts are recorded once what it returns is done (the owner is recorded).
         self.on_open = on_open
+        # The edge proxy requests outside a dialog leave through, and its Route (lr).
+        self.outbound_proxy = outbound_proxy
         # The gateway attaches the real one at start, once it knows whether rtpengine answers.
         self.media = media or CallMedia(SignallingOnlyMedia("media not started yet"))
         self._endpoint: Endpoint | None = None
@@ -539,7 +568,19 @@ class B2bua:
             return ""
         binding = max(bindings, key=lambda b: (b.q or 0.0, b.updated_at))
         contact = parse_uri(binding.contact)
-        if isinstance(contact, SipUri) and _ip_literal(contact.host):
+        routes: tuple[str, ...] = ()
+        peer_host = binding.source[0] if binding.source is not None else None
+        path_hop = _hop(binding.path[0]) if binding.path else None
+        if path_hop is not None:
+            # Registered through the edge (RFC 3327): the INVITE goes to the first Path hop
+            # with the Path as its Route set, so it reaches the phone's NAT binding.
+            destination, routes = path_hop, binding.path
+        elif self.outbound_proxy is not None:
+            destination, route = self.outbound_proxy
+            routes = (route,)
+            if peer_host is None and isinstance(contact, SipUri):
+                peer_host = contact.host.strip("[]")
+        elif isinstance(contact, SipUri) and _ip_literal(contact.host):
             transport = (contact.params.get("transport") or binding.transport).upper()
             destination = Destination(
                 transport if transport in ("UDP", "TCP") else "UDP",
@@ -563,6 +604,8 @@ class B2bua:
             remote_tag=None,
             target=binding.contact,
             destination=destination,
+            routes=routes,
+            peer_host=peer_host if routes else None,
         )
         invite = dialog._build("INVITE", 1).with_header("Contact", f"<sip:gw@{host}:{port}>")
         body, content_type = call.customer_sdp
@@ -823,6 +866,8 @@ class B2bua:
             destination=_destination(source),
             routes=tuple(str(r) for r in request.record_routes),
             cseq=0,
+            # Relayed by the edge: the phone's later requests come relayed from it too.
+            peer_host=source.remote[0] if source.relay is not None else None,
         )
         return self.originate(
             tenant,
@@ -865,14 +910,22 @@ class B2bua:
             raise TrunkFullError(f"{token.detail}; retry in {token.retry_after_s} s")
         target = trunk.outbound[0]
         destination = Destination(target.transport.upper(), target.host, target.port)
+        routes: tuple[str, ...] = ()
+        if self.outbound_proxy is not None:
+            # Leave from the edge's address, the one the carrier knows.
+            destination, route = self.outbound_proxy
+            routes = (route,)
+        # Through a proxy the Request-URI alone says how to reach the carrier.
+        uri_transport = ";transport=tcp" if routes and target.transport.upper() == "TCP" else ""
         dialog = Dialog(
             sip_call_id=f"{uuid.uuid4().hex}@plateau",
             local=f"<sip:plateau@{endpoint.advertised_host}>",
             local_tag=endpoint.new_tag(),
             remote=f"<sip:{allowed.number}@{target.host}>",
             remote_tag=None,
-            target=f"sip:{allowed.number}@{target.host}:{target.port}",
+            target=f"sip:{allowed.number}@{target.host}:{target.port}{uri_transport}",
             destination=destination,
+            routes=routes,
         )
         invite = dialog._build("INVITE", 1).with_header("Contact", self._contact(dialog))
         if softphone is not None:
@@ -1080,7 +1133,7 @@ class B2bua:
             trusted = trunk is not None and trunk.name == call.state.trunk
         elif leg == "agent":
             assert call.agent is not None
-            trusted = host == call.agent.destination.host
+            trusted = host == call.agent.from_host
         else:
             trusted = True  # a leg the call has left: answered, and nothing changes
         if not trusted:

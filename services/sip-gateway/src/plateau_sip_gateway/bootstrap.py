@@ -32,6 +32,7 @@ from plateau_sip_gateway.config import (
 from plateau_sip_gateway.domain.admission import Admission
 from plateau_sip_gateway.domain.allowlist import AllowList
 from plateau_sip_gateway.domain.digest import DigestPolicy
+from plateau_sip_gateway.domain.edge import TrustedProxies
 from plateau_sip_gateway.domain.peers import PeerBindings, SharedBindings
 from plateau_sip_gateway.domain.trunks import TrunkDirectory, TrunksConfig
 from plateau_sip_gateway.entrypoints.call_control import Replicas, call_control_service
@@ -40,7 +41,11 @@ from plateau_sip_gateway.keepalive import TrunkKeepAlive
 from plateau_sip_gateway.media import media_from_settings
 from plateau_sip_gateway.media.calls import CallMedia
 from plateau_sip_gateway.registrar_service import RegistrarService
-from plateau_sip_gateway.settings import GatewaySettings, digest_algorithms
+from plateau_sip_gateway.settings import (
+    GatewaySettings,
+    digest_algorithms,
+    resolve_outbound_proxy,
+)
 from plateau_sip_gateway.sip.endpoint import Endpoint, EndpointSettings
 
 SPEC: ServiceSpec = service("sip-gateway")
@@ -157,6 +162,10 @@ class Gateway:
         await self.b2bua.close_open_calls(
             self.store, owners.held_elsewhere if owners is not None else None
         )
+        if settings.sip_outbound_proxy:
+            proxy = await resolve_outbound_proxy(settings.sip_outbound_proxy)
+            self.b2bua.outbound_proxy = proxy
+            log.info("sip_gateway.outbound_proxy", address=proxy[0].address, route=proxy[1])
         endpoint = await Endpoint.listen(
             EndpointSettings(
                 host=settings.sip_host,
@@ -167,7 +176,12 @@ class Gateway:
         )
         self.endpoint = endpoint
         entry = SipEntrypoint(
-            self.b2bua, self.registrar, self.recorder, settings.sip_tenant, bindings=self.bindings
+            self.b2bua,
+            self.registrar,
+            self.recorder,
+            settings.sip_tenant,
+            proxies=TrustedProxies.parse(settings.sip_trusted_proxies),
+            bindings=self.bindings,
         )
         endpoint.on_request(entry.handle)
         self.b2bua.attach(endpoint)
@@ -176,7 +190,9 @@ class Gateway:
             udp=endpoint.local_address("UDP"),
             trunks=[t.name for t in self.b2bua.trunks],
         )
-        self.keepalive = TrunkKeepAlive(endpoint, self.b2bua.trunks)
+        self.keepalive = TrunkKeepAlive(
+            endpoint, self.b2bua.trunks, outbound_proxy=self.b2bua.outbound_proxy
+        )
         keepalive = asyncio.create_task(self.keepalive.run(stop))
         self.ready.set()
         try:

@@ -33,9 +33,17 @@ def _destination(target: SipTarget) -> Destination | None:
 class TrunkKeepAlive:
     """Pings every trunk target; ``reachable[(trunk, host:port)]`` holds the last result."""
 
-    def __init__(self, endpoint: Endpoint, trunks: TrunkDirectory) -> None:
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        trunks: TrunkDirectory,
+        *,
+        outbound_proxy: tuple[Destination, str] | None = None,
+    ) -> None:
         self._endpoint = endpoint
         self._trunks = trunks
+        # Behind the edge the carrier knows the edge's address: OPTIONS leave through it.
+        self._proxy = outbound_proxy
         self.reachable: dict[tuple[str, str], bool] = {}
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -70,20 +78,21 @@ class TrunkKeepAlive:
         host = endpoint.advertised_host
         where = f"{destination.host}:{destination.port}"
         uri = f"sip:{where}"
-        request = SipRequest(
-            "OPTIONS",
-            parse_uri(uri),
-            Headers(
-                [
-                    ("From", f"<sip:plateau@{host}>;tag={endpoint.new_tag()}"),
-                    ("To", f"<{uri}>"),
-                    ("Call-ID", f"{uuid.uuid4().hex}@plateau"),
-                    ("CSeq", "1 OPTIONS"),
-                    ("Max-Forwards", "70"),
-                ]
-            ),
-        )
-        tx, _ = await endpoint.request(request, destination)
+        fields = [
+            ("From", f"<sip:plateau@{host}>;tag={endpoint.new_tag()}"),
+            ("To", f"<{uri}>"),
+            ("Call-ID", f"{uuid.uuid4().hex}@plateau"),
+            ("CSeq", "1 OPTIONS"),
+            ("Max-Forwards", "70"),
+        ]
+        next_hop = destination
+        if self._proxy is not None:
+            next_hop, route = self._proxy
+            fields.append(("Route", route))
+            if destination.transport == "TCP":
+                uri += ";transport=tcp"
+        request = SipRequest("OPTIONS", parse_uri(uri), Headers(fields))
+        tx, _ = await endpoint.request(request, next_hop)
         up = tx.failure is None  # a local 408/503 (timeout, transport) is no answer
 
         key = (trunk.name, where)

@@ -68,7 +68,8 @@ from plateau_sip_gateway.sip import (
     format_date,
     parse_uri,
 )
-from plateau_sip_gateway.sip.values import MAX_UINT32, parse_uint
+from plateau_sip_gateway.sip.headers import split_list
+from plateau_sip_gateway.sip.values import MAX_UINT32, parse_name_addr, parse_uint
 
 Source = tuple[str, int]
 
@@ -223,13 +224,19 @@ class RegistrarService:
         return cls(gate, Registrar(registrar, same_contact=uri_matches), clock=clock, tag=tag)
 
     def handle(
-        self, request: SipRequest, source: Source, transport: str
+        self, request: SipRequest, source: Source, transport: str, *, relayed: bool = False
     ) -> tuple[SipResponse, list[ExtensionEvent]]:
-        """Answer one REGISTER received from ``source`` over ``transport``."""
+        """Answer one REGISTER received from ``source`` over ``transport``.
+
+        ``relayed``: it came through a trusted edge proxy, whose Path (RFC 3327) is stored
+        with the bindings so calls to the softphone go back through it; a Path from
+        anywhere else is ignored (it would let a phone send the gateway's INVITEs
+        anywhere). The Path is echoed in the 200 when the REGISTER says
+        ``Supported: path`` (§5.3)."""
         if request.method != "REGISTER":
             raise ValueError(f"the registrar handles REGISTER, not {request.method}")
         try:
-            command = _register_request(request, source, transport)
+            command = _register_request(request, source, transport, relayed=relayed)
         except SipParseError as exc:
             return self.gate.bad_request(request, f"Bad Request ({exc.reason[:100]})"), []
         auth = self.gate.authenticate(request, source)
@@ -258,6 +265,8 @@ class RegistrarService:
         }
         if len(granted) == 1:
             headers.append(("Expires", str(granted.pop())))
+        if command.path and "path" in (tag.lower() for tag in request.supported):
+            headers.extend(("Path", hop) for hop in command.path)
         headers.append(("Date", format_date(datetime.fromtimestamp(now, UTC))))
         response = request.create_response(200, to_tag=self._tag(), headers=headers)
         return response, list(result.events)
@@ -271,7 +280,9 @@ class RegistrarService:
         return events
 
 
-def _register_request(request: SipRequest, source: Source, transport: str) -> RegisterRequest:
+def _register_request(
+    request: SipRequest, source: Source, transport: str, *, relayed: bool = False
+) -> RegisterRequest:
     """The REGISTER reduced to what the registrar needs; SipParseError when malformed."""
     to_uri = request.to.uri
     if not isinstance(to_uri, SipUri) or not to_uri.user:
@@ -290,7 +301,21 @@ def _register_request(request: SipRequest, source: Source, transport: str) -> Re
         user_agent=request.headers.get("User-Agent"),
         source=source,
         transport=transport.upper(),
+        path=_path(request) if relayed else (),
     )
+
+
+def _path(request: SipRequest) -> tuple[str, ...]:
+    """The Path vector (RFC 3327), each hop as ``<uri>`` in order; SipParseError when a
+    hop is not a SIP URI."""
+    hops: list[str] = []
+    for value in request.headers.get_all("Path"):
+        for part in split_list(value):
+            hop = parse_name_addr(part, "Path")
+            if not isinstance(hop.uri, SipUri):
+                raise SipParseError("a Path hop must be a SIP URI")
+            hops.append(f"<{hop.uri}>")
+    return tuple(hops)
 
 
 def _contact(value: NameAddr) -> ContactRequest:

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import ipaddress
+import socket
 from pathlib import Path
+from typing import NamedTuple
 
 from pydantic import Field, field_validator, model_validator
 
 from plateau_runtime.settings import ServiceSettings
 from plateau_sip_gateway.domain.digest import Algorithm
+from plateau_sip_gateway.domain.edge import parse_networks
+from plateau_sip_gateway.sip import SipUri, parse_uri
+from plateau_sip_gateway.sip.endpoint import Destination
 
 
 class GatewaySettings(ServiceSettings):
@@ -18,6 +25,22 @@ class GatewaySettings(ServiceSettings):
     sip_tcp: bool = Field(default=True, description="Also listen on TCP (same port).")
     sip_advertised_host: str | None = Field(
         default=None, description="Host written in Via/Contact; needed behind a wildcard bind."
+    )
+    sip_trusted_proxies: str = Field(
+        default="",
+        description=(
+            "Comma-separated CIDR networks of the SIP edge proxies (Kamailio's internal "
+            "address) whose X-Plateau-Source header says where a request really came from; "
+            "empty: no proxy is trusted and the header is ignored."
+        ),
+    )
+    sip_outbound_proxy: str | None = Field(
+        default=None,
+        description=(
+            "SIP URI of the edge proxy's replicas' socket (e.g. sip:kamailio-replicas:5080, "
+            "looked up once at start): requests the gateway starts outside a dialog leave "
+            "through it, with a preloaded Route naming it as written here."
+        ),
     )
     sip_trunks_file: Path | None = Field(
         default=None,
@@ -86,6 +109,19 @@ class GatewaySettings(ServiceSettings):
             raise ValueError("a nonce secret needs at least 16 bytes (or leave it empty)")
         return value
 
+    @field_validator("sip_trusted_proxies")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        parse_networks(value)
+        return value
+
+    @field_validator("sip_outbound_proxy")
+    @classmethod
+    def _proxy_uri(cls, value: str | None) -> str | None:
+        if value:
+            outbound_proxy(value)
+        return value or None
+
     @field_validator("sip_digest_algorithms")
     @classmethod
     def _known_algorithms(cls, value: str) -> str:
@@ -121,3 +157,54 @@ def digest_algorithms(text: str) -> tuple[Algorithm, ...]:
     if not found:
         raise ValueError("offer at least one digest algorithm (MD5 or SHA-256)")
     return tuple(found)
+
+
+class ProxyUri(NamedTuple):
+    """The edge proxy as configured: transport, host (a name or an address), port, and the
+    Route to preload, naming it as written (the name the proxy knows itself by)."""
+
+    transport: str
+    host: str
+    port: int
+    route: str
+
+
+def outbound_proxy(text: str) -> ProxyUri:
+    """``sip:kamailio-replicas:5080`` read (Route ``<sip:kamailio-replicas:5080;
+    transport=udp;lr>``); ValueError unless a sip: URI over UDP or TCP."""
+    try:
+        uri = parse_uri(text.strip().strip("<>"))
+    except ValueError:
+        raise ValueError(f"the outbound proxy {text!r} is not a SIP URI") from None
+    if not isinstance(uri, SipUri) or uri.scheme != "sip":
+        raise ValueError(f"the outbound proxy {text!r} must be a sip: URI")
+    transport = (uri.params.get("transport") or "udp").upper()
+    if transport not in ("UDP", "TCP"):
+        raise ValueError(f"the outbound proxy's transport {transport!r} is not UDP or TCP")
+    port = uri.port or 5060
+    route = f"<sip:{uri.host}:{port};transport={transport.lower()};lr>"
+    return ProxyUri(transport, uri.host.strip("[]"), port, route)
+
+
+async def resolve_outbound_proxy(text: str) -> tuple[Destination, str]:
+    """Where to send for the outbound proxy ``text`` (its name looked up once: a
+    Service's ClusterIP is stable) and the Route to preload; OSError when the name does
+    not resolve."""
+    proxy = outbound_proxy(text)
+    host = proxy.host
+    if not _is_ip(host):
+        kind = socket.SOCK_STREAM if proxy.transport == "TCP" else socket.SOCK_DGRAM
+        loop = asyncio.get_running_loop()
+        found = await loop.getaddrinfo(host, proxy.port, type=kind)
+        if not found:
+            raise OSError(f"the outbound proxy's host {host!r} does not resolve")
+        host = str(found[0][4][0])
+    return Destination(proxy.transport, host, proxy.port), proxy.route
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True

@@ -209,7 +209,9 @@ def test_create_response_copies_what_rfc_3261_says() -> None:
     assert ringing.from_ == request.from_
     assert (ringing.call_id, ringing.cseq) == (request.call_id, request.cseq)
     assert "Timestamp" not in ringing.headers
-    assert "Record-Route" not in ringing.headers
+    # §12.1.1: a response that makes a dialog carries the Record-Route, in order.
+    assert ringing.headers.get_all("Record-Route") == request.headers.get_all("Record-Route")
+    assert ringing.headers.get_all("Record-Route")
     ok = request.create_response(
         200,
         "Answered",

@@ -86,11 +86,17 @@ class RegisterRequest:
     user_agent: str | None = None
     source: tuple[str, int] | None = None
     transport: str = "UDP"
+    path: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
 class Binding:
-    """One contact bound to an extension until ``expires_at``."""
+    """One contact bound to an extension until ``expires_at``.
+
+    ``path``: the proxies the REGISTER came through (RFC 3327 Path, ``<uri>`` each, the
+    softphone's nearest last): requests to the contact go to the first, with the whole
+    Path as their Route set. Empty when the softphone registered directly.
+    """
 
     aor: str
     contact: str
@@ -102,6 +108,7 @@ class Binding:
     user_agent: str | None = None
     source: tuple[str, int] | None = None
     transport: str = "UDP"
+    path: tuple[str, ...] = ()
 
     def live(self, now: float) -> bool:
         return self.expires_at > now
@@ -287,6 +294,7 @@ class Registrar:
                 user_agent=request.user_agent,
                 source=request.source,
                 transport=request.transport,
+                path=request.path,
             )
             working.append(binding)
             touched.append(binding)

@@ -11,6 +11,7 @@ from plateau_contracts.events.calls import DialRequester
 from plateau_sip_gateway.adapters.recorder import Recorder
 from plateau_sip_gateway.b2bua import ALLOW, B2bua, NoOutboundTrunkError, TrunkFullError
 from plateau_sip_gateway.domain.allowlist import Refused
+from plateau_sip_gateway.domain.edge import SOURCE_HEADER, ForwardedSourceError, TrustedProxies
 from plateau_sip_gateway.domain.peers import SharedBindings
 from plateau_sip_gateway.registrar_service import RegistrarService
 from plateau_sip_gateway.sip import SipResponse, SipUri
@@ -23,12 +24,22 @@ log = structlog.get_logger(__name__)
 FORBIDDEN_DIAL_CODE = 403
 
 
-def source_of(tx: ServerTransaction) -> Source:
-    """Where the request came from, as the endpoint stamped it on the top Via
-    (``received``/``rport``): the address its responses go to."""
+def source_of(tx: ServerTransaction, proxies: TrustedProxies | None = None) -> Source:
+    """Where the request came from.
+
+    The network source is what the endpoint stamped on the top Via (``received``/
+    ``rport``): the address its responses go to. When that is one of the trusted
+    ``proxies`` and it reported the real source (``X-Plateau-Source``), the source is that
+    one, relayed by the proxy. ForwardedSourceError for a header a trusted proxy garbled.
+    """
     via = tx.request.top_via
     transport = via.transport.upper()
     remote = response_address(via, reliable=transport != "UDP")
+    if proxies:
+        values = tx.request.headers.get_all(SOURCE_HEADER)
+        forwarded = proxies.real_source(remote[0], values)
+        if forwarded is not None:
+            return Source(transport, forwarded.address, ("", 0), relay=remote)
     return Source(transport, remote, ("", 0))
 
 
@@ -42,12 +53,14 @@ class SipEntrypoint:
         recorder: Recorder,
         tenant: str,
         *,
+        proxies: TrustedProxies | None = None,
         clock: Callable[[], float] = time.time,
         bindings: SharedBindings | None = None,
     ) -> None:
         self._clock = clock
         # Several replicas: softphones registered on any of them.
         self._bindings = bindings
+        self._proxies = proxies or TrustedProxies()
         self._b2bua = b2bua
         self._registrar = registrar
         self._recorder = recorder
@@ -56,10 +69,18 @@ class SipEntrypoint:
     def handle(self, tx: ServerTransaction) -> None:
         """One new request (all methods but ACK; CANCEL goes to its INVITE)."""
         request = tx.request
-        source = source_of(tx)
+        try:
+            source = source_of(tx, self._proxies)
+        except ForwardedSourceError as exc:
+            log.warning("sip_gateway.bad_forwarded_source", method=request.method, error=str(exc))
+            # The proxy is ours and broken: say so plainly (the peer is the proxy).
+            tx.respond(tx.create_response(400, str(exc)[:150]))
+            return
         method = request.method
         if method == "REGISTER":
-            response, events = self._registrar.handle(request, source.remote, source.transport)
+            response, events = self._registrar.handle(
+                request, source.remote, source.transport, relayed=source.relay is not None
+            )
             tx.respond(response)
             for event in events:
                 self._recorder.record(self._tenant, [event])

@@ -372,7 +372,8 @@ class SipRequest(SipMessage):
         body: bytes = b"",
     ) -> SipResponse:
         """A response to this request (RFC 3261 §8.2.6): Via, From, To, Call-ID and CSeq
-        copied, ``to_tag`` added to To unless it has one, Timestamp echoed in a 100."""
+        copied, ``to_tag`` added to To unless it has one, Timestamp echoed in a 100,
+        Record-Route copied into an INVITE's 1xx/2xx (§12.1.1)."""
         source = self.headers
         fields: list[tuple[str, str]] = [("Via", v) for v in source.get_all("Via")]
         for name in ("From", "To", "Call-ID", "CSeq"):
@@ -384,6 +385,10 @@ class SipRequest(SipMessage):
             fields.append((name, value))
         if status == 100:
             fields.extend(("Timestamp", v) for v in source.get_all("Timestamp"))
+        elif self.method == "INVITE" and status < 300:
+            # A response that establishes a dialog carries the request's Record-Route, in
+            # order (§12.1.1): how the peer's in-dialog requests come back through proxies.
+            fields.extend(("Record-Route", v) for v in source.get_all("Record-Route"))
         fields.extend(headers)
         return SipResponse(
             status, reason_phrase(status) if reason is None else reason, Headers(fields), body

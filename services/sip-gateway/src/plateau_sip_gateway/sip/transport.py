@@ -45,12 +45,17 @@ UDP_RECEIVE_BUFFER = 4 << 20
 @dataclass(frozen=True, eq=False)
 class Source:
     """Where a message came from: transport name, peer and local address, and for TCP
-    the connection it arrived on (responses go back on it, RFC 3261 §18.2.2)."""
+    the connection it arrived on (responses go back on it, RFC 3261 §18.2.2).
+
+    ``relay``: the trusted edge proxy the request came through, when ``remote`` is the
+    peer behind it that the proxy reported (requests back to that peer go through the
+    proxy, over ``transport``)."""
 
     transport: str
     remote: Address
     local: Address
     connection: TcpConnection | None = None
+    relay: Address | None = None
 
 
 MessageSink = Callable[[bytes, Source], None]
