@@ -32,7 +32,7 @@ from plateau_sip_gateway.bootstrap import Gateway
 from plateau_sip_gateway.domain.trunks import TrunksConfig
 from plateau_sip_gateway.entrypoints.call_control import call_control_service
 from plateau_sip_gateway.settings import GatewaySettings
-from plateau_sip_gateway.testing.sipp import free_both
+from plateau_sip_gateway.testing.sipp import free_both, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 DISPATCHER = ROOT / "deploy" / "k8s" / "components" / "sip-dispatcher"
@@ -160,6 +160,7 @@ async def running_edge(
 class Replica:
     """A gateway running in-process as one replica behind the edge."""
 
+    name: str
     gateway: Gateway
     store: EventStore
     host: str
@@ -211,6 +212,9 @@ class ReplicaSettings:
     trusted_proxies: str = f"{EDGE_IP}/32"
     outbound_proxy: str | None = None
     passwords: dict[str, str] = field(default_factory=dict)
+    clustered: bool = False
+    """Each replica named ``replica-<i>``: call owners, forwarding and shared
+    registrations through the database, as several production replicas run."""
 
 
 @contextlib.asynccontextmanager
@@ -235,9 +239,13 @@ async def running_replicas(
         yield replicas
 
 
-def _replica_settings(home: Path, host: str, options: ReplicaSettings) -> GatewaySettings:
+def _replica_settings(
+    home: Path, host: str, options: ReplicaSettings, name: str, grpc_port: int
+) -> GatewaySettings:
     home.mkdir(parents=True, exist_ok=True)
     return GatewaySettings(
+        sip_replica=name,
+        sip_replica_address=f"127.0.0.1:{grpc_port}" if name else "",
         sip_host=host,
         sip_port=0,
         sip_tcp=False,
@@ -260,12 +268,16 @@ async def _replica(
     options: ReplicaSettings,
 ) -> AsyncIterator[Replica]:
     host = replica_ip(index)
-    settings = _replica_settings(home, host, options)
+    name = f"replica-{index}" if options.clustered else ""
+    grpc_port = free_port(socket.SOCK_STREAM) if name else 0
+    settings = _replica_settings(home, host, options, name, grpc_port)
     store = EventStore(pool, schema)
-    gateway = Gateway.build(settings, store, trunks=trunks, passwords=options.passwords)
+    gateway = Gateway.build(settings, store, trunks=trunks, passwords=options.passwords, pool=pool)
     stop = asyncio.Event()
     task = asyncio.create_task(gateway.run(stop))
-    server = GrpcServer("127.0.0.1", 0, [call_control_service(gateway.b2bua)])
+    server = GrpcServer(
+        "127.0.0.1", grpc_port, [call_control_service(gateway.b2bua, gateway.replicas)]
+    )
     try:
         async with asyncio.timeout(15):
             await gateway.ready.wait()
@@ -273,7 +285,7 @@ async def _replica(
         assert gateway.endpoint is not None
         port = gateway.endpoint.local_address("UDP")[1]
         async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
-            yield Replica(gateway, store, host, port, pb_grpc.CallControlStub(channel))
+            yield Replica(name, gateway, store, host, port, pb_grpc.CallControlStub(channel))
     finally:
         await server.stop(0.5)
         stop.set()

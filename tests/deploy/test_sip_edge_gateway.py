@@ -759,3 +759,139 @@ async def test_a_softphone_dials_talks_and_hangs_up_through_the_edge(
         code, output = await customer.result()
         assert code == 0, f"the customer's side failed:\n{output}"
     assert ended["cause"] == "agent_hangup"
+
+
+# several replicas ---------------------------------------------------------------------
+
+
+def phone_unregisters() -> str:
+    """The softphone takes its binding back (Expires: 0), with the Call-ID of the REGISTER
+    it undoes (sipp's -cid_str), so the edge hashes it onto the same replica."""
+    scenario = phone_registers().replace("Expires: 3600", "Expires: 0")
+    return scenario[: scenario.index('  <recv response="200">')] + (
+        '  <recv response="200"/>\n</scenario>'
+    )
+
+
+async def binding_replicas(pool: asyncpg.Pool) -> list[str]:
+    rows = await pool.fetch("select replica from bindings where aor = $1", EXTENSION)
+    return [r["replica"] for r in rows]
+
+
+async def register_on_other_replica(
+    pool: asyncpg.Pool, edge: Edge, tmp: Path, phone_port: int, avoid: str
+) -> str:
+    """Register the softphone through the edge until the REGISTER's Call-ID hashes onto a
+    replica other than ``avoid`` (a REGISTER that landed on ``avoid`` is undone with its
+    own Call-ID); the replica that holds the binding."""
+    for attempt in range(12):
+        cid = ["-cid_str", f"reg-{attempt}-%u@{PHONE_IP}"]
+        code, output = await run_sipp(
+            ["-sf", write(tmp, "register.xml", phone_registers()), "-m", "1", *cid, edge.target],
+            tmp,
+            ip=PHONE_IP,
+            port=phone_port,
+            timeout=60,
+        )
+        assert code == 0, f"REGISTER through the edge failed:\n{output}"
+
+        async def written() -> bool:  # the registrar writes its bindings through, async
+            return bool(await binding_replicas(pool))
+
+        await wait_until_true(written, 10, "the binding to be written through")
+        (holder,) = await binding_replicas(pool)
+        if holder != avoid:
+            return holder
+        undo = write(tmp, "unregister.xml", phone_unregisters())
+        code, output = await run_sipp(
+            # A higher CSeq than the REGISTER's (RFC 3261 §10.3 refuses an older one: 500).
+            ["-sf", undo, "-m", "1", "-base_cseq", "10", *cid, edge.target],
+            tmp,
+            ip=PHONE_IP,
+            port=phone_port,
+            timeout=60,
+        )
+        assert code == 0, f"un-REGISTER through the edge failed:\n{output}"
+
+        async def removed() -> bool:
+            return await binding_replicas(pool) == []
+
+        await wait_until_true(removed, 10, "the binding to be removed")
+    pytest.fail("12 REGISTER Call-IDs all hashed onto one of two replicas")
+
+
+async def test_two_replicas_behind_the_edge_connect_and_end_a_call_held_by_either(
+    gateway_pool: tuple[asyncpg.Pool, str], tmp_path: Path
+) -> None:
+    """Production's shape: the edge dispatching to two replicas. The carrier's call lands on
+    one replica (by its Call-ID), the agent's registration on the other; the acd's
+    ConnectAgent and Hangup reach the replica that does not hold the call (as a ClusterIP
+    Service may send them), which forwards them to the one that does; that one rings the
+    agent through the Path of a REGISTER it never saw, and ends the call on both sides."""
+    pool, schema = gateway_pool
+    ports = edge_ports()
+    settings = ReplicaSettings(
+        outbound_proxy=f"sip:{EDGE_IP}:{ports[1]}",
+        passwords={EXTENSION: PASSWORD},
+        clustered=True,
+    )
+    customer_port = free_port(host=CARRIER_IP)
+    async with (
+        running_replicas(
+            pool, schema, tmp_path, 2, trunks=trunks(customer_port), settings=settings
+        ) as replicas,
+        running_edge(tmp_path, [r.address for r in replicas], ports) as edge,
+    ):
+        carrier = write(tmp_path, "carrier.xml", carrier_hears_bye(edge.edge_port))
+        caller = await start_sipp(
+            ["-sf", carrier, "-m", "1", "-s", DNIS, edge.target],
+            tmp_path,
+            ip=CARRIER_IP,
+            timeout=120,
+        )
+        call_id = await one_call(replicas[0], "call.offered")
+        owner_name = await pool.fetchval(
+            "select replica from call_owners where call_id = $1", call_id
+        )
+        owner = next(r for r in replicas if r.name == owner_name)
+        other = next(r for r in replicas if r is not owner)
+        assert call_id in owner.gateway.b2bua._calls  # held in the owner's memory only
+        assert call_id not in other.gateway.b2bua._calls
+
+        phone_port = free_port(host=PHONE_IP)
+        holder = await register_on_other_replica(pool, edge, tmp_path, phone_port, owner.name)
+        assert holder == other.name
+
+        # Not in the owner's own registrar: only in its mirror of the other's bindings.
+        assert not owner.gateway.registrar.registrar.lookup(EXTENSION, time.time())
+        shared = owner.gateway.bindings
+        assert shared is not None
+
+        async def owner_sees_binding() -> bool:
+            return bool(shared.lookup(EXTENSION, time.time()))
+
+        await wait_until_true(owner_sees_binding, 10, "the owner to see the other's binding")
+        agent = await start_sipp(
+            ["-sf", write(tmp_path, "phone.xml", phone_answers(edge.edge_port)), "-m", "1"],
+            tmp_path,
+            ip=PHONE_IP,
+            port=phone_port,
+            timeout=90,
+        )
+        response = await other.connect_agent(call_id, EXTENSION)  # forwarded to the owner
+        assert response.agent_sip_call_id
+        await recorded(owner, call_id, "call.connected")
+        await other.stub.Hangup(
+            pb.HangupRequest(request_id=f"hangup-{call_id}", call_id=call_id),
+            metadata=(("x-plateau-tenant", TENANT),),
+            timeout=10,
+        )
+        ended = await recorded(owner, call_id, "call.ended")
+        code, output = await caller.result()
+        assert code == 0, f"the carrier's side failed:\n{output}"
+        code, output = await agent.result()
+        assert code == 0, f"the softphone's side failed:\n{output}"
+        events = await owner.events(f"call-{call_id}")
+    types = [e["type"] for e in events]
+    assert types == ["call.offered", "call.agent_ringing", "call.connected", "call.ended"]
+    assert ended["cause"] != "gateway_restart"
