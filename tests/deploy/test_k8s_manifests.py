@@ -400,15 +400,11 @@ def test_only_the_sip_edge_and_https_accept_traffic_from_outside(each: Rendered)
                 name = target.get("app.kubernetes.io/name", "?")
                 opened.add((name, port["protocol"], port["port"]))
     assert opened <= edges, f"{each.overlay}: opened to the outside: {opened - edges}"
-    expected = (
-        edges
-        if each.overlay == "production"
-        else edges
-        - {
-            ("kamailio", "UDP", 5060),
-            ("kamailio", "TCP", 5060),
-        }
-    )
+    behind_the_edge = {("sip-gateway", "UDP", 5060), ("sip-gateway", "TCP", 5060)}
+    in_front = {("kamailio", "UDP", 5060), ("kamailio", "TCP", 5060)}
+    # Production: only Kamailio faces the outside; the replicas believe the source it
+    # reports, so nothing else may reach their SIP port.
+    expected = edges - behind_the_edge if each.overlay == "production" else edges - in_front
     assert opened == expected
 
 
@@ -504,6 +500,34 @@ def test_the_sip_edge_keeps_the_source_address_and_a_call_on_one_replica(
     assert destinations == [
         f"sip:sip-gateway-{i}.sip-gateway-pods:5060" for i in range(gateways)
     ], "dispatcher.list must name every gateway replica"
+
+    # Each replica behind the edge: its own pod address in Via and Contact, the edge's
+    # reported source believed, requests outside a dialog through the edge's replicas'
+    # socket (a name kamailio.cfg knows as its own), and a stable name the other replicas
+    # forward its calls' CallControl requests to.
+    (container,) = each.one("StatefulSet", "sip-gateway")["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e for e in container["env"]}
+    names = [e["name"] for e in container["env"]]
+    assert env["POD_IP"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
+    assert env["PLATEAU_SIP_ADVERTISED_HOST"] == {
+        "name": "PLATEAU_SIP_ADVERTISED_HOST",
+        "value": "$(POD_IP)",
+    }
+    assert names.index("POD_IP") < names.index("PLATEAU_SIP_ADVERTISED_HOST")
+    assert env["PLATEAU_SIP_TRUSTED_PROXIES"]["valueFrom"]["configMapKeyRef"]["key"]
+    proxy = env["PLATEAU_SIP_OUTBOUND_PROXY"]["value"]
+    assert proxy == "sip:kamailio-replicas:5080"
+    service = each.one("Service", "kamailio-replicas")["spec"]
+    assert service["selector"] == {"app.kubernetes.io/name": "kamailio"}
+    assert {(p["protocol"], p["port"]) for p in service["ports"]} == {
+        ("UDP", 5080),
+        ("TCP", 5080),
+    }
+    assert "alias=kamailio-replicas:5080" in config["data"]["kamailio.cfg"]
+    assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    assert env["PLATEAU_SIP_REPLICA"]["value"] == "$(POD_NAME)"
+    assert env["PLATEAU_SIP_REPLICA_ADDRESS"]["value"] == "$(POD_NAME).sip-gateway-pods:50051"
+    assert names.index("POD_NAME") < names.index("PLATEAU_SIP_REPLICA")
 
 
 @pytest.fixture(scope="module")
