@@ -41,7 +41,7 @@ from plateau_runtime.services import SERVICES
 from plateau_runtime.testing import make_schema
 from plateau_sip_gateway.domain.trunks import TrunksConfig
 from plateau_sip_gateway.sip.endpoint import Destination
-from plateau_sip_gateway.testing.sipp import SDP, free_port, run_sipp, start_sipp, write
+from plateau_sip_gateway.testing.sipp import SDP, Sipp, free_port, run_sipp, start_sipp, write
 
 pytestmark = pytest.mark.integration
 
@@ -428,6 +428,14 @@ def raw_invite(target: tuple[str, int], *headers: str) -> int:
                 return status
 
 
+async def customer_network(setup: Setup, tmp: Path) -> Sipp:
+    """The customers' network on the carrier's address, answering one call from the edge."""
+    scenario = write(tmp, "customer.xml", customer_answers(setup.edge.edge_port))
+    return await start_sipp(
+        ["-sf", scenario, "-m", "1"], tmp, ip=CARRIER_IP, port=setup.customer_port, timeout=90
+    )
+
+
 # tests --------------------------------------------------------------------------------
 
 
@@ -551,15 +559,9 @@ async def test_an_originated_call_leaves_through_the_edge(
     gateway_pool: tuple[asyncpg.Pool, str], tmp_path: Path
 ) -> None:
     async with behind_the_edge(gateway_pool, tmp_path) as setup:
-        edge, replica = setup.edge, setup.replica
+        replica = setup.replica
         allow(replica)
-        customer = await start_sipp(
-            ["-sf", write(tmp_path, "customer.xml", customer_answers(edge.edge_port)), "-m", "1"],
-            tmp_path,
-            ip=CARRIER_IP,
-            port=setup.customer_port,
-            timeout=90,
-        )
+        customer = await customer_network(setup, tmp_path)
         request = pb.OriginateRequest(
             request_id="att-edge",
             campaign_id=CAMPAIGN,
@@ -737,13 +739,7 @@ async def test_a_softphone_dials_talks_and_hangs_up_through_the_edge(
     async with behind_the_edge(gateway_pool, tmp_path) as setup:
         edge, replica = setup.edge, setup.replica
         allow(replica)
-        customer = await start_sipp(
-            ["-sf", write(tmp_path, "customer.xml", customer_answers(edge.edge_port)), "-m", "1"],
-            tmp_path,
-            ip=CARRIER_IP,
-            port=setup.customer_port,
-            timeout=90,
-        )
+        customer = await customer_network(setup, tmp_path)
         phone_port = await register_phone(setup, tmp_path)
         scenario = write(tmp_path, "talk.xml", phone_dials_and_talks())
         code, output = await run_sipp(
