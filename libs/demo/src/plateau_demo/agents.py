@@ -26,6 +26,14 @@ ACT_AGAIN_S = 30.0  # a state that lasts: act on it again (the last command may 
 DISPOSITIONS = ("resolved", "information given", "callback promised", "escalated")
 
 
+def asks_auto_answer(invite: SipMessage) -> bool:
+    """Whether the INVITE asks the phone to answer by itself: RFC 7462's
+    ``urn:alert:service:auto-answer`` in Alert-Info, or Call-Info's ``answer-after=0``."""
+    alerts = ",".join(invite.get_all("Alert-Info")).lower()
+    infos = ",".join(invite.get_all("Call-Info")).replace(" ", "").lower()
+    return "urn:alert:service:auto-answer" in alerts or "answer-after=0" in infos
+
+
 @dataclass(frozen=True)
 class AgentIdentity:
     """Who the simulated agent is: the acd's agent id and the gateway's extension."""
@@ -207,7 +215,9 @@ class Softphone:
             self._ringing[ring_key] = cancelled
             try:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(cancelled.wait(), self.model.ring_s())
+                    await asyncio.wait_for(
+                        cancelled.wait(), self.model.ring_s(asks_auto_answer(invite))
+                    )
             finally:
                 self._ringing.pop(ring_key, None)
             if cancelled.is_set():

@@ -40,6 +40,7 @@ class TrafficSettings:
     patience_median_s: float = 35.0
     patience_sigma: float = 0.6
     ring_s: tuple[float, float] = (1.0, 4.0)
+    auto_answer_s: tuple[float, float] = (0.1, 0.4)
     wrap_up_s: tuple[float, float] = (3.0, 8.0)
     pause_probability: float = 0.12
     pause_s: tuple[float, float] = (15.0, 45.0)
@@ -94,9 +95,12 @@ class TrafficModel:
         value = self._lognormal(self.settings.patience_median_s, self.settings.patience_sigma)
         return min(max(value, 3.0), 600.0)
 
-    def ring_s(self) -> float:
-        """How long an agent lets the softphone ring before answering."""
-        return self.rng.uniform(*self.settings.ring_s)
+    def ring_s(self, auto_answer: bool = False) -> float:
+        """How long an agent lets the softphone ring before answering (a phone asked to
+        answer by itself, as for a dialled customer, only takes its own moment)."""
+        return self.rng.uniform(
+            *(self.settings.auto_answer_s if auto_answer else self.settings.ring_s)
+        )
 
     def wrap_up_s(self) -> float:
         return self.rng.uniform(*self.settings.wrap_up_s)

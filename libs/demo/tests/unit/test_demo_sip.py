@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import random
 from typing import Any
 
 import pytest
 
 from plateau_demo import sip
+from plateau_demo.agents import asks_auto_answer
 from plateau_demo.dialog import Dialog
 from plateau_demo.endpoint import SipEndpoint
+from plateau_demo.model import TrafficModel, TrafficSettings
 from plateau_demo.sip import Challenge, SipMessage, SipParseError
 
 pytestmark = pytest.mark.unit
@@ -276,3 +279,24 @@ async def test_garbage_and_stray_responses_are_dropped_without_a_crash() -> None
     assert endpoint.dropped == 1
     assert received == [] and transport.sent == []
     await endpoint.close()
+
+
+@pytest.mark.parametrize(
+    ("header", "asked"),
+    [
+        ("Alert-Info: <urn:alert:service:auto-answer>\r\n", True),
+        ("Call-Info: <sip:127.0.0.1>; answer-after=0\r\n", True),
+        ("Alert-Info: <http://127.0.0.1/ring.wav>\r\n", False),
+        ("Call-Info: <sip:127.0.0.1>;answer-after=5\r\n", False),
+        ("", False),
+    ],
+)
+def test_an_invite_that_asks_for_auto_answer_is_recognised(header: str, asked: bool) -> None:
+    invite = sip.parse(INVITE.replace("CSeq: 1 INVITE\r\n", f"CSeq: 1 INVITE\r\n{header}").encode())
+    assert asks_auto_answer(invite) is asked
+
+
+def test_an_agent_asked_to_auto_answer_answers_within_the_compliance_window() -> None:
+    model = TrafficModel(TrafficSettings(), random.Random(7))
+    assert all(model.ring_s(auto_answer=True) < 0.5 for _ in range(200))
+    assert max(model.ring_s() for _ in range(200)) > 2.0  # otherwise a person's pace

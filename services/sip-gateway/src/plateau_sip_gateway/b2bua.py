@@ -251,6 +251,14 @@ def _hop(uri_text: str) -> Destination | None:
     )
 
 
+def with_auto_answer(invite: SipRequest, host: str) -> SipRequest:
+    """``invite`` asking the phone to answer at once: RFC 7462's alert URN, and the
+    Call-Info ``answer-after=0`` the common softphones and desk phones honour."""
+    return invite.with_header("Alert-Info", "<urn:alert:service:auto-answer>").with_header(
+        "Call-Info", f"<sip:{host}>;answer-after=0"
+    )
+
+
 def _ip_literal(host: str) -> bool:
     try:
         ipaddress.ip_address(host.strip("[]"))
@@ -608,6 +616,11 @@ class B2bua:
             peer_host=peer_host if routes else None,
         )
         invite = dialog._build("INVITE", 1).with_header("Contact", f"<sip:gw@{host}:{port}>")
+        if call.state.direction == "outbound":
+            # A customer who answered a dialled call must hear an agent within the
+            # compliance window (2 s): the agent's phone is asked to answer at once, as
+            # dialler agents' phones are.
+            invite = with_auto_answer(invite, host)
         body, content_type = call.customer_sdp
         self._apply(
             call, RingAgent(agent_id, extension, binding.contact, sip_call_id, queue_id or None)

@@ -34,6 +34,7 @@ from sip_gateway_harness import (
 from plateau_contracts.events.calls import CallOffered
 from plateau_runtime.eventstore import EventStore, NewEvent
 from plateau_runtime.testing import MigratedSchema
+from plateau_sip_gateway.testing.sipp import asked_to_auto_answer
 
 pytestmark = pytest.mark.integration
 
@@ -75,8 +76,12 @@ async def test_a_call_connects_to_the_agent_and_the_caller_hangs_up(
     gw: RunningGateway, tmp_path: Path
 ) -> None:
     agent_port = free_port()
+    # An inbound call rings the agent as usual: no auto-answer.
+    ringing = asked_to_auto_answer(agent_answers(), asked=False)
     agent = await start_sipp(
-        ["-sf", write(tmp_path, "agent.xml", agent_answers()), "-m", "1"], tmp_path, port=agent_port
+        ["-sf", write(tmp_path, "agent.xml", ringing), "-m", "1"],
+        tmp_path,
+        port=agent_port,
     )
     await register_agent(gw, tmp_path, agent_port)
     carrier = await start_sipp(

@@ -31,7 +31,7 @@ from plateau_contracts.events.dialer import CampaignStarted, ContactAllowed
 from plateau_contracts.grpc.calls.v1 import call_control_pb2 as pb
 from plateau_runtime.testing import MigratedSchema
 from plateau_sip_gateway.domain.trunks import TrunksConfig
-from plateau_sip_gateway.testing.sipp import OK_IN_DIALOG
+from plateau_sip_gateway.testing.sipp import OK_IN_DIALOG, asked_to_auto_answer
 
 pytestmark = pytest.mark.integration
 
@@ -163,7 +163,8 @@ async def test_an_allowed_number_is_dialled_answered_and_bridged_to_an_agent(
 ) -> None:
     agent_port = free_port()
     agent = await start_sipp(
-        ["-sf", write(tmp_path, "agent.xml", agent_answers()), "-m", "1"],
+        # The customer is waiting: the agent's phone is asked to answer by itself.
+        ["-sf", write(tmp_path, "agent.xml", asked_to_auto_answer(agent_answers())), "-m", "1"],
         tmp_path,
         port=agent_port,
     )

@@ -499,6 +499,18 @@ Content-Length: 0
     )
 
 
+def asked_to_auto_answer(scenario: str, asked: bool = True) -> str:
+    """An agent ``scenario`` whose INVITE must (``asked``) or must not carry RFC 7462's
+    auto-answer Alert-Info; sipp fails the call otherwise."""
+    check = "check_it" if asked else "check_it_inverse"
+    return scenario.replace(
+        '<recv request="INVITE"/>',
+        '<recv request="INVITE"><action><ereg regexp="urn:alert:service:auto-answer" '
+        f'search_in="msg" {check}="true" assign_to="auto_answer"/></action></recv>',
+        1,
+    )
+
+
 def _agent(after_ringing: str) -> str:
     return f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
 <scenario name="agent">
