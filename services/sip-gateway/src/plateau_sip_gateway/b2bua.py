@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Set
@@ -99,6 +98,7 @@ from plateau_sip_gateway.domain.trunks import InboundRefused, TrunkDirectory
 from plateau_sip_gateway.media import MediaError, SignallingOnlyMedia
 from plateau_sip_gateway.media.calls import CallMedia
 from plateau_sip_gateway.sdp import Origin, is_hold, rejecting_answer, with_direction
+from plateau_sip_gateway.settings import OutboundProxy
 from plateau_sip_gateway.sip import Headers, SipRequest, SipResponse, SipUri, parse_uri
 from plateau_sip_gateway.sip.endpoint import Destination, Endpoint
 from plateau_sip_gateway.sip.transaction import (
@@ -107,7 +107,7 @@ from plateau_sip_gateway.sip.transaction import (
     NonInviteServerTransaction,
     ServerTransaction,
 )
-from plateau_sip_gateway.sip.transport import Source
+from plateau_sip_gateway.sip.transport import Source, is_ip_literal
 
 log = structlog.get_logger(__name__)
 
@@ -235,20 +235,26 @@ def _destination(source: Source) -> Destination:
     return Destination(source.transport, host, port)
 
 
+def _uri_destination(uri: object, default_transport: str) -> Destination | None:
+    """Where to send for a SIP URI whose host is an IP literal (over its ``transport``
+    parameter, else ``default_transport``); None for any other URI."""
+    if not isinstance(uri, SipUri) or not is_ip_literal(uri.host):
+        return None
+    transport = (uri.params.get("transport") or default_transport).upper()
+    return Destination(
+        transport if transport in ("UDP", "TCP") else "UDP",
+        uri.host.strip("[]"),
+        uri.port or 5060,
+    )
+
+
 def _hop(uri_text: str) -> Destination | None:
     """The address of a Path hop ``<sip:10.0.0.5:5080;lr>``, None unless an IP literal."""
     try:
         uri = parse_uri(uri_text.strip().lstrip("<").split(">")[0])
     except ValueError:
         return None
-    if not isinstance(uri, SipUri) or not _ip_literal(uri.host):
-        return None
-    transport = (uri.params.get("transport") or "udp").upper()
-    return Destination(
-        transport if transport in ("UDP", "TCP") else "UDP",
-        uri.host.strip("[]"),
-        uri.port or 5060,
-    )
+    return _uri_destination(uri, "UDP")
 
 
 def with_auto_answer(invite: SipRequest, host: str) -> SipRequest:
@@ -257,14 +263,6 @@ def with_auto_answer(invite: SipRequest, host: str) -> SipRequest:
     return invite.with_header("Alert-Info", "<urn:alert:service:auto-answer>").with_header(
         "Call-Info", f"<sip:{host}>;answer-after=0"
     )
-
-
-def _ip_literal(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        return False
-    return True
 
 
 def _dial_outcome(status: int) -> DialOutcome:
@@ -298,7 +296,7 @@ class B2bua:
         unknown_source_tenant: str = "demo",
         media: CallMedia | None = None,
         on_open: Callable[[str, str], asyncio.Future[None]] | None = None,
-        outbound_proxy: tuple[Destination, str] | None = None,
+        outbound_proxy: OutboundProxy | None = None,
     ) -> None:
         self.trunks = trunks
         self.admission = admission
@@ -579,22 +577,17 @@ class B2bua:
         routes: tuple[str, ...] = ()
         peer_host = binding.source[0] if binding.source is not None else None
         path_hop = _hop(binding.path[0]) if binding.path else None
+        direct = _uri_destination(contact, binding.transport)
         if path_hop is not None:
             # Registered through the edge (RFC 3327): the INVITE goes to the first Path hop
             # with the Path as its Route set, so it reaches the phone's NAT binding.
             destination, routes = path_hop, binding.path
         elif self.outbound_proxy is not None:
-            destination, route = self.outbound_proxy
-            routes = (route,)
+            destination, routes = self.outbound_proxy.next_hop, (self.outbound_proxy.route,)
             if peer_host is None and isinstance(contact, SipUri):
                 peer_host = contact.host.strip("[]")
-        elif isinstance(contact, SipUri) and _ip_literal(contact.host):
-            transport = (contact.params.get("transport") or binding.transport).upper()
-            destination = Destination(
-                transport if transport in ("UDP", "TCP") else "UDP",
-                contact.host.strip("[]"),
-                contact.port or 5060,
-            )
+        elif direct is not None:
+            destination = direct
         elif binding.source is not None:
             destination = Destination(binding.transport, *binding.source)
         else:
@@ -923,20 +916,20 @@ class B2bua:
             raise TrunkFullError(f"{token.detail}; retry in {token.retry_after_s} s")
         target = trunk.outbound[0]
         destination = Destination(target.transport.upper(), target.host, target.port)
+        request_uri = f"sip:{allowed.number}@{target.host}:{target.port}"
         routes: tuple[str, ...] = ()
         if self.outbound_proxy is not None:
             # Leave from the edge's address, the one the carrier knows.
-            destination, route = self.outbound_proxy
-            routes = (route,)
-        # Through a proxy the Request-URI alone says how to reach the carrier.
-        uri_transport = ";transport=tcp" if routes and target.transport.upper() == "TCP" else ""
+            destination, routes, request_uri = self.outbound_proxy.toward(
+                request_uri, target.transport
+            )
         dialog = Dialog(
             sip_call_id=f"{uuid.uuid4().hex}@plateau",
             local=f"<sip:plateau@{endpoint.advertised_host}>",
             local_tag=endpoint.new_tag(),
             remote=f"<sip:{allowed.number}@{target.host}>",
             remote_tag=None,
-            target=f"sip:{allowed.number}@{target.host}:{target.port}{uri_transport}",
+            target=request_uri,
             destination=destination,
             routes=routes,
         )

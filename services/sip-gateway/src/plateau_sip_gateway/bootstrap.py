@@ -165,7 +165,9 @@ class Gateway:
         if settings.sip_outbound_proxy:
             proxy = await resolve_outbound_proxy(settings.sip_outbound_proxy)
             self.b2bua.outbound_proxy = proxy
-            log.info("sip_gateway.outbound_proxy", address=proxy[0].address, route=proxy[1])
+            log.info(
+                "sip_gateway.outbound_proxy", address=proxy.next_hop.address, route=proxy.route
+            )
         endpoint = await Endpoint.listen(
             EndpointSettings(
                 host=settings.sip_host,
@@ -181,7 +183,6 @@ class Gateway:
             self.recorder,
             settings.sip_tenant,
             proxies=TrustedProxies.parse(settings.sip_trusted_proxies),
-            bindings=self.bindings,
         )
         endpoint.on_request(entry.handle)
         self.b2bua.attach(endpoint)

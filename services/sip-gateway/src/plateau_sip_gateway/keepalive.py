@@ -16,6 +16,7 @@ import uuid
 import structlog
 
 from plateau_sip_gateway.domain.trunks import SipTarget, TrunkConfig, TrunkDirectory
+from plateau_sip_gateway.settings import OutboundProxy
 from plateau_sip_gateway.sip import Headers, SipRequest, parse_uri
 from plateau_sip_gateway.sip.endpoint import Destination, Endpoint
 
@@ -38,7 +39,7 @@ class TrunkKeepAlive:
         endpoint: Endpoint,
         trunks: TrunkDirectory,
         *,
-        outbound_proxy: tuple[Destination, str] | None = None,
+        outbound_proxy: OutboundProxy | None = None,
     ) -> None:
         self._endpoint = endpoint
         self._trunks = trunks
@@ -87,10 +88,8 @@ class TrunkKeepAlive:
         ]
         next_hop = destination
         if self._proxy is not None:
-            next_hop, route = self._proxy
-            fields.append(("Route", route))
-            if destination.transport == "TCP":
-                uri += ";transport=tcp"
+            next_hop, routes, uri = self._proxy.toward(uri, destination.transport)
+            fields.extend(("Route", route) for route in routes)
         request = SipRequest("OPTIONS", parse_uri(uri), Headers(fields))
         tx, _ = await endpoint.request(request, next_hop)
         up = tx.failure is None  # a local 408/503 (timeout, transport) is no answer

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import socket
 from pathlib import Path
 from typing import NamedTuple
@@ -15,6 +14,7 @@ from plateau_sip_gateway.domain.digest import Algorithm
 from plateau_sip_gateway.domain.edge import parse_networks
 from plateau_sip_gateway.sip import SipUri, parse_uri
 from plateau_sip_gateway.sip.endpoint import Destination
+from plateau_sip_gateway.sip.transport import is_ip_literal
 
 
 class GatewaySettings(ServiceSettings):
@@ -186,25 +186,32 @@ def outbound_proxy(text: str) -> ProxyUri:
     return ProxyUri(transport, uri.host.strip("[]"), port, route)
 
 
-async def resolve_outbound_proxy(text: str) -> tuple[Destination, str]:
+class OutboundProxy(NamedTuple):
+    """The edge proxy as resolved: where requests outside a dialog go, and the Route they
+    carry to it."""
+
+    next_hop: Destination
+    route: str
+
+    def toward(self, uri: str, transport: str) -> tuple[Destination, tuple[str, ...], str]:
+        """Sending a request for ``uri`` (a peer reached over ``transport``) through the
+        proxy: the next hop, the Route set, and the Request-URI, which alone tells the
+        proxy how to reach the peer."""
+        suffix = ";transport=tcp" if transport.upper() == "TCP" else ""
+        return self.next_hop, (self.route,), uri + suffix
+
+
+async def resolve_outbound_proxy(text: str) -> OutboundProxy:
     """Where to send for the outbound proxy ``text`` (its name looked up once: a
     Service's ClusterIP is stable) and the Route to preload; OSError when the name does
     not resolve."""
     proxy = outbound_proxy(text)
     host = proxy.host
-    if not _is_ip(host):
+    if not is_ip_literal(host):
         kind = socket.SOCK_STREAM if proxy.transport == "TCP" else socket.SOCK_DGRAM
         loop = asyncio.get_running_loop()
         found = await loop.getaddrinfo(host, proxy.port, type=kind)
         if not found:
             raise OSError(f"the outbound proxy's host {host!r} does not resolve")
         host = str(found[0][4][0])
-    return Destination(proxy.transport, host, proxy.port), proxy.route
-
-
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
+    return OutboundProxy(Destination(proxy.transport, host, proxy.port), proxy.route)

@@ -12,7 +12,6 @@ from plateau_sip_gateway.adapters.recorder import Recorder
 from plateau_sip_gateway.b2bua import ALLOW, B2bua, NoOutboundTrunkError, TrunkFullError
 from plateau_sip_gateway.domain.allowlist import Refused
 from plateau_sip_gateway.domain.edge import SOURCE_HEADER, ForwardedSourceError, TrustedProxies
-from plateau_sip_gateway.domain.peers import SharedBindings
 from plateau_sip_gateway.registrar_service import RegistrarService
 from plateau_sip_gateway.sip import SipResponse, SipUri
 from plateau_sip_gateway.sip.endpoint import response_address
@@ -55,11 +54,8 @@ class SipEntrypoint:
         *,
         proxies: TrustedProxies | None = None,
         clock: Callable[[], float] = time.time,
-        bindings: SharedBindings | None = None,
     ) -> None:
         self._clock = clock
-        # Several replicas: softphones registered on any of them.
-        self._bindings = bindings
         self._proxies = proxies or TrustedProxies()
         self._b2bua = b2bua
         self._registrar = registrar
@@ -105,8 +101,8 @@ class SipEntrypoint:
 
     def _is_softphone(self, source: Source) -> bool:
         """Whether the request comes from where a registered softphone registered from."""
-        bindings = self._bindings or self._registrar.registrar
-        return bindings.bound_from(source.remote, self._clock())
+        # The B2BUA's view: with several replicas, softphones registered on any of them.
+        return self._b2bua.registrar.bound_from(source.remote, self._clock())
 
     def _softphone_dial(self, tx: InviteServerTransaction, source: Source) -> None:
         """An agent dialling out: authenticated, then checked against the allow-list."""
