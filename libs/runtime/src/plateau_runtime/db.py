@@ -14,6 +14,11 @@ from plateau_runtime.errors import ConfigurationError, DependencyUnavailableErro
 #: A connection, whether held directly or borrowed from a pool.
 Connection = asyncpg.Connection | PoolConnectionProxy
 
+#: Set on every connection, whatever the server or role default. Floats print as the
+#: shortest text that reads back exactly (PostgreSQL's default since 12): the stats
+#: projector stores report figures as text, and a session at 0 or less would round them.
+SESSION_SETTINGS = {"extra_float_digits": "1"}
+
 
 async def _init_connection(conn: Connection) -> None:
     for typename in ("json", "jsonb"):
@@ -43,7 +48,12 @@ async def create_pool(
         )
     try:
         pool = await asyncpg.create_pool(
-            dsn, min_size=min_size, max_size=max_size, init=_init_connection, **kwargs
+            dsn,
+            min_size=min_size,
+            max_size=max_size,
+            init=_init_connection,
+            server_settings=SESSION_SETTINGS,
+            **kwargs,
         )
     except (OSError, TimeoutError, asyncpg.CannotConnectNowError) as exc:
         raise DependencyUnavailableError(
@@ -68,7 +78,7 @@ async def connect(dsn: str) -> asyncpg.Connection:
     """A single connection with the same codecs and error messages as ``create_pool``."""
     pool_less: asyncpg.Connection
     try:
-        pool_less = await asyncpg.connect(dsn)
+        pool_less = await asyncpg.connect(dsn, server_settings=SESSION_SETTINGS)
     except (OSError, TimeoutError, asyncpg.CannotConnectNowError) as exc:
         raise DependencyUnavailableError(
             f"PostgreSQL at {_where(dsn)} cannot be reached: {_reason(exc)}",

@@ -134,8 +134,10 @@ async def rebuild(
             await replayer.catch_up()
             for table in REBUILT_TABLES:
                 await conn.execute(f"delete from {schema}.{table}")
+                columns = await _written_columns(conn, schema, table)
                 status = await conn.execute(
-                    f"insert into {schema}.{table} select * from {shadow.schema}.{table}"
+                    f"insert into {schema}.{table} ({columns}) "
+                    f"select {columns} from {shadow.schema}.{table}"
                 )
                 rows[table] = int(status.split()[-1])
             await conn.execute(
@@ -172,6 +174,19 @@ async def _check_migrated(conn: asyncpg.Connection, schema: str, sources: Sequen
                 f"{table} does not exist, so the read models cannot be rebuilt",
                 "run `plateau migrate` first (plateau up runs it)",
             )
+
+
+async def _written_columns(conn: asyncpg.Connection, schema: str, table: str) -> str:
+    """The columns a row is written with: generated ones (the report's JSON of intervals
+    and roll-ups) are computed again by the table they go into."""
+    names = await conn.fetch(
+        "select quote_ident(column_name) as name from information_schema.columns "
+        "where table_schema = $1 and table_name = $2 and is_generated = 'NEVER' "
+        "order by ordinal_position",
+        schema,
+        table,
+    )
+    return ", ".join(row["name"] for row in names)
 
 
 async def _drop_shadow(conn: asyncpg.Connection, shadow: ServiceSchema) -> None:

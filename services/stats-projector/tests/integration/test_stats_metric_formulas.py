@@ -1,4 +1,4 @@
-"""The SQL metric formulas readers call (migrations 0005, 0011) against the domain's, over
+"""The SQL metric formulas readers call (migrations 0005, 0011, 0012) against the domain's, over
 every service-level threshold a queue can be configured with and over measure objects in
 which any histogram bucket may be missing: the inlined versions give the same figures."""
 
@@ -73,3 +73,31 @@ async def test_a_ratio_has_no_value_when_its_denominator_is_zero_or_unknown(
     assert row is not None
     assert (row["zero"], row["unknown"]) == (None, None)
     assert (Fraction(row["nothing"]), Fraction(row["three_quarters"])) == (0, Fraction(3, 4))
+
+
+async def test_the_reports_stored_service_levels_are_service_level_at_every_threshold(
+    service_pool: asyncpg.Pool,
+) -> None:
+    # What report_rows (0012) serves for a queue: the element of the row's stored service
+    # levels its threshold's slot names, as the JSON number of service_level itself.
+    objects = measure_objects()
+    rows = await service_pool.fetch(
+        "select o.n, t.threshold, service_level(o.m, t.threshold) as sl, "
+        "       (report_service_levels(o.m))[service_level_slot(t.threshold)] as stored, "
+        "       report_number(service_level(o.m, t.threshold)) as computed "
+        "from unnest($1::jsonb[]) with ordinality as o(m, n), unnest($2::int[]) as t(threshold)",
+        objects,
+        THRESHOLDS,
+    )
+    assert len(rows) == len(objects) * len(THRESHOLDS)
+    undefined = 0
+    for row in rows:
+        where = (objects[row["n"] - 1], row["threshold"])
+        assert row["stored"] == row["computed"], where
+        if row["sl"] is None:
+            assert row["stored"] == "null", where
+            undefined += 1
+        else:  # the shortest text of the numeric's nearest double, as the row path has it
+            assert float(row["stored"]) == float(row["sl"]), where
+            assert repr(float(row["sl"])).removesuffix(".0") == row["stored"], where
+    assert 0 < undefined < len(rows)
