@@ -476,7 +476,9 @@ async def report(admin_dsn: str, schema: str, reader_dsn: str) -> None:
     await gateway_answer(reader_dsn, schema, start, end)
 
 
-def row_path_body(rows: list[Row], start: datetime, end: datetime) -> bytes:
+def row_path_body(
+    rows: list[Row], granularity: Granularity, start: datetime, end: datetime
+) -> bytes:
     """The report endpoint's answer as it was made before the database made its rows
     (migrations/0012): one pydantic row per read-model row, then the model serialised.
     The baseline; it leaves out FastAPI's validation of the returned model, which the old
@@ -517,41 +519,49 @@ def row_path_body(rows: list[Row], start: datetime, end: datetime) -> bytes:
 
 
 async def gateway_answer(reader_dsn: str, schema: str, start: datetime, end: datetime) -> None:
-    """The body of GET /api/v1/reports/queues?granularity=15min over the 30 days, made by the
-    access gateway's own code (ReadModels as the reader role, in a snapshot with the
-    provenance, then report_body), without the HTTP exchange around it; next to the row path
-    it replaced, in the same run."""
+    """The body of GET /api/v1/reports/queues over the 30 days, made by the access gateway's
+    own code (ReadModels as the reader role, in a snapshot with the provenance, then
+    report_body), without the HTTP exchange around it; next to the row path it replaced, in
+    the same run. Hour is the endpoint's default granularity."""
     pool = await create_pool(reader_dsn, max_size=1)
     read_models = ReadModels(pool, schema=schema, reader_role=f"plateau_{schema}_reader")
     analyst = Principal("bench-report", "bench", "bench", Role.CLIENT_ANALYST, Via.SESSION, "-")
-    timings: dict[str, list[float]] = {"json": [], "rows": []}
-    sizes: dict[str, int] = {}
+    print("   the access gateway's answer (GET /api/v1/reports/queues over the 30 days):")
     try:
-        # One path after the other: the row path's million objects would otherwise be freed
-        # during the next measurement of the other.
-        for _ in range(RUNS):
-            began = time.perf_counter()
-            report = await read_models.report_json(analyst, "queue", None, start, end, "15min")
-            body = report_body("queue", Granularity.QUARTER_HOUR, start, end, report)
-            timings["json"].append((time.perf_counter() - began) * 1000)
-            sizes["json"] = len(body)
-        for _ in range(RUNS):
-            began = time.perf_counter()
-            async with read_models.report(analyst, "queue", None, start, end, "15min") as reading:
-                rows = [r async for r in reading.rows]
-            body = row_path_body(rows, start, end)
-            timings["rows"].append((time.perf_counter() - began) * 1000)
-            sizes["rows"] = len(body)
+        for granularity, label, ids in (
+            (Granularity.QUARTER_HOUR, "all queues", None),
+            (Granularity.QUARTER_HOUR, "one queue", ["q7"]),
+            (Granularity.HOUR, "all queues", None),
+            (Granularity.DAY, "all queues", None),
+        ):
+            timings: dict[str, list[float]] = {"json": [], "rows": []}
+            size = 0
+            # One path after the other: the row path's million objects would otherwise be
+            # freed during the next measurement of the other.
+            for _ in range(RUNS):
+                began = time.perf_counter()
+                report = await read_models.report_json(
+                    analyst, "queue", ids, start, end, granularity.value
+                )
+                size = len(report_body("queue", granularity, start, end, report))
+                timings["json"].append((time.perf_counter() - began) * 1000)
+            for _ in range(RUNS):
+                began = time.perf_counter()
+                async with read_models.report(
+                    analyst, "queue", ids, start, end, granularity.value
+                ) as reading:
+                    rows = [r async for r in reading.rows]
+                row_path_body(rows, granularity, start, end)
+                timings["rows"].append((time.perf_counter() - began) * 1000)
+            ours, before = (statistics.median(timings[k]) for k in ("json", "rows"))
+            print(
+                f"     {granularity.value}, {label} ({size / 1e6:.2f} MB of JSON): "
+                f"{ours:,.0f} ms; the row path it replaced (the row query with the metric "
+                f"functions, a pydantic row each): {before:,.0f} ms, {before / ours:.1f}x; "
+                f"median of {RUNS}"
+            )
     finally:
         await pool.close()
-    ours, before = (statistics.median(timings[k]) for k in ("json", "rows"))
-    print(
-        f"   the access gateway's answer to that report (GET /api/v1/reports/queues, 15min, "
-        f"30 days: {sizes['json'] / 1e6:.1f} MB of JSON), as the gateway makes it: "
-        f"{ours:,.0f} ms; the row path it replaced (row query with the metric functions, "
-        f"a pydantic row each): {before:,.0f} ms ({sizes['rows'] / 1e6:.1f} MB); "
-        f"{before / ours:.1f}x; median of {RUNS}"
-    )
 
 
 async def run_bench(pg: EmbeddedPostgres, broker: EmbeddedBroker) -> None:

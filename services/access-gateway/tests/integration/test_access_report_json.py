@@ -19,6 +19,7 @@ from access_read_harness import World, build_world, tag
 
 from plateau_access_gateway.adapters.read_models import Row
 from plateau_access_gateway.domain.principal import Principal, Role, Via
+from plateau_access_gateway.domain.reports import REPORT_MEASURES
 from plateau_access_gateway.entrypoints.http_reports import Metrics, Report
 from plateau_runtime.testing import MigratedSchema
 
@@ -27,19 +28,10 @@ pytestmark = pytest.mark.integration
 START = datetime(2026, 3, 1, tzinfo=UTC)
 #: The measures the metrics read, each present or not in a row (missing counts as 0).
 MEASURES = [
+    *REPORT_MEASURES,
     *(f"answered_wait_le_{b}s" for b in (5, 10, 15, 20, 30, 45, 60, 90, 120, 180, 300)),
-    "offered",
-    "answered",
-    "abandoned",
-    "abandoned_short",
-    "answer_wait_ms",
-    "handled",
-    "handle_ms",
+    *(f"state_{s}_ms" for s in ("available", "on_call", "reserved", "wrap_up")),
     "talk_ms",
-    "state_available_ms",
-    "state_on_call_ms",
-    "state_reserved_ms",
-    "state_wrap_up_ms",
     "live_answers",
     "compliance_abandons",
 ]

@@ -149,7 +149,7 @@ def report_body(
         computed_up_to=[SourcePosition(**p) for p in report.provenance.sources],
         rows=[],
     ).model_dump_json(by_alias=True, exclude={"rows"})
-    return f'{envelope[:-1]},"rows":{report.rows}}}'.encode()
+    return b"".join((envelope[:-1].encode(), b',"rows":', *report.rows, b"}"))
 
 
 IdsQuery = Annotated[
