@@ -1,9 +1,10 @@
 """The interval report's JSON, made by the database (``report_rows``, the stats projector's
-migrations/0012), against the rows of the reader's row query with the metric functions
-applied (``ReadModels.report``, what the CSV and XLSX exports read): for a scripted set of
+migrations/0012, from columns it stores when the measures are written), against the metric
+functions applied to each row's measures at the time of reading: for a scripted set of
 queues (with and without a threshold, ids that JSON must escape), agents and campaigns, at
-every granularity, every row the endpoint serves has the same id, period, measures and
-metrics, value for value, and the response is a ``Report`` as the API documents it."""
+every granularity, every row the endpoint serves, and every row an export reads, has the
+same id, period, measures and metrics, value for value, and the response is a ``Report`` as
+the API documents it."""
 
 from __future__ import annotations
 
@@ -93,9 +94,24 @@ async def script(world: World, tenant: str, t: str) -> dict[str, list[str]]:
     return ids
 
 
+# The metric functions (migrations 0005, 0011) over report_intervals' rows, with the
+# queue's threshold: the figures the stored columns must give.
+ORACLE = """
+select r.dimension, r.dimension_id, r.period_start, r.measures,
+       coalesce(q.service_level_threshold_s, 20) as service_level_threshold_s,
+       service_level(r.measures, coalesce(q.service_level_threshold_s, 20)) as service_level,
+       asa_ms(r.measures) as asa_ms, aht_ms(r.measures) as aht_ms,
+       abandonment_rate(r.measures) as abandonment_rate, occupancy(r.measures) as occupancy,
+       compliance_abandonment_rate(r.measures) as compliance_abandonment_rate
+from report_intervals($1, null, $2, $3, $4) r
+left join queue_settings q on r.dimension = 'queue' and q.queue_id = r.dimension_id
+order by r.dimension_id, r.period_start
+"""
+
+
 def expected(row: Row) -> dict[str, Any]:
-    """A row of the row query as the report shows it: metrics as JSON numbers (the
-    numeric's nearest double), a service level and threshold for queues only."""
+    """A row as the report shows it: metrics as JSON numbers (the numeric's nearest
+    double), a service level and threshold for queues only."""
 
     def number(value: Decimal | None) -> float | None:
         return None if value is None else float(value)
@@ -114,6 +130,16 @@ def expected(row: Row) -> dict[str, Any]:
             "occupancy": number(row["occupancy"]),
             "compliance_abandonment_rate": number(row["compliance_abandonment_rate"]),
         },
+    }
+
+
+def exported(row: Row) -> dict[str, Any]:
+    """A row of ``ReadModels.report`` (what the exports read) in the report's shape."""
+    return {
+        "id": row["dimension_id"],
+        "period_start": row["period_start"],
+        "measures": row["measures"],
+        "metrics": {name: row[name] for name in Metrics.model_fields},
     }
 
 
@@ -145,14 +171,18 @@ async def test_the_reports_json_rows_are_the_row_querys_figures_at_every_granula
                 assert answer.headers["content-type"] == "application/json"
                 report = Report.model_validate_json(answer.content)  # the documented shape
                 served = answer.json()["rows"]
+                async with world.read_models.scoped(tenant) as conn:
+                    oracle = await conn.fetch(ORACLE, dimension, begin, end, granularity)
+                rows = [expected(dict(r)) for r in oracle]
                 async with world.read_models.report(
                     analyst, dimension, None, begin, end, granularity
                 ) as reading:
-                    rows = [expected(r) async for r in reading.rows]
-                assert len(served) == len(rows) > 0, (kind, granularity)
-                for got, want in zip(served, rows, strict=True):
+                    exports = [exported(r) async for r in reading.rows]
+                assert len(served) == len(rows) == len(exports) > 0, (kind, granularity)
+                for got, want, export in zip(served, rows, exports, strict=True):
                     assert datetime.fromisoformat(got["period_start"]) == want["period_start"]
                     assert {**got, "period_start": None} == {**want, "period_start": None}
+                    assert export == want
                 assert {r.id for r in report.rows} == set(ids[dimension])
                 assert report.dimension == dimension and report.granularity == granularity
                 seen |= {(k, v is None) for r in served for k, v in r["metrics"].items()}

@@ -4,6 +4,7 @@ metric functions apply to, and the provenance of the read models (``report_prove
 
 from __future__ import annotations
 
+import json
 import secrets
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -149,3 +150,53 @@ async def test_the_provenance_of_the_read_models_is_the_same_for_every_reader(
             await reader.execute("delete from consumer_store_marks")
     finally:
         await reader.close()
+
+
+async def test_report_rows_are_report_intervals_rows_as_json_for_the_sessions_tenant_only(
+    admin_dsn: str, service_schema: MigratedSchema, service_pool: asyncpg.Pool
+) -> None:
+    tag = f"-{secrets.token_hex(3)}"
+    mine, theirs = f"mine{tag}", f"theirs{tag}"
+    await project(service_pool, traffic(mine, f"{tag}-m"))
+    await project(service_pool, traffic(theirs, f"{tag}-t"))
+    day = local_midnight()
+    span = (day - timedelta(days=40), day + timedelta(days=40))
+    reader = await reader_session(admin_dsn, service_schema)
+    counted = dict.fromkeys(("queue", "agent", "campaign"), 0)
+    try:
+        for granularity in ("15min", "hour", "day", "month"):
+            # No tenant set: nothing.
+            none = await reader.fetch(
+                "select r from report_rows('agent', null, $1, $2, $3) r", *span, granularity
+            )
+            assert none == [], granularity
+            async with reader.transaction():
+                await reader.execute("select set_config('plateau.tenant', $1, true)", mine)
+                for dimension in ("queue", "agent", "campaign"):
+                    rows = await reader.fetch(
+                        "select r from report_rows($1, null, $2, $3, $4) r",
+                        dimension,
+                        *span,
+                        granularity,
+                    )
+                    plain = await reader.fetch(
+                        "select dimension_id, period_start, measures "
+                        "from report_intervals($1, null, $2, $3, $4) "
+                        "order by dimension_id, period_start",
+                        dimension,
+                        *span,
+                        granularity,
+                    )
+                    served = [json.loads(r[0]) for r in rows]
+                    assert [
+                        (s["id"], datetime.fromisoformat(s["period_start"]), s["measures"])
+                        for s in served
+                    ] == [(p[0], p[1], p[2]) for p in plain], (dimension, granularity)
+                    assert all(s["id"].endswith(f"{tag}-m") for s in served)
+                    counted[dimension] += len(served)
+        for bad in ("('queue', null, now(), now(), 'week')", "('team', null, now(), now(), 'day')"):
+            with pytest.raises(asyncpg.InvalidParameterValueError):
+                await reader.fetch(f"select * from report_rows{bad}")
+    finally:
+        await reader.close()
+    assert counted["queue"] > 0 and counted["agent"] > 0, counted

@@ -8,8 +8,9 @@ The scope of a user inside the tenant (some queues, some campaigns) is applied h
 
 from __future__ import annotations
 
+import json
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -100,34 +101,20 @@ where ($1::text[] is null or i.campaign_id = any($1))
 order by i.campaign_id
 """
 
-# report_intervals() is the stats projector's reader function; the metrics are its SQL
-# formulas (migrations/0005), so the gateway computes no figure of its own. The ids are
-# filtered here as well, so the user's scope holds whatever the function does with them.
-_REPORT = """
-select r.dimension, r.dimension_id, r.period_start, r.measures,
-       coalesce(q.service_level_threshold_s, 20) as service_level_threshold_s,
-       service_level(r.measures, coalesce(q.service_level_threshold_s, 20)) as service_level,
-       asa_ms(r.measures) as asa_ms, aht_ms(r.measures) as aht_ms,
-       abandonment_rate(r.measures) as abandonment_rate,
-       occupancy(r.measures) as occupancy,
-       compliance_abandonment_rate(r.measures) as compliance_abandonment_rate
-from report_intervals($1, $2, $3, $4, $5) r
-left join queue_settings q on r.dimension = 'queue' and q.queue_id = r.dimension_id
-where r.dimension = $1 and ($2::text[] is null or r.dimension_id = any($2))
-order by r.dimension_id, r.period_start
-"""
-
-# The same report as the JSON objects GET /api/v1/reports/{kind} serves, one text per row,
-# made by the stats projector (report_rows, its migrations/0012) from the same metric
-# functions, in report order.
+# An interval report: one JSON object per row, as GET /api/v1/reports/{kind} serves it,
+# in report order. The stats projector makes them (report_rows, its migrations/0012) with
+# its metric functions, so the gateway computes no figure of its own; the ids are the
+# user's scope, checked before (entrypoints/http_reports.resolve_report).
 _REPORT_JSON = "select r from report_rows($1, $2, $3, $4, $5) r"
 
-# For the report's transaction only: the read models as mostly in memory, as they are
-# read soon after they are written, so that the planner walks the primary key in report
-# order rather than sorting 57,600 wide rows of a 30-day report; and room to sort in
-# memory when it does sort (a list of ids).
+# For a report's transaction only: a plan for the values asked (a cached generic plan
+# keeps both tables and guesses the rows, then sorts); the read models as mostly in memory,
+# as they are read soon after they are written, so that the planner walks the primary key
+# in report order rather than sorting 57,600 wide rows of a 30-day report; and room to sort
+# in memory when it does sort (a list of ids).
 _REPORT_PLANNING = (
-    "select set_config('random_page_cost', '1.1', true), set_config('work_mem', '64MB', true)"
+    "select set_config('plan_cache_mode', 'force_custom_plan', true), "
+    "set_config('random_page_cost', '1.1', true), set_config('work_mem', '64MB', true)"
 )
 
 _PROVENANCE = (
@@ -316,13 +303,20 @@ class ReadModels:
 
     @asynccontextmanager
     async def _reading(
-        self, principal: Principal, query: str, *args: object
+        self,
+        principal: Principal,
+        query: str,
+        *args: object,
+        planning: str | None = None,
+        shape: Callable[[asyncpg.Record], Row] = dict,
     ) -> AsyncIterator[Reading]:
         # Repeatable read: the rows are exactly what the provenance says they were computed
         # from, even while the projector commits more.
         async with self.scoped(principal.tenant, snapshot=True) as conn:
+            if planning is not None:
+                await conn.execute(planning)
             provenance = Provenance(*await self._provenance(conn))
-            yield Reading(provenance, (dict(r) async for r in conn.cursor(query, *args)))
+            yield Reading(provenance, (shape(r) async for r in conn.cursor(query, *args)))
 
     def report(  # noqa: PLR0917 - the report's own parameters
         self,
@@ -333,12 +327,35 @@ class ReadModels:
         end: datetime,
         granularity: str,
     ) -> AbstractAsyncContextManager[Reading]:
-        """The report's rows as a server-side cursor (bounded memory), with its provenance.
+        """The report's rows as a server-side cursor (bounded memory), with its provenance:
+        ``dimension``, ``dimension_id``, ``period_start``, ``measures``, each metric and
+        ``service_level_threshold_s`` (None but for queues).
 
         ``ids`` None: every object of the dimension; an empty list: none.
         """
         wanted = None if ids is None else list(ids)
-        return self._reading(principal, _REPORT, dimension, wanted, start, end, granularity)
+
+        def shape(record: asyncpg.Record) -> Row:
+            row = json.loads(record[0])
+            return {
+                "dimension": dimension,
+                "dimension_id": row["id"],
+                "period_start": datetime.fromisoformat(row["period_start"]),
+                "measures": row["measures"],
+                **row["metrics"],
+            }
+
+        return self._reading(
+            principal,
+            _REPORT_JSON,
+            dimension,
+            wanted,
+            start,
+            end,
+            granularity,
+            planning=_REPORT_PLANNING,
+            shape=shape,
+        )
 
     async def report_json(  # noqa: PLR0917 - the report's own parameters
         self,
@@ -349,9 +366,9 @@ class ReadModels:
         end: datetime,
         granularity: str,
     ) -> JsonReport:
-        """The rows of :meth:`report` as the JSON array the report endpoint serves, made by
-        the database, in one snapshot with their provenance. Decoding each row here and
-        encoding it again took more than ten times as long (bench/projections.py)."""
+        """The rows of :meth:`report` as the JSON array the report endpoint serves, as the
+        database made them, in one snapshot with their provenance. Decoding each row here
+        and encoding it again took more than ten times as long (bench/projections.py)."""
         wanted = None if ids is None else list(ids)
         lines: list[bytes] = [b"["]
 
