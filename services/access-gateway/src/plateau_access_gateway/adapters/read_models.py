@@ -302,6 +302,17 @@ class ReadModels:
             return Provenance(*await self._provenance(conn))
 
     @asynccontextmanager
+    async def _snapshot(
+        self, principal: Principal, planning: str | None = None
+    ) -> AsyncIterator[tuple[Connection, Provenance]]:
+        # Repeatable read: the rows are exactly what the provenance says they were computed
+        # from, even while the projector commits more.
+        async with self.scoped(principal.tenant, snapshot=True) as conn:
+            if planning is not None:
+                await conn.execute(planning)
+            yield conn, Provenance(*await self._provenance(conn))
+
+    @asynccontextmanager
     async def _reading(
         self,
         principal: Principal,
@@ -310,12 +321,7 @@ class ReadModels:
         planning: str | None = None,
         shape: Callable[[asyncpg.Record], Row] = dict,
     ) -> AsyncIterator[Reading]:
-        # Repeatable read: the rows are exactly what the provenance says they were computed
-        # from, even while the projector commits more.
-        async with self.scoped(principal.tenant, snapshot=True) as conn:
-            if planning is not None:
-                await conn.execute(planning)
-            provenance = Provenance(*await self._provenance(conn))
+        async with self._snapshot(principal, planning) as (conn, provenance):
             yield Reading(provenance, (shape(r) async for r in conn.cursor(query, *args)))
 
     def report(  # noqa: PLR0917 - the report's own parameters
@@ -376,9 +382,7 @@ class ReadModels:
             if chunk:  # each line is one row: a comma after each
                 lines.append(chunk.replace(b"\n", b","))
 
-        async with self.scoped(principal.tenant, snapshot=True) as conn:
-            await conn.execute(_REPORT_PLANNING)
-            provenance = Provenance(*await self._provenance(conn))
+        async with self._snapshot(principal, _REPORT_PLANNING) as (conn, provenance):
             # Copied out as CSV with a delimiter and a quote that JSON text never holds
             # unescaped (control characters), so each row comes out exactly as made, one
             # per line: no quoting, no escaping, nothing to decode. COPY streams, so rows
