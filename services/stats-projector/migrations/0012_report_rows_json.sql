@@ -4,8 +4,8 @@
 --
 -- Why stored columns: a 30-day report of 20 queues at 15 minutes is 57,600 rows. Turning
 -- each row's jsonb into text, reading every measure a metric needs back out of it and
--- dividing numerics took about 250 ms of server time per report, for figures that only
--- change when the row's measures do. Each row of `intervals` and `rollups` therefore keeps
+-- dividing numerics took most of the 300 ms of the gateway's former report query, for
+-- figures that only change when the row's measures do. Each row of `intervals` and `rollups` therefore keeps
 -- its JSON, computed by PostgreSQL whenever its measures are written (generated columns):
 --   report_head            {"id":…,"period_start":"…Z","measures":{…},
 --                          "metrics":{"service_level":
@@ -16,7 +16,8 @@
 -- setting between the head and the tail.
 --
 -- The figures are the metric functions of 0005/0011 themselves, applied to the row's
--- measures, as the gateway's own query applies them. A later migration that redefines one
+-- measures (a test compares every served row with those functions applied when it is
+-- read). A later migration that redefines one
 -- of those functions must recompute these columns (`update intervals set measures =
 -- measures`, the same for rollups): PostgreSQL does not recompute a stored column when a
 -- function it calls changes.
