@@ -8,10 +8,11 @@ The scope of a user inside the tenant (some queues, some campaigns) is applied h
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -117,6 +118,9 @@ _REPORT_PLANNING = (
     "set_config('random_page_cost', '1.1', true), set_config('work_mem', '64MB', true)"
 )
 
+#: Pieces of a report (tens of kilobytes each) read ahead of the client.
+_PIECES_AHEAD = 16
+
 _PROVENANCE = (
     'select source, "position", chain_head, applied_at from report_provenance() order by source'
 )
@@ -196,11 +200,11 @@ class Reading:
 
 @dataclass(frozen=True)
 class JsonReport:
-    """A report's rows as a JSON array (UTF-8), read in one snapshot with its provenance.
-    The array comes in pieces, as it was read: joined once, with what goes around it."""
+    """A report's rows as a JSON array (UTF-8) in pieces, as they are read, and the
+    provenance of the snapshot they are read in."""
 
     provenance: Provenance
-    rows: list[bytes]
+    rows: AsyncIterator[bytes]
 
 
 @dataclass(frozen=True)
@@ -363,6 +367,7 @@ class ReadModels:
             shape=shape,
         )
 
+    @asynccontextmanager
     async def report_json(  # noqa: PLR0917 - the report's own parameters
         self,
         principal: Principal,
@@ -371,39 +376,67 @@ class ReadModels:
         start: datetime,
         end: datetime,
         granularity: str,
-    ) -> JsonReport:
+    ) -> AsyncIterator[JsonReport]:
         """The rows of :meth:`report` as the JSON array the report endpoint serves, as the
-        database made them, in one snapshot with their provenance. Decoding each row here
-        and encoding it again took more than ten times as long (bench/projections.py)."""
+        database made them, with their provenance, read in one snapshot while the context
+        is open. Decoding each row here and encoding it again took more than ten times as
+        long (bench/projections.py)."""
         wanted = None if ids is None else list(ids)
-        lines: list[bytes] = [b"["]
+        # A few pieces ahead at most: memory stays bounded whatever the report's size, and
+        # PostgreSQL waits while the client is slower.
+        pieces: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=_PIECES_AHEAD)
 
         async def rows(chunk: bytes) -> None:
             if chunk:  # each line is one row: a comma after each
-                lines.append(chunk.replace(b"\n", b","))
+                await pieces.put(bytes(chunk.replace(b"\n", b",")))
 
         async with self._snapshot(principal, _REPORT_PLANNING) as (conn, provenance):
-            # Copied out as CSV with a delimiter and a quote that JSON text never holds
-            # unescaped (control characters), so each row comes out exactly as made, one
-            # per line: no quoting, no escaping, nothing to decode. COPY streams, so rows
-            # are joined while PostgreSQL still makes the next ones, and it plans the query
-            # for the values asked, so the table of the other granularity is pruned.
-            await conn.copy_from_query(
-                _REPORT_JSON,
-                dimension,
-                wanted,
-                start,
-                end,
-                granularity,
-                output=rows,
-                format="csv",
-                delimiter="\x02",
-                quote="\x01",
-            )
-        if len(lines) > 1:
-            lines[-1] = lines[-1].removesuffix(b",")  # after the last row
-        lines.append(b"]")
-        return JsonReport(provenance, lines)
+
+            async def copy() -> None:
+                # Copied out as CSV with a delimiter and a quote that JSON text never holds
+                # unescaped (control characters), so each row comes out exactly as made,
+                # one per line: no quoting, no escaping, nothing to decode. COPY streams,
+                # and it plans the query for the values asked, so the table of the other
+                # granularity is pruned.
+                try:
+                    await conn.copy_from_query(
+                        _REPORT_JSON,
+                        dimension,
+                        wanted,
+                        start,
+                        end,
+                        granularity,
+                        output=rows,
+                        format="csv",
+                        delimiter="\x02",
+                        quote="\x01",
+                    )
+                finally:
+                    # The end, after the last row or an error (array() then awaits this
+                    # task, which raises it); not when cancelled, nobody reads any more.
+                    if not asyncio.current_task().cancelling():  # type: ignore[union-attr]
+                        await pieces.put(None)
+
+            copying = asyncio.create_task(copy())
+
+            async def array() -> AsyncIterator[bytes]:
+                yield b"["
+                held = b""  # the last piece ends with the last row's comma
+                while (piece := await pieces.get()) is not None:
+                    if held:
+                        yield held
+                    held = piece
+                await copying  # its error, if it failed
+                yield held.removesuffix(b",") + b"]"
+
+            try:
+                yield JsonReport(provenance, array())
+            finally:
+                # A client that stops reading: stop copying (the pool then discards the
+                # connection, which is still in the middle of a COPY).
+                copying.cancel()
+                with suppress(asyncio.CancelledError):
+                    await copying
 
     # -- call detail records
 

@@ -3,12 +3,13 @@ with the event positions and chain heads they were computed up to."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response, status
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, status
+from fastapi.responses import StreamingResponse
 from pydantic import AfterValidator, BaseModel, Field
 
 from plateau_access_gateway.adapters.audit import AuditTrail
@@ -134,12 +135,12 @@ async def resolve_report(  # noqa: PLR0917 - the request's own parameters
     return ReportRequest(kind, wanted, start, end, granularity)
 
 
-def report_body(
+async def report_body(
     dimension: str, granularity: Granularity, start: datetime, end: datetime, report: JsonReport
-) -> bytes:
-    """The report endpoint's answer: a ``Report`` whose rows are the JSON the database made
-    (``ReadModels.report_json``, in ``ReportRow``'s shape); everything around them is the
-    model's own serialisation."""
+) -> AsyncIterator[bytes]:
+    """The report endpoint's answer, piece by piece: a ``Report`` whose rows are the JSON
+    the database made (``ReadModels.report_json``, in ``ReportRow``'s shape); everything
+    around them is the model's own serialisation."""
     envelope = Report(
         dimension=dimension,
         granularity=granularity,
@@ -149,7 +150,10 @@ def report_body(
         computed_up_to=[SourcePosition(**p) for p in report.provenance.sources],
         rows=[],
     ).model_dump_json(by_alias=True, exclude={"rows"})
-    return b"".join((envelope[:-1].encode(), b',"rows":', *report.rows, b"}"))
+    yield envelope[:-1].encode() + b',"rows":'
+    async for piece in report.rows:
+        yield piece
+    yield b"}"
 
 
 IdsQuery = Annotated[
@@ -190,25 +194,41 @@ def reports_router(read_models: ReadModels, audit: AuditTrail) -> APIRouter:
         end: ToQuery,
         granularity: GranularityQuery = Granularity.HOUR,
         ids: IdsQuery = None,
-    ) -> Response:
+    ) -> StreamingResponse:
         asked = await resolve_report(
             read_models, audit, principal, request, kind, ids, start, end, granularity
         )
-        report = await read_models.report_json(
-            principal, kind.dimension, asked.ids, start, end, granularity.value
-        )
-        await audit.record(
-            principal.tenant,
-            ReportViewed(
-                user_id=principal.user_id,
-                session_id=principal.credential_id,
-                report=f"{kind.dimension}_intervals",
-                filters=asked.filters(),
-            ),
-        )
-        return Response(
-            report_body(kind.dimension, granularity, start, end, report),
-            media_type="application/json",
-        )
+
+        async def answer() -> AsyncGenerator[bytes]:
+            async with read_models.report_json(
+                principal, kind.dimension, asked.ids, start, end, granularity.value
+            ) as report:
+                await audit.record(
+                    principal.tenant,
+                    ReportViewed(
+                        user_id=principal.user_id,
+                        session_id=principal.credential_id,
+                        report=f"{kind.dimension}_intervals",
+                        filters=asked.filters(),
+                    ),
+                )
+                async for piece in report_body(kind.dimension, granularity, start, end, report):
+                    yield piece
+
+        # Up to the first piece before answering, so that a database that fails or an
+        # audit record that cannot be written gets its error response, not a 200 cut
+        # short. The rest streams: memory stays bounded whatever the report's size.
+        pieces = answer()
+        first = await anext(pieces)
+
+        async def streamed() -> AsyncIterator[bytes]:
+            try:
+                yield first
+                async for piece in pieces:
+                    yield piece
+            finally:  # however the sending ends: the snapshot's connection goes back
+                await pieces.aclose()
+
+        return StreamingResponse(streamed(), media_type="application/json")
 
     return router
