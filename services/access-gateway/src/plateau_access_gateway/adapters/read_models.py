@@ -385,9 +385,10 @@ class ReadModels:
         # A few pieces ahead at most: memory stays bounded whatever the report's size, and
         # PostgreSQL waits while the client is slower.
         pieces: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=_PIECES_AHEAD)
+        unread = asyncio.Event()  # the reader went away: the rest is dropped
 
         async def rows(chunk: bytes) -> None:
-            if chunk:  # each line is one row: a comma after each
+            if chunk and not unread.is_set():  # each line is one row: a comma after each
                 await pieces.put(bytes(chunk.replace(b"\n", b",")))
 
         async with self._snapshot(principal, _REPORT_PLANNING) as (conn, provenance):
@@ -413,8 +414,8 @@ class ReadModels:
                     )
                 finally:
                     # The end, after the last row or an error (array() then awaits this
-                    # task, which raises it); not when cancelled, nobody reads any more.
-                    if not asyncio.current_task().cancelling():  # type: ignore[union-attr]
+                    # task, which raises it).
+                    if not unread.is_set():
                         await pieces.put(None)
 
             copying = asyncio.create_task(copy())
@@ -432,10 +433,13 @@ class ReadModels:
             try:
                 yield JsonReport(provenance, array())
             finally:
-                # A client that stops reading: stop copying (the pool then discards the
-                # connection, which is still in the middle of a COPY).
-                copying.cancel()
-                with suppress(asyncio.CancelledError):
+                # A reader that stops early: the copy runs to its end, its rows dropped, so
+                # that the connection leaves the COPY and the transaction ends cleanly (a
+                # COPY cancelled half-way leaves the connection unusable).
+                unread.set()
+                while not pieces.empty():
+                    pieces.get_nowait()
+                with suppress(Exception):
                     await copying
 
     # -- call detail records
